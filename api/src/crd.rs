@@ -1,0 +1,320 @@
+//! Kubernetes custom resources: `HybridOnlineStore` and `FeatureView`
+//! (group `hybrid-online-store.io`, version `v1alpha1`).
+//!
+//! The store's spec mirrors Feast's `online_store` block; backend `conf`
+//! keeps Feast's field names and is checked by the operator with the same
+//! parser as `feature_store.yaml` (it is free-form in the schema, as
+//! Feast's `conf: Dict` is). Credentials are Secret references only.
+
+// kube's repeated `printcolumn(type_ = ...)` arguments look duplicated to clippy.
+#![allow(clippy::duplicated_attributes)]
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::credential::SecretKeyRef;
+use crate::dtype::Dtype;
+use crate::feast_config::BackendType;
+use crate::feature_view::SourceDef;
+
+pub const API_GROUP: &str = "hybrid-online-store.io";
+pub const API_VERSION: &str = "v1alpha1";
+
+/// What happens to a feature view's tables when the view is deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub enum TeardownPolicy {
+    /// Keep the tables and their data.
+    #[default]
+    Retain,
+    /// Drop the tables in the view's backend.
+    Delete,
+}
+
+fn default_routing_tag() -> String {
+    crate::feast_config::DEFAULT_ROUTING_TAG.to_string()
+}
+
+fn default_serialization_version() -> i32 {
+    3
+}
+
+/// A hybrid online store: several named backends and the rule that routes
+/// each FeatureView to one of them.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[kube(
+    group = "hybrid-online-store.io",
+    version = "v1alpha1",
+    kind = "HybridOnlineStore",
+    plural = "hybridonlinestores",
+    shortname = "hos",
+    namespaced,
+    status = "HybridOnlineStoreStatus",
+    printcolumn(name = "Project", type_ = "string", json_path = ".spec.project"),
+    printcolumn(name = "Backends", type_ = "integer", json_path = ".status.backends"),
+    printcolumn(name = "Views", type_ = "integer", json_path = ".status.routedViews"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.defaultStore) || self.onlineStores.exists(s, s.name == self.defaultStore)").message("defaultStore must name one of onlineStores"))]
+pub struct HybridOnlineStoreSpec {
+    /// Feast project name (letters, digits, underscores).
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_]+$"), length(min = 1, max = 63))]
+    pub project: String,
+    /// FeatureView tag whose value selects the backend (Feast's `routing_tag`).
+    #[serde(default = "default_routing_tag")]
+    #[schemars(length(min = 1, max = 63))]
+    pub routing_tag: String,
+    /// Feast's `entity_key_serialization_version`: 3, or 2 for legacy data.
+    #[serde(default = "default_serialization_version")]
+    #[schemars(range(min = 2, max = 3))]
+    pub entity_key_serialization_version: i32,
+    /// The backends. A view's routing tag names one by `name`, or by `type`
+    /// when only one backend has that type.
+    #[schemars(length(min = 1, max = 64))]
+    #[x_kube(validation = Rule::new("self.all(s, self.exists_one(t, t.name == s.name))").message("onlineStores names must be unique"))]
+    pub online_stores: Vec<OnlineStoreSpec>,
+    /// Backend for views without a routing tag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_store: Option<String>,
+    /// What happens to a deleted view's tables.
+    #[serde(default)]
+    pub teardown_policy: TeardownPolicy,
+    /// Optional proxy Deployment and Service managed with the store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<ProxySpec>,
+}
+
+/// One backend of the store.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OnlineStoreSpec {
+    /// Backend name, unique in the store; routing tags may name it.
+    #[schemars(
+        regex(pattern = r"^[a-z0-9]([a-z0-9_-]*[a-z0-9])?$"),
+        length(min = 1, max = 63)
+    )]
+    pub name: String,
+    /// Backend type.
+    #[serde(rename = "type")]
+    pub backend_type: BackendType,
+    /// Feast's configuration for this store type (e.g. `hosts`, `keyspace`
+    /// for cassandra; `project_id`, `instance` for bigtable), without secrets.
+    #[serde(default)]
+    #[schemars(schema_with = "free_form_object")]
+    pub conf: serde_json::Value,
+    /// Secrets the backend needs, from Secrets in the store's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<CredentialsSpec>,
+}
+
+fn free_form_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true
+    })
+}
+
+/// Secret references for a backend's credentials.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialsSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username_secret_ref: Option<SecretKeyRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_secret_ref: Option<SecretKeyRef>,
+}
+
+fn default_replicas() -> i32 {
+    1
+}
+
+fn default_port() -> i32 {
+    6566
+}
+
+/// The proxy the operator runs for this store.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProxySpec {
+    /// Create the proxy Deployment and Service.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Proxy image; defaults to the operator's configured image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 0, max = 100))]
+    pub replicas: i32,
+    /// HTTP port (Feast's feature server port by default).
+    #[serde(default = "default_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+/// Observed state of a store.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HybridOnlineStoreStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `BackendsReachable`, `Routed`.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// Number of backends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backends: Option<i32>,
+    /// Number of feature views routed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routed_views: Option<i32>,
+    /// Views routed to each backend.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub views_per_backend: BTreeMap<String, i32>,
+    /// Name of the routing ConfigMap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing_config_map: Option<String>,
+}
+
+/// A Feast FeatureView served by a HybridOnlineStore.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[kube(
+    group = "hybrid-online-store.io",
+    version = "v1alpha1",
+    kind = "FeatureView",
+    plural = "featureviews",
+    shortname = "fv",
+    namespaced,
+    status = "FeatureViewStatus",
+    printcolumn(name = "Feast name", type_ = "string", json_path = ".spec.name"),
+    printcolumn(name = "Store", type_ = "string", json_path = ".spec.storeRef"),
+    printcolumn(name = "Backend", type_ = "string", json_path = ".status.backend"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct FeatureViewSpec {
+    /// Name of the HybridOnlineStore (same namespace) serving this view.
+    #[schemars(length(min = 1, max = 253))]
+    pub store_ref: String,
+    /// Feast name of the view (may hold `_`, which object names cannot);
+    /// defaults to the object name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        regex(pattern = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"),
+        length(min = 1, max = 128)
+    )]
+    pub name: Option<String>,
+    /// Entities; empty for an entityless view.
+    #[serde(default)]
+    pub entities: Vec<EntitySpec>,
+    /// Time to live, e.g. `86400s`, `24h`, `1d`; absent or `0s` = no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+[smhdw]?)+$"))]
+    pub ttl: Option<String>,
+    /// Features; names are unique (a list-map keyed by name).
+    #[schemars(length(max = 2048), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub schema: Vec<FieldSpec>,
+    /// Serve the view online.
+    #[serde(default = "yes")]
+    pub online: bool,
+    /// Batch source (informational for online serving).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceDef>,
+    /// Tags; the store's routing tag selects the backend.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// An entity of a view.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EntitySpec {
+    #[schemars(length(min = 1))]
+    pub name: String,
+    /// Join keys; default: the entity name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub join_keys: Vec<String>,
+    /// Value type of the join keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dtype: Option<Dtype>,
+}
+
+/// A feature.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FieldSpec {
+    #[schemars(regex(pattern = r"^[^:\s]+$"), length(min = 1, max = 256))]
+    pub name: String,
+    pub dtype: Dtype,
+}
+
+/// Observed state of a view.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FeatureViewStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Routed`, `TablesProvisioned`.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// Backend the view routes to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
+    /// Tables provisioned for the view in its backend.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tables: Vec<String>,
+}
+
+/// The CRD documents `crdgen` writes, as (file name, YAML).
+pub fn crd_documents() -> Result<Vec<(&'static str, String)>, serde_yaml::Error> {
+    use kube::CustomResourceExt;
+    Ok(vec![
+        (
+            "hybridonlinestores.yaml",
+            serde_yaml::to_string(&HybridOnlineStore::crd())?,
+        ),
+        (
+            "featureviews.yaml",
+            serde_yaml::to_string(&FeatureView::crd())?,
+        ),
+    ])
+}

@@ -1,0 +1,664 @@
+//! The routing rule (which backend serves a feature view) and the routing
+//! table: the self-contained document the operator writes into a ConfigMap
+//! and the proxy loads.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::dtype::Dtype;
+use crate::entity_key::SerializationVersion;
+use crate::error::ConfigError;
+use crate::feast_config::{
+    BackendConf, BackendSpec, BackendType, OnlineStoreConfig, RepoConfig, parse_at,
+};
+use crate::feature_view::{EntityDef, FeatureViewDef, FieldDef, check_name};
+
+/// Version of the routing table document this build reads and writes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Why a view has no backend.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RoutingError {
+    #[error("routing tag `{tag}`=`{value}` names no backend (backends: {known})")]
+    UnknownBackend {
+        tag: String,
+        value: String,
+        known: String,
+    },
+    #[error(
+        "routing tag `{tag}`=`{value}` matches the type of several backends ({matches}); use a backend name"
+    )]
+    AmbiguousType {
+        tag: String,
+        value: String,
+        matches: String,
+    },
+    #[error("no `{tag}` tag and no default store; add the tag or set a default store")]
+    Untagged { tag: String },
+}
+
+/// What the routing rule needs to know about one backend.
+pub trait RouteTarget {
+    fn route_name(&self) -> &str;
+    fn route_type(&self) -> BackendType;
+}
+
+/// The routing rule: the view's `routing_tag` value names a backend by name;
+/// else by type when exactly one backend has that type (Feast's rule,
+/// case-insensitive); a view without the tag goes to the default backend.
+/// A tag value that matches nothing is an error even when a default exists,
+/// so a typo never silently sends a team's data elsewhere.
+pub fn resolve_backend<'a, B: RouteTarget>(
+    routing_tag: &str,
+    tags: &BTreeMap<String, String>,
+    backends: &'a [B],
+    default_backend: Option<&str>,
+) -> Result<&'a B, RoutingError> {
+    let value = tags
+        .get(routing_tag)
+        .map(|v| v.trim())
+        .filter(|v| !v.is_empty());
+    let Some(value) = value else {
+        return default_backend
+            .and_then(|d| backends.iter().find(|b| b.route_name() == d))
+            .ok_or_else(|| RoutingError::Untagged {
+                tag: routing_tag.to_string(),
+            });
+    };
+    if let Some(b) = backends.iter().find(|b| b.route_name() == value) {
+        return Ok(b);
+    }
+    let by_type: Vec<&B> = match BackendType::parse(value) {
+        Some(t) => backends.iter().filter(|b| b.route_type() == t).collect(),
+        None => Vec::new(),
+    };
+    match by_type.as_slice() {
+        [one] => Ok(one),
+        [] => Err(RoutingError::UnknownBackend {
+            tag: routing_tag.to_string(),
+            value: value.to_string(),
+            known: backends
+                .iter()
+                .map(|b| b.route_name())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }),
+        many => Err(RoutingError::AmbiguousType {
+            tag: routing_tag.to_string(),
+            value: value.to_string(),
+            matches: many
+                .iter()
+                .map(|b| b.route_name())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }),
+    }
+}
+
+/// A backend in the routing table.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Backend {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub backend_type: BackendType,
+    pub conf: BackendConf,
+}
+
+impl RouteTarget for Backend {
+    fn route_name(&self) -> &str {
+        &self.name
+    }
+    fn route_type(&self) -> BackendType {
+        self.backend_type
+    }
+}
+
+/// A join key and its value type (`None`: inferred from request values,
+/// as Feast does for entities declared without a type).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinKey {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dtype: Option<Dtype>,
+}
+
+/// An entity of a routed view.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutedEntity {
+    pub name: String,
+    pub join_keys: Vec<JoinKey>,
+}
+
+/// A feature of a routed view.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Feature {
+    pub name: String,
+    pub dtype: Dtype,
+}
+
+/// A feature view and the backend that serves it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutedView {
+    pub name: String,
+    /// Empty for an entityless view (served under Feast's dummy entity key).
+    #[serde(default)]
+    pub entities: Vec<RoutedEntity>,
+    pub features: Vec<Feature>,
+    /// Seconds; absent means no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds: Option<u64>,
+    #[serde(default = "yes")]
+    pub online: bool,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+    /// Name of the backend in `backends`.
+    pub backend: String,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl RoutedView {
+    /// All join keys of the view, in entity order.
+    pub fn join_keys(&self) -> impl Iterator<Item = &JoinKey> {
+        self.entities.iter().flat_map(|e| e.join_keys.iter())
+    }
+
+    pub fn feature(&self, name: &str) -> Option<&Feature> {
+        self.features.iter().find(|f| f.name == name)
+    }
+}
+
+/// A feature service: named projections of views.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureService {
+    pub name: String,
+    pub projections: Vec<Projection>,
+}
+
+/// Features of one view in a feature service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Projection {
+    pub feature_view: String,
+    /// Empty: every feature of the view.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub features: Vec<String>,
+}
+
+/// The routing table. Serializes deterministically: backends, views and
+/// services sorted by name, maps ordered.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RoutingTable {
+    pub schema_version: u32,
+    pub project: String,
+    pub entity_key_serialization_version: SerializationVersion,
+    pub routing_tag: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_backend: Option<String>,
+    pub backends: Vec<Backend>,
+    pub feature_views: Vec<RoutedView>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub feature_services: Vec<FeatureService>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackend {
+    name: String,
+    #[serde(rename = "type")]
+    backend_type: BackendType,
+    #[serde(default)]
+    conf: serde_yaml::Value,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTable {
+    schema_version: u32,
+    project: String,
+    #[serde(default)]
+    entity_key_serialization_version: SerializationVersion,
+    routing_tag: String,
+    #[serde(default)]
+    default_backend: Option<String>,
+    backends: Vec<serde_yaml::Value>,
+    #[serde(default)]
+    feature_views: Vec<RoutedView>,
+    #[serde(default)]
+    feature_services: Vec<FeatureService>,
+}
+
+impl RoutingTable {
+    /// Parses and validates a routing table document (YAML or JSON).
+    pub fn parse(file: &str, text: &str) -> Result<RoutingTable, ConfigError> {
+        // Check the version first so a newer document fails with that reason.
+        let probe: serde_yaml::Value = crate::error::from_yaml(file, text)?;
+        match probe
+            .get("schema_version")
+            .and_then(serde_yaml::Value::as_u64)
+        {
+            Some(v) if v == u64::from(SCHEMA_VERSION) => {}
+            Some(v) => {
+                return Err(ConfigError::new(
+                    file,
+                    "schema_version",
+                    format!(
+                        "routing table schema version {v} is not supported by this build (supports {SCHEMA_VERSION})"
+                    ),
+                ));
+            }
+            None => {
+                return Err(ConfigError::new(
+                    file,
+                    "schema_version",
+                    "missing or not a number",
+                ));
+            }
+        }
+        let raw: RawTable = parse_at(probe, file, "")?;
+        let mut backends = Vec::with_capacity(raw.backends.len());
+        for (i, b) in raw.backends.into_iter().enumerate() {
+            let path = format!("backends[{i}]");
+            let rb: RawBackend = parse_at(b, file, &path)?;
+            let conf = BackendConf::parse(rb.backend_type, rb.conf, file, &format!("{path}.conf"))?;
+            backends.push(Backend {
+                name: rb.name,
+                backend_type: rb.backend_type,
+                conf,
+            });
+        }
+        let table = RoutingTable {
+            schema_version: raw.schema_version,
+            project: raw.project,
+            entity_key_serialization_version: raw.entity_key_serialization_version,
+            routing_tag: raw.routing_tag,
+            default_backend: raw.default_backend,
+            backends,
+            feature_views: raw.feature_views,
+            feature_services: raw.feature_services,
+        };
+        table.validate(file)?;
+        Ok(table)
+    }
+
+    /// Deterministic YAML: the same table always gives the same bytes.
+    pub fn to_yaml(&self) -> String {
+        // Serializing plain structs, strings and numbers cannot fail.
+        serde_yaml::to_string(self).unwrap_or_default()
+    }
+
+    /// Sorts everything that has no meaningful order.
+    pub fn normalize(&mut self) {
+        self.backends.sort_by(|a, b| a.name.cmp(&b.name));
+        self.feature_views.sort_by(|a, b| a.name.cmp(&b.name));
+        self.feature_services.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+
+    pub fn backend(&self, name: &str) -> Option<&Backend> {
+        self.backends.iter().find(|b| b.name == name)
+    }
+
+    pub fn view(&self, name: &str) -> Option<&RoutedView> {
+        self.feature_views.iter().find(|v| v.name == name)
+    }
+
+    /// Checks that names are unique, every reference resolves and every
+    /// type is one Feast can key or store.
+    pub fn validate(&self, file: &str) -> Result<(), ConfigError> {
+        let err = |path: String, msg: String| ConfigError::new(file, path, msg);
+        check_name(&self.project).map_err(|m| err("project".into(), m))?;
+        if self.backends.is_empty() {
+            return Err(err(
+                "backends".into(),
+                "at least one backend is required".into(),
+            ));
+        }
+        let mut names = BTreeSet::new();
+        for (i, b) in self.backends.iter().enumerate() {
+            check_name(&b.name).map_err(|m| err(format!("backends[{i}].name"), m))?;
+            if !names.insert(b.name.as_str()) {
+                return Err(err(
+                    format!("backends[{i}].name"),
+                    format!("duplicate backend `{}`", b.name),
+                ));
+            }
+            if b.conf.backend_type() != b.backend_type {
+                return Err(err(
+                    format!("backends[{i}].conf"),
+                    format!(
+                        "conf is for {} but type is {}",
+                        b.conf.backend_type(),
+                        b.backend_type
+                    ),
+                ));
+            }
+        }
+        if let Some(d) = &self.default_backend
+            && !names.contains(d.as_str())
+        {
+            return Err(err(
+                "default_backend".into(),
+                format!("default backend `{d}` is not in backends"),
+            ));
+        }
+        let mut views = BTreeSet::new();
+        for (i, v) in self.feature_views.iter().enumerate() {
+            let p = format!("feature_views[{i}]");
+            check_name(&v.name).map_err(|m| err(format!("{p}.name"), m))?;
+            if !views.insert(v.name.as_str()) {
+                return Err(err(
+                    format!("{p}.name"),
+                    format!("duplicate feature view `{}`", v.name),
+                ));
+            }
+            if !names.contains(v.backend.as_str()) {
+                return Err(err(
+                    format!("{p}.backend"),
+                    format!(
+                        "feature view `{}` routes to unknown backend `{}`",
+                        v.name, v.backend
+                    ),
+                ));
+            }
+            let mut cols = BTreeSet::new();
+            for (j, k) in v.join_keys().enumerate() {
+                check_name(&k.name).map_err(|m| err(format!("{p}.entities"), m))?;
+                if let Some(d) = k.dtype
+                    && !d.allowed_in_entity_key()
+                {
+                    return Err(err(
+                        format!("{p}.entities"),
+                        format!(
+                            "join key `{}` has dtype {d}, which cannot be part of an entity key",
+                            k.name
+                        ),
+                    ));
+                }
+                if !cols.insert(k.name.as_str()) {
+                    return Err(err(
+                        format!("{p}.entities"),
+                        format!("join key #{j} `{}` is repeated", k.name),
+                    ));
+                }
+            }
+            for (j, f) in v.features.iter().enumerate() {
+                check_name(&f.name).map_err(|m| err(format!("{p}.features[{j}].name"), m))?;
+                if !cols.insert(f.name.as_str()) {
+                    return Err(err(
+                        format!("{p}.features[{j}].name"),
+                        format!(
+                            "`{}` appears twice among the view's join keys and features",
+                            f.name
+                        ),
+                    ));
+                }
+            }
+        }
+        let mut services = BTreeSet::new();
+        for (i, s) in self.feature_services.iter().enumerate() {
+            let p = format!("feature_services[{i}]");
+            if !services.insert(s.name.as_str()) {
+                return Err(err(
+                    format!("{p}.name"),
+                    format!("duplicate feature service `{}`", s.name),
+                ));
+            }
+            for (j, pr) in s.projections.iter().enumerate() {
+                let Some(view) = self.view(&pr.feature_view) else {
+                    return Err(err(
+                        format!("{p}.projections[{j}].feature_view"),
+                        format!("unknown feature view `{}`", pr.feature_view),
+                    ));
+                };
+                if let Some(f) = pr.features.iter().find(|f| view.feature(f).is_none()) {
+                    return Err(err(
+                        format!("{p}.projections[{j}].features"),
+                        format!("feature view `{}` has no feature `{f}`", view.name),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// For a ConfigMap: also refuses literal credentials.
+    pub fn validate_for_configmap(&self, file: &str) -> Result<(), ConfigError> {
+        self.validate(file)?;
+        for (i, b) in self.backends.iter().enumerate() {
+            if b.conf.has_literal_credentials() {
+                return Err(ConfigError::new(
+                    file,
+                    format!("backends[{i}].conf"),
+                    format!(
+                        "backend `{}` holds a literal credential; use a secret reference",
+                        b.name
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Builds the table from a Feast repo config and feature view
+    /// definitions. Every view must be routable.
+    pub fn from_feast(
+        config: &RepoConfig,
+        views: &[FeatureViewDef],
+        file: &str,
+    ) -> Result<RoutingTable, ConfigError> {
+        let (routing_tag, specs, default_store): (String, Vec<BackendSpec>, Option<String>) =
+            match &config.online_store {
+                OnlineStoreConfig::Hybrid {
+                    routing_tag,
+                    online_stores,
+                    default_store,
+                } => (
+                    routing_tag.clone(),
+                    online_stores.clone(),
+                    default_store.clone(),
+                ),
+                // A single store serves every view.
+                OnlineStoreConfig::Single(spec) => {
+                    let name = backend_name(spec);
+                    (
+                        crate::feast_config::DEFAULT_ROUTING_TAG.to_string(),
+                        vec![(**spec).clone()],
+                        Some(name),
+                    )
+                }
+            };
+        let mut backends: Vec<Backend> = Vec::with_capacity(specs.len());
+        for (i, s) in specs.iter().enumerate() {
+            let name = backend_name(s);
+            if backends.iter().any(|b| b.name == name) {
+                return Err(ConfigError::new(
+                    file,
+                    format!("online_store.online_stores[{i}]"),
+                    format!("two backends are named `{name}`; give each a distinct `name`"),
+                ));
+            }
+            backends.push(Backend {
+                name,
+                backend_type: s.conf.backend_type(),
+                conf: s.conf.clone(),
+            });
+        }
+        let mut feature_views = Vec::with_capacity(views.len());
+        for (i, v) in views.iter().enumerate() {
+            let backend =
+                resolve_backend(&routing_tag, &v.tags, &backends, default_store.as_deref())
+                    .map_err(|e| {
+                        ConfigError::new(
+                            file,
+                            format!("feature_views[{i}] `{}`.tags", v.name),
+                            e.to_string(),
+                        )
+                    })?;
+            feature_views.push(routed_view(v, backend.name.clone()));
+        }
+        let mut table = RoutingTable {
+            schema_version: SCHEMA_VERSION,
+            project: config.project.clone(),
+            entity_key_serialization_version: config.entity_key_serialization_version,
+            routing_tag,
+            default_backend: default_store,
+            backends,
+            feature_views,
+            feature_services: Vec::new(),
+        };
+        table.normalize();
+        table.validate(file)?;
+        Ok(table)
+    }
+}
+
+/// A backend's name: its `name`, else its type name.
+pub fn backend_name(spec: &BackendSpec) -> String {
+    spec.name
+        .clone()
+        .unwrap_or_else(|| spec.conf.backend_type().as_str().to_string())
+}
+
+/// Converts a definition; join key types come from the entity, else from a
+/// schema column of the same name (which is then not a feature, as in Feast).
+fn routed_view(v: &FeatureViewDef, backend: String) -> RoutedView {
+    let schema_type = |k: &str| v.schema.iter().find(|f| f.name == k).map(|f| f.dtype);
+    let entities: Vec<RoutedEntity> = v
+        .entities
+        .iter()
+        .map(|e: &EntityDef| RoutedEntity {
+            name: e.name.clone(),
+            join_keys: e
+                .join_keys
+                .iter()
+                .map(|k| JoinKey {
+                    name: k.clone(),
+                    dtype: e.dtype.or_else(|| schema_type(k)),
+                })
+                .collect(),
+        })
+        .collect();
+    let key_names: BTreeSet<&str> = v
+        .entities
+        .iter()
+        .flat_map(|e| e.join_keys.iter().map(String::as_str))
+        .collect();
+    let features = v
+        .schema
+        .iter()
+        .filter(|f: &&FieldDef| !key_names.contains(f.name.as_str()))
+        .map(|f| Feature {
+            name: f.name.clone(),
+            dtype: f.dtype,
+        })
+        .collect();
+    RoutedView {
+        name: v.name.clone(),
+        entities,
+        features,
+        ttl_seconds: v.ttl,
+        online: v.online,
+        tags: v.tags.clone(),
+        backend,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug)]
+    struct B(&'static str, BackendType);
+    impl RouteTarget for B {
+        fn route_name(&self) -> &str {
+            self.0
+        }
+        fn route_type(&self) -> BackendType {
+            self.1
+        }
+    }
+
+    fn tags(v: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([("team".to_string(), v.to_string())])
+    }
+
+    const BACKENDS: [B; 4] = [
+        B("bt", BackendType::Bigtable),
+        B("team_a", BackendType::Cassandra),
+        B("team_b", BackendType::Cassandra),
+        B("cache", BackendType::Redis),
+    ];
+
+    #[test]
+    fn name_then_unique_type_then_default() {
+        assert_eq!(
+            resolve_backend("team", &tags("team_a"), &BACKENDS, None)
+                .unwrap()
+                .0,
+            "team_a"
+        );
+        assert_eq!(
+            resolve_backend("team", &tags("bigtable"), &BACKENDS, None)
+                .unwrap()
+                .0,
+            "bt"
+        );
+        assert_eq!(
+            resolve_backend("team", &tags("Redis"), &BACKENDS, None)
+                .unwrap()
+                .0,
+            "cache"
+        );
+        assert_eq!(
+            resolve_backend("team", &BTreeMap::new(), &BACKENDS, Some("cache"))
+                .unwrap()
+                .0,
+            "cache"
+        );
+    }
+
+    #[test]
+    fn unroutable_reasons() {
+        let e = resolve_backend("team", &tags("cassandra"), &BACKENDS, Some("bt")).unwrap_err();
+        assert!(matches!(e, RoutingError::AmbiguousType { .. }), "{e}");
+        assert!(e.to_string().contains("team_a, team_b"));
+        let e = resolve_backend("team", &tags("mongo"), &BACKENDS, Some("bt")).unwrap_err();
+        assert!(matches!(e, RoutingError::UnknownBackend { .. }), "{e}");
+        let e = resolve_backend("team", &BTreeMap::new(), &BACKENDS, None).unwrap_err();
+        assert_eq!(e, RoutingError::Untagged { tag: "team".into() });
+    }
+
+    proptest! {
+        /// Whatever the tag, a resolved backend is one the tag names (by
+        /// name or unique type) or, for an untagged view, the default.
+        #[test]
+        fn resolution_is_justified(value in prop_oneof![
+            Just(String::new()), Just("bt".to_string()), Just("team_a".to_string()),
+            Just("cassandra".to_string()), Just("REDIS".to_string()), "[a-z]{1,6}"
+        ], default in prop_oneof![Just(None), Just(Some("cache")), Just(Some("bt"))]) {
+            let t = if value.is_empty() { BTreeMap::new() } else { tags(&value) };
+            match resolve_backend("team", &t, &BACKENDS, default) {
+                Ok(b) => {
+                    if value.is_empty() {
+                        prop_assert_eq!(Some(b.0), default);
+                    } else {
+                        let by_type = BackendType::parse(&value) == Some(b.1)
+                            && BACKENDS.iter().filter(|x| x.1 == b.1).count() == 1;
+                        prop_assert!(b.0 == value || by_type);
+                    }
+                }
+                Err(RoutingError::Untagged { .. }) => prop_assert!(value.is_empty() && default.is_none()),
+                Err(_) => prop_assert!(!value.is_empty()),
+            }
+        }
+    }
+}
