@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/feast/types/Value.proto",
         "proto/feast/types/EntityKey.proto",
         "proto/feast/serving/ServingService.proto",
+        "proto/feast/core/Registry.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");

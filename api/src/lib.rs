@@ -19,8 +19,10 @@ pub mod entity_key;
 pub mod error;
 pub mod feast_config;
 pub mod feature_view;
+pub mod json;
 pub mod keys;
 pub mod proto;
+pub mod registry;
 pub mod routing;
 
 #[cfg(feature = "crd")]

@@ -8,6 +8,9 @@ pub mod feast {
     pub mod serving {
         include!(concat!(env!("OUT_DIR"), "/feast.serving.rs"));
     }
+    pub mod core {
+        include!(concat!(env!("OUT_DIR"), "/feast.core.rs"));
+    }
 }
 
 pub use feast::serving::FieldStatus;

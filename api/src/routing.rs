@@ -158,6 +158,16 @@ pub struct RoutedView {
     pub tags: BTreeMap<String, String>,
     /// Name of the backend in `backends`.
     pub backend: String,
+    /// Column holding the event time in write requests (the source's
+    /// timestamp field); `event_timestamp` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp_field: Option<String>,
+    /// Column holding the created time in write requests, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_timestamp_column: Option<String>,
+    /// Push source feeding this view (`POST /push`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push_source: Option<String>,
 }
 
 fn yes() -> bool {
@@ -188,6 +198,9 @@ pub struct FeatureService {
 #[serde(deny_unknown_fields)]
 pub struct Projection {
     pub feature_view: String,
+    /// Name used instead of the view's in full feature names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
     /// Empty: every feature of the view.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub features: Vec<String>,
@@ -452,6 +465,7 @@ impl RoutingTable {
     pub fn from_feast(
         config: &RepoConfig,
         views: &[FeatureViewDef],
+        feature_services: Vec<FeatureService>,
         file: &str,
     ) -> Result<RoutingTable, ConfigError> {
         let (routing_tag, specs, default_store): (String, Vec<BackendSpec>, Option<String>) =
@@ -512,7 +526,7 @@ impl RoutingTable {
             default_backend: default_store,
             backends,
             feature_views,
-            feature_services: Vec::new(),
+            feature_services,
         };
         table.normalize();
         table.validate(file)?;
@@ -560,6 +574,7 @@ fn routed_view(v: &FeatureViewDef, backend: String) -> RoutedView {
             dtype: f.dtype,
         })
         .collect();
+    let source = v.source.as_ref();
     RoutedView {
         name: v.name.clone(),
         entities,
@@ -568,6 +583,11 @@ fn routed_view(v: &FeatureViewDef, backend: String) -> RoutedView {
         online: v.online,
         tags: v.tags.clone(),
         backend,
+        timestamp_field: source.and_then(|s| s.event_timestamp_column.clone()),
+        created_timestamp_column: source.and_then(|s| s.created_timestamp_column.clone()),
+        push_source: source
+            .filter(|s| s.kind.as_deref() == Some("push"))
+            .and_then(|s| s.name.clone()),
     }
 }
 

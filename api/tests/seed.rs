@@ -42,7 +42,8 @@ fn seed_parses_into_routing_table() {
     assert_eq!(c.keyspace, "feast_keyspace");
 
     let views = FeatureViewDef::parse_all("feature_view.yaml", VIEW).unwrap();
-    let table = RoutingTable::from_feast(&config, &views, "feature_store.yaml").unwrap();
+    let table =
+        RoutingTable::from_feast(&config, &views, Vec::new(), "feature_store.yaml").unwrap();
     let view = table.view("user_features").unwrap();
     assert_eq!(view.backend, "bigtable");
     assert_eq!(view.ttl_seconds, None);
@@ -137,7 +138,8 @@ fn unroutable_view_fails_at_load() {
         &VIEW.replace("team: bigtable", "team: dynamo"),
     )
     .unwrap();
-    let err = RoutingTable::from_feast(&config, &views, "feature_store.yaml").unwrap_err();
+    let err =
+        RoutingTable::from_feast(&config, &views, Vec::new(), "feature_store.yaml").unwrap_err();
     assert!(
         err.to_string().contains("`dynamo` names no backend"),
         "{err}"
@@ -148,7 +150,7 @@ fn unroutable_view_fails_at_load() {
 fn routing_table_rejects_bad_documents() {
     let config = RepoConfig::parse("feature_store.yaml", STORE, no_env).unwrap();
     let views = FeatureViewDef::parse_all("feature_view.yaml", VIEW).unwrap();
-    let yaml = RoutingTable::from_feast(&config, &views, "f")
+    let yaml = RoutingTable::from_feast(&config, &views, Vec::new(), "f")
         .unwrap()
         .to_yaml();
 

@@ -1,0 +1,365 @@
+//! Feature values in the JSON of Feast's feature server: how `feast serve`
+//! prints a `Value`, how request JSON becomes a `Value` of a known dtype,
+//! and the timestamp text both sides use.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use serde_json::{Number, Value as Json};
+
+use crate::dtype::Dtype;
+use crate::proto::Val;
+use crate::proto::Value;
+use crate::proto::feast::types as t;
+
+fn float(f: f64) -> Json {
+    match Number::from_f64(f) {
+        Some(n) => Json::Number(n),
+        // Feast prints non-finite floats as these strings.
+        None if f.is_nan() => Json::String("NaN".into()),
+        None if f > 0.0 => Json::String("Infinity".into()),
+        None => Json::String("-Infinity".into()),
+    }
+}
+
+fn arr<T>(v: &[T], f: impl Fn(&T) -> Json) -> Json {
+    Json::Array(v.iter().map(f).collect())
+}
+
+/// A `Value` as `feast serve` prints it: int64 as exact numbers, float32
+/// widened to double, bytes as padded base64, UNIX_TIMESTAMP as epoch
+/// seconds, lists as arrays, unset as `null`.
+pub fn value_to_json(v: &Value) -> Json {
+    let Some(val) = &v.val else { return Json::Null };
+    match val {
+        Val::BytesVal(b) => Json::String(B64.encode(b)),
+        Val::StringVal(s) | Val::UuidVal(s) | Val::TimeUuidVal(s) => Json::String(s.clone()),
+        Val::Int32Val(i) => Json::from(*i),
+        Val::Int64Val(i) | Val::UnixTimestampVal(i) => Json::from(*i),
+        Val::DoubleVal(d) => float(*d),
+        Val::FloatVal(f) => float(f64::from(*f)),
+        Val::BoolVal(b) => Json::Bool(*b),
+        Val::BytesListVal(l) => arr(&l.val, |b| Json::String(B64.encode(b))),
+        Val::StringListVal(l) | Val::UuidListVal(l) | Val::TimeUuidListVal(l) => {
+            arr(&l.val, |s| Json::String(s.clone()))
+        }
+        Val::Int32ListVal(l) => arr(&l.val, |i| Json::from(*i)),
+        Val::Int64ListVal(l) | Val::UnixTimestampListVal(l) => arr(&l.val, |i| Json::from(*i)),
+        Val::DoubleListVal(l) => arr(&l.val, |d| float(*d)),
+        Val::FloatListVal(l) => arr(&l.val, |f| float(f64::from(*f))),
+        Val::BoolListVal(l) => arr(&l.val, |b| Json::Bool(*b)),
+        Val::NullVal(_) => Json::Null,
+        Val::MapVal(m) => map_to_json(m),
+        Val::MapListVal(l) => arr(&l.val, map_to_json),
+        Val::BytesSetVal(s) => arr(&s.val, |b| Json::String(B64.encode(b))),
+        Val::StringSetVal(s) => arr(&s.val, |x| Json::String(x.clone())),
+        Val::Int32SetVal(s) => arr(&s.val, |i| Json::from(*i)),
+        Val::Int64SetVal(s) | Val::UnixTimestampSetVal(s) => arr(&s.val, |i| Json::from(*i)),
+        Val::DoubleSetVal(s) => arr(&s.val, |d| float(*d)),
+        Val::FloatSetVal(s) => arr(&s.val, |f| float(f64::from(*f))),
+        Val::BoolSetVal(s) => arr(&s.val, |b| Json::Bool(*b)),
+    }
+}
+
+fn map_to_json(m: &t::Map) -> Json {
+    let mut keys: Vec<&String> = m.val.keys().collect();
+    keys.sort();
+    Json::Object(
+        keys.into_iter()
+            .map(|k| (k.clone(), value_to_json(&m.val[k])))
+            .collect(),
+    )
+}
+
+fn kind(j: &Json) -> &'static str {
+    match j {
+        Json::Null => "null",
+        Json::Bool(_) => "a boolean",
+        Json::Number(n) if n.is_i64() || n.is_u64() => "an integer",
+        Json::Number(_) => "a number",
+        Json::String(_) => "a string",
+        Json::Array(_) => "a list",
+        Json::Object(_) => "an object",
+    }
+}
+
+fn expected(d: Dtype, j: &Json) -> String {
+    format!("expected {d}, got {} ({})", kind(j), truncate(j))
+}
+
+fn truncate(j: &Json) -> String {
+    let s = j.to_string();
+    if s.chars().count() > 40 {
+        format!("{}…", s.chars().take(40).collect::<String>())
+    } else {
+        s
+    }
+}
+
+fn as_i64(j: &Json) -> Option<i64> {
+    match j {
+        Json::Number(n) => n.as_i64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() < 9.2e18)
+                .map(|f| f as i64)
+        }),
+        // Feast coerces numeric strings for integer keys.
+        Json::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+fn as_f64(j: &Json) -> Option<f64> {
+    match j {
+        Json::Number(n) => n.as_f64(),
+        Json::String(s) => match s.as_str() {
+            "NaN" => Some(f64::NAN),
+            "Infinity" => Some(f64::INFINITY),
+            "-Infinity" => Some(f64::NEG_INFINITY),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn scalar(d: Dtype, j: &Json) -> Result<Val, String> {
+    let err = || expected(d, j);
+    Ok(match d {
+        Dtype::Int32 => Val::Int32Val(
+            as_i64(j)
+                .and_then(|i| i32::try_from(i).ok())
+                .ok_or_else(err)?,
+        ),
+        Dtype::Int64 => Val::Int64Val(as_i64(j).ok_or_else(err)?),
+        Dtype::Float32 => Val::FloatVal(as_f64(j).ok_or_else(err)? as f32),
+        Dtype::Float64 => Val::DoubleVal(as_f64(j).ok_or_else(err)?),
+        Dtype::String => match j {
+            Json::String(s) => Val::StringVal(s.clone()),
+            // Feast stringifies integers given for string keys.
+            Json::Number(n) if n.is_i64() || n.is_u64() => Val::StringVal(n.to_string()),
+            _ => return Err(err()),
+        },
+        Dtype::Bytes => match j {
+            Json::String(s) => Val::BytesVal(
+                B64.decode(s.as_bytes())
+                    .or_else(|_| {
+                        base64::engine::general_purpose::STANDARD_NO_PAD.decode(s.as_bytes())
+                    })
+                    .map_err(|_| format!("expected base64 text for {d}, got {}", truncate(j)))?,
+            ),
+            _ => return Err(err()),
+        },
+        Dtype::Bool => match j {
+            Json::Bool(b) => Val::BoolVal(*b),
+            _ => return Err(err()),
+        },
+        Dtype::UnixTimestamp => Val::UnixTimestampVal(match j {
+            Json::String(s) => parse_timestamp(s).map(|(secs, _)| secs).ok_or_else(err)?,
+            other => as_i64(other).ok_or_else(err)?,
+        }),
+        _ => return Err(err()),
+    })
+}
+
+fn list<T>(items: &[Json], d: Dtype, f: impl Fn(&Json) -> Option<T>) -> Result<Vec<T>, String> {
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, j)| f(j).ok_or_else(|| format!("item {i}: {}", expected(d, j))))
+        .collect()
+}
+
+/// Converts request JSON to a `Value` of dtype `d`; `null` is an unset value.
+/// The error says what was expected and what came.
+pub fn json_to_value(j: &Json, d: Dtype) -> Result<Value, String> {
+    if j.is_null() {
+        return Ok(Value::default());
+    }
+    if !d.is_list() {
+        return scalar(d, j).map(|v| Value { val: Some(v) });
+    }
+    let Json::Array(items) = j else {
+        return Err(expected(d, j));
+    };
+    let val = match d {
+        Dtype::Int32List => Val::Int32ListVal(t::Int32List {
+            val: list(items, Dtype::Int32, |x| {
+                as_i64(x).and_then(|i| i32::try_from(i).ok())
+            })?,
+        }),
+        Dtype::Int64List => Val::Int64ListVal(t::Int64List {
+            val: list(items, Dtype::Int64, as_i64)?,
+        }),
+        Dtype::UnixTimestampList => Val::UnixTimestampListVal(t::Int64List {
+            val: list(items, Dtype::UnixTimestamp, as_i64)?,
+        }),
+        Dtype::Float32List => Val::FloatListVal(t::FloatList {
+            val: list(items, Dtype::Float32, |x| as_f64(x).map(|f| f as f32))?,
+        }),
+        Dtype::Float64List => Val::DoubleListVal(t::DoubleList {
+            val: list(items, Dtype::Float64, as_f64)?,
+        }),
+        Dtype::StringList => Val::StringListVal(t::StringList {
+            val: list(items, Dtype::String, |x| x.as_str().map(str::to_string))?,
+        }),
+        Dtype::BoolList => Val::BoolListVal(t::BoolList {
+            val: list(items, Dtype::Bool, Json::as_bool)?,
+        }),
+        Dtype::BytesList => Val::BytesListVal(t::BytesList {
+            val: list(items, Dtype::Bytes, |x| {
+                x.as_str().and_then(|s| B64.decode(s).ok())
+            })?,
+        }),
+        _ => return Err(expected(d, j)),
+    };
+    Ok(Value { val: Some(val) })
+}
+
+/// A join-key value whose dtype is not declared: integers become INT64 and
+/// text STRING, as Feast infers them.
+pub fn infer_key_value(j: &Json) -> Result<Value, String> {
+    let val = match j {
+        Json::String(s) => Val::StringVal(s.clone()),
+        Json::Number(_) => Val::Int64Val(
+            as_i64(j)
+                .ok_or_else(|| format!("expected an integer or a string, got {}", truncate(j)))?,
+        ),
+        other => {
+            return Err(format!(
+                "expected an integer or a string, got {} ({})",
+                kind(other),
+                truncate(other)
+            ));
+        }
+    };
+    Ok(Value { val: Some(val) })
+}
+
+/// Parses a timestamp as Feast's `pd.to_datetime` would for the forms
+/// clients send: RFC 3339, naive ISO 8601 (taken as UTC, `T` or space),
+/// a date alone; returns (epoch seconds, nanoseconds).
+pub fn parse_timestamp(s: &str) -> Option<(i64, u32)> {
+    let s = s.trim();
+    if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
+        return Some((dt.timestamp(), dt.timestamp_subsec_nanos()));
+    }
+    for fmt in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M",
+    ] {
+        if let Ok(n) = NaiveDateTime::parse_from_str(s, fmt) {
+            let dt = n.and_utc();
+            return Some((dt.timestamp(), dt.timestamp_subsec_nanos()));
+        }
+    }
+    for fmt in ["%Y-%m-%d %H:%M:%S%.f%:z", "%Y-%m-%d %H:%M:%S%.f%z"] {
+        if let Ok(dt) = DateTime::parse_from_str(s, fmt) {
+            return Some((dt.timestamp(), dt.timestamp_subsec_nanos()));
+        }
+    }
+    NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|n| (n.and_utc().timestamp(), 0))
+}
+
+/// Formats an event timestamp as Feast's feature server does:
+/// `YYYY-MM-DDTHH:MM:SSZ`, with `.mmm`, `.uuuuuu` or `.nnnnnnnnn` only
+/// when the fraction is non-zero.
+pub fn format_timestamp(secs: i64, nanos: u32) -> String {
+    let Some(dt) = DateTime::<Utc>::from_timestamp(secs, nanos) else {
+        return "1970-01-01T00:00:00Z".to_string();
+    };
+    let base = dt.format("%Y-%m-%dT%H:%M:%S");
+    match nanos {
+        0 => format!("{base}Z"),
+        n if n % 1_000_000 == 0 => format!("{base}.{:03}Z", n / 1_000_000),
+        n if n % 1_000 == 0 => format!("{base}.{:06}Z", n / 1_000),
+        n => format!("{base}.{n:09}Z"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn prints_like_feast_serve() {
+        let v = |val| Value { val: Some(val) };
+        assert_eq!(
+            value_to_json(&v(Val::FloatVal(0.99))),
+            json!(0.9900000095367432)
+        );
+        assert_eq!(
+            value_to_json(&v(Val::Int64Val(9007199254740993))).to_string(),
+            "9007199254740993"
+        );
+        assert_eq!(
+            value_to_json(&v(Val::BytesVal(vec![0, 1, 255]))),
+            json!("AAH/")
+        );
+        assert_eq!(value_to_json(&v(Val::DoubleVal(f64::NAN))), json!("NaN"));
+        assert_eq!(
+            value_to_json(&v(Val::DoubleVal(f64::NEG_INFINITY))),
+            json!("-Infinity")
+        );
+        assert_eq!(value_to_json(&Value::default()), Json::Null);
+    }
+
+    #[test]
+    fn parses_request_values() {
+        assert_eq!(
+            json_to_value(&json!("1001"), Dtype::Int64).unwrap().val,
+            Some(Val::Int64Val(1001))
+        );
+        assert_eq!(
+            json_to_value(&json!(7), Dtype::String).unwrap().val,
+            Some(Val::StringVal("7".into()))
+        );
+        let e = json_to_value(&json!("abc"), Dtype::Int64).unwrap_err();
+        assert_eq!(e, "expected int64, got a string (\"abc\")");
+        assert!(json_to_value(&json!(1.5), Dtype::Int64).is_err());
+        assert!(json_to_value(&json!(3_000_000_000i64), Dtype::Int32).is_err());
+        let e = json_to_value(&json!([1, "x"]), Dtype::Int64List).unwrap_err();
+        assert!(e.starts_with("item 1:"), "{e}");
+        assert_eq!(
+            json_to_value(&json!("AAH/"), Dtype::Bytes).unwrap().val,
+            Some(Val::BytesVal(vec![0, 1, 255]))
+        );
+        assert_eq!(
+            json_to_value(&Json::Null, Dtype::Bool).unwrap(),
+            Value::default()
+        );
+    }
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(
+            parse_timestamp("2024-05-01T12:34:56Z"),
+            Some((1714566896, 0))
+        );
+        assert_eq!(
+            parse_timestamp("2024-05-01T14:34:56+02:00"),
+            Some((1714566896, 0))
+        );
+        assert_eq!(
+            parse_timestamp("2024-05-01 12:34:56.789123"),
+            Some((1714566896, 789_123_000))
+        );
+        assert_eq!(parse_timestamp("2024-05-01"), Some((1714521600, 0)));
+        assert_eq!(parse_timestamp("not-a-date"), None);
+        assert_eq!(format_timestamp(1714566896, 0), "2024-05-01T12:34:56Z");
+        assert_eq!(
+            format_timestamp(1714566896, 789_000_000),
+            "2024-05-01T12:34:56.789Z"
+        );
+        assert_eq!(
+            format_timestamp(1714566896, 789_123_000),
+            "2024-05-01T12:34:56.789123Z"
+        );
+        assert_eq!(format_timestamp(0, 0), "1970-01-01T00:00:00Z");
+    }
+}

@@ -1,0 +1,141 @@
+//! Online store backends behind one trait. Each keeps Feast's own byte
+//! layout for its store type, so Feast and the proxy read each other's data.
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use api::feast_config::BackendConf;
+use api::proto::Value;
+use api::routing::{Backend, RoutedView};
+
+pub mod sqlite;
+
+/// An event or created time: epoch seconds and nanoseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Timestamp {
+    pub seconds: i64,
+    pub nanos: u32,
+}
+
+impl Timestamp {
+    pub const fn from_seconds(seconds: i64) -> Self {
+        Timestamp { seconds, nanos: 0 }
+    }
+}
+
+/// One entity's stored features, aligned with the requested feature names
+/// (`None`: that feature has no stored cell).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReadRow {
+    pub values: Vec<Option<Value>>,
+    pub event_ts: Timestamp,
+}
+
+/// One entity's features to write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WriteRow {
+    /// Serialized entity key (Feast's `serialize_entity_key`).
+    pub entity_key: Vec<u8>,
+    /// (feature name, value) pairs.
+    pub values: Vec<(String, Value)>,
+    pub event_ts: Timestamp,
+    pub created_ts: Option<Timestamp>,
+}
+
+/// A storage object a backend would create or drop for a view.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct StorageObject {
+    /// e.g. `sqlite table`, `cassandra table`.
+    pub kind: &'static str,
+    pub name: String,
+    /// Where it lives (file, keyspace, instance).
+    pub location: String,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BackendError {
+    #[error("backend configuration: {0}")]
+    Config(String),
+    #[error("backend unavailable: {0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Query(String),
+    #[error(
+        "table `{table}` does not exist in {location}; provision it with `hos-proxy apply` or the operator"
+    )]
+    MissingTable { table: String, location: String },
+    #[error("stored value of feature `{feature}` is not a Feast Value: {message}")]
+    Corrupt { feature: String, message: String },
+}
+
+impl BackendError {
+    /// Short label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            BackendError::Config(_) => "config",
+            BackendError::Unavailable(_) => "unavailable",
+            BackendError::Query(_) => "query",
+            BackendError::MissingTable { .. } => "missing_table",
+            BackendError::Corrupt { .. } => "corrupt",
+        }
+    }
+}
+
+/// An online store. Reads and writes address a view's rows by serialized
+/// entity key; each implementation derives its own keys from it.
+#[async_trait::async_trait]
+pub trait OnlineStore: Send + Sync {
+    /// Reads `features` of `view` for each key; `None` where the entity has
+    /// no row. Output is aligned with `keys`.
+    async fn read(
+        &self,
+        project: &str,
+        view: &RoutedView,
+        keys: &[Vec<u8>],
+        features: &[String],
+    ) -> Result<Vec<Option<ReadRow>>, BackendError>;
+
+    /// Writes rows; a later write of the same entity and feature replaces
+    /// the earlier one as the backend's Feast store does.
+    async fn write(
+        &self,
+        project: &str,
+        view: &RoutedView,
+        rows: Vec<WriteRow>,
+    ) -> Result<(), BackendError>;
+
+    /// Creates the view's storage if missing (idempotent).
+    async fn create(&self, project: &str, view: &RoutedView) -> Result<(), BackendError>;
+
+    /// Drops the view's storage if present (idempotent).
+    async fn drop_view(&self, project: &str, view: &RoutedView) -> Result<(), BackendError>;
+
+    /// The objects `create`/`drop_view` manage for the view, without I/O.
+    fn storage_objects(&self, project: &str, view: &RoutedView) -> Vec<StorageObject>;
+
+    /// Whether the backend answers.
+    async fn check(&self) -> Result<(), BackendError>;
+}
+
+/// Context for opening backends: where relative paths resolve.
+#[derive(Debug, Clone, Default)]
+pub struct OpenContext {
+    pub base_dir: PathBuf,
+}
+
+/// Opens a backend from its routing-table entry.
+pub async fn open(
+    backend: &Backend,
+    ctx: &OpenContext,
+) -> Result<Arc<dyn OnlineStore>, BackendError> {
+    match &backend.conf {
+        BackendConf::Sqlite(conf) => Ok(Arc::new(sqlite::SqliteStore::open(conf, &ctx.base_dir)?)),
+        other => Err(BackendError::Config(format!(
+            "backend `{}`: type {} is not supported by this build yet",
+            backend.name,
+            other.backend_type()
+        ))),
+    }
+}

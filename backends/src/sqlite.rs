@@ -1,0 +1,466 @@
+//! Feast's SQLite online store (`type: sqlite`): table `<project>_<view>`
+//! with one row per (entity key, feature), the serialized entity key as a
+//! BLOB, the serialized Value as a BLOB and event/created times as epoch
+//! seconds (what Feast 0.67 writes when its process runs in UTC; text
+//! timestamps from older Feast versions are read too).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use api::feast_config::SqliteConf;
+use api::keys::view_table_name;
+use api::proto::{Val, Value};
+use api::routing::RoutedView;
+use prost::Message;
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, OpenFlags, params_from_iter};
+
+use crate::{BackendError, OnlineStore, ReadRow, StorageObject, Timestamp, WriteRow};
+
+const POOL_SIZE: usize = 4;
+/// Bound parameters per read statement, well under SQLite's limit.
+const KEYS_PER_QUERY: usize = 500;
+
+/// A SQLite database file served through a small pool of connections used
+/// from blocking threads, never from the async runtime's workers.
+pub struct SqliteStore {
+    path: PathBuf,
+    pool: Arc<Vec<Mutex<Connection>>>,
+    next: AtomicUsize,
+    /// Tables known to have Feast's `value_text` column.
+    value_text: Arc<Mutex<HashMap<String, bool>>>,
+}
+
+fn quote(ident: &str) -> String {
+    format!("\"{}\"", ident.replace('"', "\"\""))
+}
+
+fn query_err(e: rusqlite::Error) -> BackendError {
+    match e {
+        rusqlite::Error::SqliteFailure(f, msg)
+            if matches!(
+                f.code,
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+            ) =>
+        {
+            BackendError::Unavailable(msg.unwrap_or_else(|| f.to_string()))
+        }
+        other => BackendError::Query(other.to_string()),
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `conf.path`, relative to `base_dir`.
+    pub fn open(conf: &SqliteConf, base_dir: &Path) -> Result<SqliteStore, BackendError> {
+        let path = if Path::new(&conf.path).is_absolute() {
+            PathBuf::from(&conf.path)
+        } else {
+            base_dir.join(&conf.path)
+        };
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                BackendError::Unavailable(format!("cannot create {}: {e}", parent.display()))
+            })?;
+        }
+        let mut pool = Vec::with_capacity(POOL_SIZE);
+        for _ in 0..POOL_SIZE {
+            let conn = Connection::open_with_flags(
+                &path,
+                OpenFlags::SQLITE_OPEN_READ_WRITE
+                    | OpenFlags::SQLITE_OPEN_CREATE
+                    | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(|e| {
+                BackendError::Unavailable(format!("cannot open {}: {e}", path.display()))
+            })?;
+            conn.busy_timeout(Duration::from_secs(5))
+                .map_err(query_err)?;
+            pool.push(Mutex::new(conn));
+        }
+        Ok(SqliteStore {
+            path,
+            pool: Arc::new(pool),
+            next: AtomicUsize::new(0),
+            value_text: Arc::new(Mutex::new(HashMap::new())),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn with_conn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, BackendError> + Send + 'static,
+    ) -> Result<T, BackendError> {
+        let pool = Arc::clone(&self.pool);
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % pool.len();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = pool[i]
+                .lock()
+                .map_err(|_| BackendError::Unavailable("sqlite connection poisoned".into()))?;
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| BackendError::Unavailable(format!("sqlite worker failed: {e}")))?
+    }
+
+    fn location(&self) -> String {
+        self.path.display().to_string()
+    }
+}
+
+fn is_missing_table(e: &rusqlite::Error) -> bool {
+    e.to_string().contains("no such table")
+}
+
+fn read_ts(v: ValueRef<'_>) -> Timestamp {
+    match v {
+        ValueRef::Integer(i) => Timestamp::from_seconds(i),
+        ValueRef::Real(f) => Timestamp {
+            seconds: f.floor() as i64,
+            nanos: ((f - f.floor()) * 1e9) as u32,
+        },
+        ValueRef::Text(t) => std::str::from_utf8(t)
+            .ok()
+            .and_then(api::json::parse_timestamp)
+            .map(|(seconds, nanos)| Timestamp { seconds, nanos })
+            .unwrap_or_default(),
+        ValueRef::Null | ValueRef::Blob(_) => Timestamp::default(),
+    }
+}
+
+/// Python's `repr(float)`, for Feast's `value_text` column.
+fn python_float(f: f64) -> String {
+    if f.is_nan() {
+        return "nan".into();
+    }
+    if f.is_infinite() {
+        return if f > 0.0 { "inf".into() } else { "-inf".into() };
+    }
+    let sci = format!("{f:e}");
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if (-4..16).contains(&exp) {
+        let s = format!("{f}");
+        if s.contains('.') { s } else { format!("{s}.0") }
+    } else {
+        let sign = if exp < 0 { '-' } else { '+' };
+        format!("{mantissa}e{sign}{:02}", exp.abs())
+    }
+}
+
+/// Feast's `value_text`: `str(v)` for scalar strings, numbers and booleans.
+fn value_text(v: &Value) -> Option<String> {
+    match v.val.as_ref()? {
+        Val::StringVal(s) => Some(s.clone()),
+        Val::Int32Val(i) => Some(i.to_string()),
+        Val::Int64Val(i) => Some(i.to_string()),
+        Val::FloatVal(f) => Some(python_float(f64::from(*f))),
+        Val::DoubleVal(d) => Some(python_float(*d)),
+        Val::BoolVal(b) => Some(if *b { "True".into() } else { "False".into() }),
+        _ => None,
+    }
+}
+
+#[async_trait::async_trait]
+impl OnlineStore for SqliteStore {
+    async fn read(
+        &self,
+        project: &str,
+        view: &RoutedView,
+        keys: &[Vec<u8>],
+        features: &[String],
+    ) -> Result<Vec<Option<ReadRow>>, BackendError> {
+        let table = view_table_name(project, &view.name);
+        let keys = keys.to_vec();
+        let features = features.to_vec();
+        let location = self.location();
+        self.with_conn(move |conn| {
+            let mut out: Vec<Option<ReadRow>> = vec![None; keys.len()];
+            let mut slots: HashMap<&[u8], Vec<usize>> = HashMap::with_capacity(keys.len());
+            for (i, k) in keys.iter().enumerate() {
+                slots.entry(k.as_slice()).or_default().push(i);
+            }
+            let feature_index: HashMap<&str, usize> =
+                features.iter().enumerate().map(|(i, f)| (f.as_str(), i)).collect();
+            let unique: Vec<&[u8]> = slots.keys().copied().collect();
+            for chunk in unique.chunks(KEYS_PER_QUERY) {
+                let sql = format!(
+                    "SELECT entity_key, feature_name, value, event_ts FROM {} WHERE entity_key IN ({})",
+                    quote(&table),
+                    vec!["?"; chunk.len()].join(",")
+                );
+                let mut stmt = conn.prepare_cached(&sql).map_err(|e| {
+                    if is_missing_table(&e) {
+                        BackendError::MissingTable {
+                            table: table.clone(),
+                            location: location.clone(),
+                        }
+                    } else {
+                        query_err(e)
+                    }
+                })?;
+                let mut rows = stmt.query(params_from_iter(chunk.iter())).map_err(query_err)?;
+                while let Some(row) = rows.next().map_err(query_err)? {
+                    let key = match row.get_ref(0).map_err(query_err)? {
+                        ValueRef::Blob(b) => b,
+                        _ => continue,
+                    };
+                    let Some(targets) = slots.get(key) else { continue };
+                    let name = match row.get_ref(1).map_err(query_err)? {
+                        ValueRef::Text(t) => std::str::from_utf8(t).unwrap_or_default(),
+                        _ => continue,
+                    };
+                    let ts = read_ts(row.get_ref(3).map_err(query_err)?);
+                    let fi = feature_index.get(name).copied();
+                    let value = match (fi, row.get_ref(2).map_err(query_err)?) {
+                        (Some(_), ValueRef::Blob(b)) => Some(Value::decode(b).map_err(|e| BackendError::Corrupt {
+                            feature: name.to_string(),
+                            message: e.to_string(),
+                        })?),
+                        (Some(_), _) => Some(Value::default()),
+                        (None, _) => None,
+                    };
+                    for &slot in targets {
+                        let entry = out[slot].get_or_insert_with(|| ReadRow {
+                            values: vec![None; features.len()],
+                            event_ts: ts,
+                        });
+                        // All features of one write share a time; keep the latest.
+                        entry.event_ts = entry.event_ts.max(ts);
+                        if let (Some(i), Some(v)) = (fi, value.as_ref()) {
+                            entry.values[i] = Some(v.clone());
+                        }
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn write(
+        &self,
+        project: &str,
+        view: &RoutedView,
+        rows: Vec<WriteRow>,
+    ) -> Result<(), BackendError> {
+        let table = view_table_name(project, &view.name);
+        let location = self.location();
+        let cache = Arc::clone(&self.value_text);
+        self.with_conn(move |conn| {
+            let known = cache.lock().ok().and_then(|c| c.get(&table).copied());
+            let has_text = match known {
+                Some(b) => b,
+                None => {
+                    let mut stmt = conn
+                        .prepare(&format!("PRAGMA table_info({})", quote(&table)))
+                        .map_err(query_err)?;
+                    let cols: Vec<String> = stmt
+                        .query_map([], |r| r.get::<_, String>(1))
+                        .map_err(query_err)?
+                        .collect::<Result<_, _>>()
+                        .map_err(query_err)?;
+                    if cols.is_empty() {
+                        return Err(BackendError::MissingTable {
+                            table: table.clone(),
+                            location: location.clone(),
+                        });
+                    }
+                    let has = cols.iter().any(|c| c == "value_text");
+                    if let Ok(mut c) = cache.lock() {
+                        c.insert(table.clone(), has);
+                    }
+                    has
+                }
+            };
+            let t = quote(&table);
+            let sql = if has_text {
+                format!(
+                    "INSERT INTO {t} (entity_key, feature_name, value, value_text, vector_value, event_ts, created_ts) \
+                     VALUES (?1, ?2, ?3, ?4, NULL, ?5, ?6) ON CONFLICT(entity_key, feature_name) DO UPDATE SET \
+                     value = excluded.value, value_text = excluded.value_text, vector_value = excluded.vector_value, \
+                     event_ts = excluded.event_ts, created_ts = excluded.created_ts"
+                )
+            } else {
+                format!(
+                    "INSERT INTO {t} (entity_key, feature_name, value, vector_value, event_ts, created_ts) \
+                     VALUES (?1, ?2, ?3, NULL, ?5, ?6) ON CONFLICT(entity_key, feature_name) DO UPDATE SET \
+                     value = excluded.value, vector_value = excluded.vector_value, \
+                     event_ts = excluded.event_ts, created_ts = excluded.created_ts"
+                )
+            };
+            let tx = conn.transaction().map_err(query_err)?;
+            {
+                let mut stmt = tx.prepare_cached(&sql).map_err(query_err)?;
+                for row in &rows {
+                    for (name, value) in &row.values {
+                        stmt.execute(rusqlite::params![
+                            row.entity_key,
+                            name,
+                            value.encode_to_vec(),
+                            value_text(value),
+                            row.event_ts.seconds,
+                            row.created_ts.map(|c| c.seconds),
+                        ])
+                        .map_err(query_err)?;
+                    }
+                }
+            }
+            tx.commit().map_err(query_err)
+        })
+        .await
+    }
+
+    async fn create(&self, project: &str, view: &RoutedView) -> Result<(), BackendError> {
+        let table = view_table_name(project, &view.name);
+        let cache = Arc::clone(&self.value_text);
+        self.with_conn(move |conn| {
+            conn.execute_batch(&format!(
+                "CREATE TABLE IF NOT EXISTS {t} (entity_key BLOB, feature_name TEXT, value BLOB, value_text TEXT, \
+                 vector_value BLOB, event_ts timestamp, created_ts timestamp, PRIMARY KEY(entity_key, feature_name));\n\
+                 CREATE INDEX IF NOT EXISTS {i} ON {t} (entity_key);",
+                t = quote(&table),
+                i = quote(&format!("{table}_ek")),
+            ))
+            .map_err(query_err)?;
+            if let Ok(mut c) = cache.lock() {
+                c.remove(&table);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn drop_view(&self, project: &str, view: &RoutedView) -> Result<(), BackendError> {
+        let table = view_table_name(project, &view.name);
+        let cache = Arc::clone(&self.value_text);
+        self.with_conn(move |conn| {
+            conn.execute_batch(&format!("DROP TABLE IF EXISTS {}", quote(&table)))
+                .map_err(query_err)?;
+            if let Ok(mut c) = cache.lock() {
+                c.remove(&table);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    fn storage_objects(&self, project: &str, view: &RoutedView) -> Vec<StorageObject> {
+        vec![StorageObject {
+            kind: "sqlite table",
+            name: view_table_name(project, &view.name),
+            location: self.location(),
+        }]
+    }
+
+    async fn check(&self) -> Result<(), BackendError> {
+        self.with_conn(|conn| {
+            conn.query_row("SELECT 1", [], |_| Ok(()))
+                .map_err(query_err)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use api::Dtype;
+    use api::routing::Feature;
+
+    fn view() -> RoutedView {
+        RoutedView {
+            name: "v".into(),
+            entities: vec![],
+            features: vec![Feature {
+                name: "a".into(),
+                dtype: Dtype::Int64,
+            }],
+            ttl_seconds: None,
+            online: true,
+            tags: Default::default(),
+            backend: "s".into(),
+            timestamp_field: None,
+            created_timestamp_column: None,
+            push_source: None,
+        }
+    }
+
+    #[test]
+    fn python_float_repr() {
+        assert_eq!(python_float(20.0), "20.0");
+        assert_eq!(python_float(0.1), "0.1");
+        assert_eq!(python_float(1e20), "1e+20");
+        assert_eq!(python_float(1e-7), "1e-07");
+        assert_eq!(python_float(f64::from(0.1f32)), "0.10000000149011612");
+        assert_eq!(python_float(123456789.125), "123456789.125");
+    }
+
+    #[tokio::test]
+    async fn write_read_overwrite_and_missing_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = SqliteConf {
+            path: "sub/online.db".into(),
+            vector_enabled: None,
+            vector_len: None,
+            text_search_enabled: None,
+            enable_openai_compatible_store: None,
+        };
+        let store = SqliteStore::open(&conf, dir.path()).unwrap();
+        let v = view();
+        let err = store
+            .read("p", &v, &[b"k".to_vec()], &["a".into()])
+            .await
+            .unwrap_err();
+        assert!(matches!(err, BackendError::MissingTable { .. }), "{err}");
+        store.create("p", &v).await.unwrap();
+        store.create("p", &v).await.unwrap();
+        let row = |val: i64, ts: i64| WriteRow {
+            entity_key: b"k".to_vec(),
+            values: vec![(
+                "a".into(),
+                Value {
+                    val: Some(Val::Int64Val(val)),
+                },
+            )],
+            event_ts: Timestamp::from_seconds(ts),
+            created_ts: None,
+        };
+        store.write("p", &v, vec![row(1, 100)]).await.unwrap();
+        store.write("p", &v, vec![row(2, 50)]).await.unwrap();
+        let got = store
+            .read(
+                "p",
+                &v,
+                &[b"k".to_vec(), b"missing".to_vec(), b"k".to_vec()],
+                &["a".into(), "b".into()],
+            )
+            .await
+            .unwrap();
+        let hit = got[0].as_ref().unwrap();
+        assert_eq!(
+            hit.values[0],
+            Some(Value {
+                val: Some(Val::Int64Val(2))
+            }),
+            "last write wins, as in Feast"
+        );
+        assert_eq!(hit.values[1], None);
+        assert_eq!(hit.event_ts, Timestamp::from_seconds(50));
+        assert!(got[1].is_none());
+        assert_eq!(got[2], got[0]);
+        store.drop_view("p", &v).await.unwrap();
+        store.drop_view("p", &v).await.unwrap();
+        assert!(
+            store
+                .read("p", &v, &[b"k".to_vec()], &["a".into()])
+                .await
+                .is_err()
+        );
+    }
+}

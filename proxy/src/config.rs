@@ -1,0 +1,198 @@
+//! Configuration sources. Each produces a [`RoutingTable`] plus the
+//! directory its relative paths resolve against, from files that a
+//! watcher re-reads when they change.
+
+use std::path::{Path, PathBuf};
+
+use api::error::ConfigError;
+use api::feast_config::RepoConfig;
+use api::feature_view::FeatureViewDef;
+use api::registry::read_registry;
+use api::routing::RoutingTable;
+
+/// A loaded configuration.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub table: RoutingTable,
+    /// Where relative backend paths (SQLite files) resolve.
+    pub base_dir: PathBuf,
+}
+
+/// Where configuration comes from.
+#[derive(Debug, Clone)]
+pub enum ConfigSource {
+    /// A Feast repo: `feature_store.yaml`, the file registry it names (if
+    /// present) and FeatureView YAML files or directories.
+    Repo {
+        dir: PathBuf,
+        feature_store_yaml: PathBuf,
+        feature_views: Vec<PathBuf>,
+    },
+    /// A routing-table document, e.g. a mounted ConfigMap key.
+    RoutingTableFile { path: PathBuf },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Registry(#[from] api::registry::RegistryError),
+}
+
+fn read(path: &Path) -> Result<String, LoadError> {
+    std::fs::read_to_string(path).map_err(|source| LoadError::Io {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// YAML files named directly, or found (sorted) in named directories.
+fn yaml_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, LoadError> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(p)
+                .map_err(|source| LoadError::Io {
+                    path: p.display().to_string(),
+                    source,
+                })?
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|f| matches!(f.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+                .collect();
+            found.sort();
+            out.extend(found);
+        } else {
+            out.push(p.clone());
+        }
+    }
+    Ok(out)
+}
+
+impl ConfigSource {
+    /// A repo source with the usual file names.
+    pub fn repo(
+        dir: PathBuf,
+        feature_store_yaml: Option<PathBuf>,
+        feature_views: Vec<PathBuf>,
+    ) -> Self {
+        let feature_store_yaml =
+            feature_store_yaml.unwrap_or_else(|| dir.join("feature_store.yaml"));
+        ConfigSource::Repo {
+            dir,
+            feature_store_yaml,
+            feature_views,
+        }
+    }
+
+    /// Reads and validates the whole configuration.
+    pub fn load(&self) -> Result<Loaded, LoadError> {
+        match self {
+            ConfigSource::RoutingTableFile { path } => {
+                let text = read(path)?;
+                let table = RoutingTable::parse(&path.display().to_string(), &text)?;
+                let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+                Ok(Loaded { table, base_dir })
+            }
+            ConfigSource::Repo {
+                dir,
+                feature_store_yaml,
+                feature_views,
+            } => {
+                let file = feature_store_yaml.display().to_string();
+                let config = RepoConfig::parse(&file, &read(feature_store_yaml)?, |k| {
+                    std::env::var(k).ok()
+                })?;
+                let mut views = Vec::new();
+                let mut services = Vec::new();
+                if let Some(reg) = self.registry_path(&config) {
+                    if reg.exists() {
+                        let bytes = std::fs::read(&reg).map_err(|source| LoadError::Io {
+                            path: reg.display().to_string(),
+                            source,
+                        })?;
+                        let contents =
+                            read_registry(&reg.display().to_string(), &bytes, &config.project)?;
+                        views.extend(contents.feature_views);
+                        services.extend(contents.feature_services);
+                    } else {
+                        tracing::info!(registry = %reg.display(), "registry file not found; using FeatureView YAML only");
+                    }
+                }
+                for f in yaml_files(feature_views)? {
+                    let parsed = FeatureViewDef::parse_all(&f.display().to_string(), &read(&f)?)?;
+                    for v in parsed {
+                        // A YAML definition overrides the registry's view of the same name.
+                        views.retain(|x| x.name != v.name);
+                        views.push(v);
+                    }
+                }
+                let table = RoutingTable::from_feast(&config, &views, services, &file)?;
+                Ok(Loaded {
+                    table,
+                    base_dir: dir.clone(),
+                })
+            }
+        }
+    }
+
+    fn registry_path(&self, config: &RepoConfig) -> Option<PathBuf> {
+        let ConfigSource::Repo { dir, .. } = self else {
+            return None;
+        };
+        let reg = config.registry.as_deref()?;
+        // Remote registries (gs://, s3://, sql) are not read here.
+        if reg.contains("://") {
+            return None;
+        }
+        let p = PathBuf::from(reg);
+        Some(if p.is_absolute() { p } else { dir.join(p) })
+    }
+
+    /// Files whose change means a reload. Their directories are watched, so
+    /// files replaced by rename or a Kubernetes `..data` symlink swap count.
+    pub fn watched_files(&self) -> Vec<PathBuf> {
+        match self {
+            ConfigSource::RoutingTableFile { path } => vec![path.clone()],
+            ConfigSource::Repo {
+                feature_store_yaml,
+                feature_views,
+                ..
+            } => {
+                let mut v = vec![feature_store_yaml.clone()];
+                if let Ok(text) = std::fs::read_to_string(feature_store_yaml)
+                    && let Ok(config) = RepoConfig::parse("", &text, |k| std::env::var(k).ok())
+                    && let Some(r) = self.registry_path(&config)
+                {
+                    v.push(r);
+                }
+                v.extend(feature_views.iter().cloned());
+                v
+            }
+        }
+    }
+
+    /// Content fingerprint of everything `load` reads; unchanged means no reload.
+    pub fn fingerprint(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        let mut files = self.watched_files();
+        if let ConfigSource::Repo { feature_views, .. } = self
+            && let Ok(found) = yaml_files(feature_views)
+        {
+            files.extend(found);
+        }
+        for f in files {
+            f.hash(&mut h);
+            std::fs::read(&f).ok().hash(&mut h);
+        }
+        h.finish()
+    }
+}

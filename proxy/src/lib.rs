@@ -1,0 +1,12 @@
+//! The hybrid-online-store proxy: Feast's feature-server API in front of
+//! routed online store backends, with hot-reloaded routing.
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod config;
+pub mod error;
+pub mod features;
+pub mod metrics;
+pub mod server;
+pub mod state;
+pub mod write;

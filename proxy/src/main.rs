@@ -1,0 +1,233 @@
+//! `hos-proxy`: serves Feast's feature-server API over routed backends.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use arc_swap::ArcSwapOption;
+use clap::{Args, Parser, Subcommand};
+use proxy::config::ConfigSource;
+use proxy::features::Limits;
+use proxy::metrics::Metrics;
+use proxy::server::{AppState, router};
+use proxy::state::{Shared, build_snapshot, provision, reload, spawn_reloader};
+
+#[derive(Parser)]
+#[command(
+    name = "hos-proxy",
+    version,
+    about = "Feast online feature server routing each feature view to its own backend"
+)]
+struct Cli {
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "HOS_LOG_FORMAT", default_value = "text", global = true)]
+    log_format: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve Feast's HTTP feature-server API.
+    Serve(ServeArgs),
+    /// Create every feature view's tables in the backend it routes to, then exit.
+    Apply(SourceArgs),
+    /// Print the routing table the configuration produces (the document the
+    /// operator stores in a ConfigMap), then exit.
+    RoutingTable(SourceArgs),
+}
+
+#[derive(Args, Clone)]
+struct SourceArgs {
+    /// Feast repo directory: `feature_store.yaml` and the registry it names
+    /// (relative SQLite paths resolve here).
+    #[arg(
+        long,
+        env = "HOS_REPO",
+        conflicts_with = "routing_table",
+        required_unless_present = "routing_table"
+    )]
+    repo: Option<PathBuf>,
+    /// The repo's config file, if not `<repo>/feature_store.yaml`.
+    #[arg(long, env = "HOS_FEATURE_STORE_YAML", requires = "repo")]
+    feature_store_yaml: Option<PathBuf>,
+    /// FeatureView YAML files or directories of them (repeatable, or
+    /// comma-separated in the env var); they override registry views of the same name.
+    #[arg(
+        long = "feature-views",
+        env = "HOS_FEATURE_VIEWS",
+        value_delimiter = ',',
+        requires = "repo"
+    )]
+    feature_views: Vec<PathBuf>,
+    /// A routing-table document to serve instead of a repo (e.g. a mounted
+    /// ConfigMap key); watched and reloaded on change.
+    #[arg(long, env = "HOS_ROUTING_TABLE")]
+    routing_table: Option<PathBuf>,
+}
+
+impl SourceArgs {
+    fn source(&self) -> anyhow::Result<ConfigSource> {
+        match (&self.repo, &self.routing_table) {
+            (Some(dir), None) => Ok(ConfigSource::repo(
+                dir.clone(),
+                self.feature_store_yaml.clone(),
+                self.feature_views.clone(),
+            )),
+            (None, Some(path)) => Ok(ConfigSource::RoutingTableFile { path: path.clone() }),
+            _ => anyhow::bail!("give exactly one of --repo and --routing-table"),
+        }
+    }
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    source: SourceArgs,
+    /// Address to listen on (Feast's feature server port by default).
+    #[arg(long, env = "HOS_LISTEN", default_value = "127.0.0.1:6566")]
+    listen: SocketAddr,
+    /// Create missing tables for every routed view at start and on each reload.
+    #[arg(long, env = "HOS_APPLY")]
+    apply: bool,
+    /// Largest accepted request body, in bytes (larger: 413).
+    #[arg(long, env = "HOS_MAX_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
+    max_body_bytes: usize,
+    /// Most entity rows per request (more: 413).
+    #[arg(long, env = "HOS_MAX_ENTITY_ROWS", default_value_t = 10_000)]
+    max_entity_rows: usize,
+    /// Seconds between checks of the configuration files, besides file-change events.
+    #[arg(long, env = "HOS_POLL_SECONDS", default_value_t = 2.0)]
+    poll_seconds: f64,
+    /// Seconds to let in-flight requests finish on SIGTERM/SIGINT.
+    #[arg(long, env = "HOS_SHUTDOWN_GRACE_SECONDS", default_value_t = 10.0)]
+    shutdown_grace_seconds: f64,
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let source = args.source.source()?;
+    let shared = Arc::new(Shared {
+        current: ArcSwapOption::empty(),
+        metrics: Metrics::new(),
+    });
+    // A bad configuration at start is fatal; later ones are rejected and logged.
+    reload(&shared, &source, args.apply)
+        .await
+        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    spawn_reloader(
+        Arc::clone(&shared),
+        source,
+        args.apply,
+        Duration::from_secs_f64(args.poll_seconds.max(0.05)),
+    );
+    let state = Arc::new(AppState {
+        shared,
+        limits: Limits {
+            max_body_bytes: args.max_body_bytes,
+            max_entity_rows: args.max_entity_rows,
+        },
+    });
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    tracing::info!(addr = %args.listen, "serving Feast feature-server API");
+    let grace = Duration::from_secs_f64(args.shutdown_grace_seconds.max(0.0));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, router(state)).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: no new connections, draining in-flight requests");
+        let _ = stop_tx.send(());
+    });
+    let drain_deadline = async move {
+        if stop_rx.await.is_ok() {
+            tokio::time::sleep(grace).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        res = server => res.context("server failed")?,
+        _ = drain_deadline => tracing::warn!("grace period over; exiting with requests in flight"),
+    }
+    Ok(())
+}
+
+async fn apply(args: SourceArgs) -> anyhow::Result<()> {
+    let loaded = args.source()?.load().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let snap = build_snapshot(loaded, 1, None).await?;
+    for line in provision(&snap).await.map_err(|e| anyhow::anyhow!(e))? {
+        println!("created (if missing): {line}");
+    }
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(a) => serve(a).await,
+            Command::Apply(a) => apply(a).await,
+            Command::RoutingTable(a) => {
+                let loaded = a.source()?.load().map_err(|e| anyhow::anyhow!("{e}"))?;
+                print!("{}", loaded.table.to_yaml());
+                Ok(())
+            }
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

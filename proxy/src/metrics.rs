@@ -1,0 +1,211 @@
+//! Prometheus metrics (`hos_proxy_` prefix, bounded labels: endpoints are a
+//! fixed set, backends and views come from the routing table).
+
+use std::sync::Mutex;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::state::Snapshot;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub endpoint: &'static str,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    pub endpoint: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendLabels {
+    pub backend: String,
+    pub op: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendErrorLabels {
+    pub backend: String,
+    pub op: &'static str,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendNameLabels {
+    pub backend: String,
+}
+
+fn latency() -> Histogram {
+    // 50 µs .. ~13 s
+    Histogram::new(exponential_buckets(0.00005, 2.0, 19))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    request_seconds: Family<EndpointLabels, Histogram, fn() -> Histogram>,
+    backend_seconds: Family<BackendLabels, Histogram, fn() -> Histogram>,
+    backend_errors: Family<BackendErrorLabels, Counter>,
+    reloads: Family<ResultLabels, Counter>,
+    routing_version: Gauge<i64, std::sync::atomic::AtomicI64>,
+    feature_views: Gauge<i64, std::sync::atomic::AtomicI64>,
+    views_per_backend: Family<BackendNameLabels, Gauge>,
+    known_backends: Mutex<Vec<String>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("hos_proxy");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "HTTP requests by endpoint and status",
+            requests.clone(),
+        );
+        let request_seconds =
+            Family::<EndpointLabels, Histogram, fn() -> Histogram>::new_with_constructor(latency);
+        registry.register(
+            "request_duration_seconds",
+            "HTTP request latency",
+            request_seconds.clone(),
+        );
+        let backend_seconds =
+            Family::<BackendLabels, Histogram, fn() -> Histogram>::new_with_constructor(latency);
+        registry.register(
+            "backend_call_duration_seconds",
+            "Latency of calls to a backend, by operation",
+            backend_seconds.clone(),
+        );
+        let backend_errors = Family::<BackendErrorLabels, Counter>::default();
+        registry.register(
+            "backend_errors",
+            "Failed backend calls by reason",
+            backend_errors.clone(),
+        );
+        let reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "reload",
+            "Configuration reloads by result (success, error)",
+            reloads.clone(),
+        );
+        let routing_version = Gauge::<i64, std::sync::atomic::AtomicI64>::default();
+        registry.register(
+            "routing_version",
+            "Version of the routing snapshot serving requests",
+            routing_version.clone(),
+        );
+        let feature_views = Gauge::<i64, std::sync::atomic::AtomicI64>::default();
+        registry.register(
+            "feature_views",
+            "Feature views routed",
+            feature_views.clone(),
+        );
+        let views_per_backend = Family::<BackendNameLabels, Gauge>::default();
+        registry.register(
+            "backend_feature_views",
+            "Feature views routed to each backend",
+            views_per_backend.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            request_seconds,
+            backend_seconds,
+            backend_errors,
+            reloads,
+            routing_version,
+            feature_views,
+            views_per_backend,
+            known_backends: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn request(&self, endpoint: &'static str, status: u16, seconds: f64) {
+        self.requests
+            .get_or_create(&RequestLabels { endpoint, status })
+            .inc();
+        self.request_seconds
+            .get_or_create(&EndpointLabels { endpoint })
+            .observe(seconds);
+    }
+
+    pub fn backend_call(
+        &self,
+        backend: &str,
+        op: &'static str,
+        seconds: f64,
+        error: Option<&'static str>,
+    ) {
+        self.backend_seconds
+            .get_or_create(&BackendLabels {
+                backend: backend.to_string(),
+                op,
+            })
+            .observe(seconds);
+        if let Some(reason) = error {
+            self.backend_errors
+                .get_or_create(&BackendErrorLabels {
+                    backend: backend.to_string(),
+                    op,
+                    reason,
+                })
+                .inc();
+        }
+    }
+
+    pub fn reload(&self, result: &'static str) {
+        self.reloads.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    pub fn set_routing(&self, version: u64, views: usize, snap: &Snapshot) {
+        self.routing_version.set(version as i64);
+        self.feature_views.set(views as i64);
+        let mut counts: std::collections::BTreeMap<&str, i64> =
+            snap.backends.keys().map(|b| (b.as_str(), 0)).collect();
+        for v in snap.views.values() {
+            *counts.entry(v.backend.as_str()).or_default() += 1;
+        }
+        // Backends that left the table drop out of the metric.
+        if let Ok(mut known) = self.known_backends.lock() {
+            for gone in known.iter().filter(|b| !counts.contains_key(b.as_str())) {
+                self.views_per_backend.remove(&BackendNameLabels {
+                    backend: gone.clone(),
+                });
+            }
+            *known = counts.keys().map(|s| s.to_string()).collect();
+        }
+        for (b, n) in counts {
+            self.views_per_backend
+                .get_or_create(&BackendNameLabels {
+                    backend: b.to_string(),
+                })
+                .set(n);
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Checks the generated CRDs against a real API server (KUBECONFIG set):
+# they install, the examples validate, and invalid specs are rejected with
+# the schema/CEL message. Called by tests/run.sh.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+kubectl apply --dry-run=client -f crds/
+kubectl apply --dry-run=server -f crds/
+kubectl apply -f crds/
+kubectl wait --for=condition=Established \
+  crd/hybridonlinestores.hybrid-online-store.io crd/featureviews.hybrid-online-store.io --timeout=60s
+kubectl apply --dry-run=server -f examples/
+
+# expect_rejected NAME MESSAGE: the manifest on stdin must be refused with MESSAGE.
+expect_rejected() {
+  local name=$1 message=$2 out
+  if out=$(kubectl apply --dry-run=server -f - 2>&1); then
+    fail "$name: accepted, expected rejection"
+  fi
+  grep -qF "$message" <<<"$out" || fail "$name: rejected without \"$message\": $out"
+  echo "rejected as expected: $name"
+}
+
+expect_rejected "duplicate backend names" "onlineStores names must be unique" <<'YAML'
+apiVersion: hybrid-online-store.io/v1alpha1
+kind: HybridOnlineStore
+metadata: {name: dup, namespace: default}
+spec:
+  project: p
+  onlineStores:
+    - {name: a, type: sqlite, conf: {}}
+    - {name: a, type: redis, conf: {}}
+YAML
+
+expect_rejected "defaultStore naming nothing" "defaultStore must name one of onlineStores" <<'YAML'
+apiVersion: hybrid-online-store.io/v1alpha1
+kind: HybridOnlineStore
+metadata: {name: nodefault, namespace: default}
+spec:
+  project: p
+  defaultStore: nowhere
+  onlineStores:
+    - {name: a, type: sqlite, conf: {}}
+YAML
+
+expect_rejected "unknown backend type" "Unsupported value: \"mongodb\"" <<'YAML'
+apiVersion: hybrid-online-store.io/v1alpha1
+kind: HybridOnlineStore
+metadata: {name: badtype, namespace: default}
+spec:
+  project: p
+  onlineStores:
+    - {name: a, type: mongodb, conf: {}}
+YAML
+
+expect_rejected "bad dtype" "spec.schema[0].dtype" <<'YAML'
+apiVersion: hybrid-online-store.io/v1alpha1
+kind: FeatureView
+metadata: {name: baddtype, namespace: default}
+spec:
+  storeRef: s
+  schema:
+    - {name: a, dtype: "int64 int64"}
+YAML
+echo "CRD checks passed"

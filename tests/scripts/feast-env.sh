@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Idempotently create a cached Python venv with the real Feast SDK (0.67.0),
+# used by the interop tests (feast apply / feast serve / sqlite online store).
+#
+# Usage: VENV=$(tests/scripts/feast-env.sh)   # last stdout line is the venv path
+# Also installs the interop test tools (pytest, requests) into the same venv,
+# idempotently: a venv built before they were added gets them on the next run.
+# Env:   HOS_CACHE  cache root (default: $HOME/.cache/hybrid-online-store)
+#        PYTHON     interpreter used to create the venv (default: python3)
+# All pip / venv chatter goes to stderr; stdout carries only the venv path.
+set -euo pipefail
+
+FEAST_VERSION="0.67.0"
+CACHE_ROOT="${HOS_CACHE:-${HOME:-/root}/.cache/hybrid-online-store}"
+VENV="${CACHE_ROOT}/feast-${FEAST_VERSION}"
+MARKER="${VENV}/.hos-feast-installed"
+# Test tools; bump TEST_DEPS_MARKER's name when this list changes.
+TEST_DEPS=("pytest==9.2.0" "requests==2.34.2")
+TEST_DEPS_MARKER="${VENV}/.hos-test-deps-v1"
+PYTHON="${PYTHON:-python3}"
+
+# Everything below, except the final echo, writes to stderr.
+{
+  if [[ -f "${MARKER}" && -x "${VENV}/bin/python" && -x "${VENV}/bin/feast" ]]; then
+    echo "feast-env: reusing ${VENV}"
+  else
+    echo "feast-env: creating ${VENV} (feast==${FEAST_VERSION})"
+    mkdir -p "${CACHE_ROOT}"
+    # A half-built venv (no marker) is discarded and rebuilt from scratch.
+    rm -rf "${VENV}"
+    "${PYTHON}" -m venv "${VENV}"
+    export PIP_DISABLE_PIP_VERSION_CHECK=1
+    "${VENV}/bin/python" -m pip install --upgrade pip setuptools wheel
+    # feast core already pulls in pyarrow, pandas, fastapi, uvicorn, gunicorn
+    # (feast serve) and uses the stdlib sqlite3 for the sqlite online store.
+    "${VENV}/bin/python" -m pip install "feast==${FEAST_VERSION}"
+    # Sanity check: the CLI and the pieces the tests rely on import.
+    "${VENV}/bin/python" - <<'PY'
+import feast, pyarrow, pandas, sqlite3, fastapi, uvicorn  # noqa: F401
+from feast.infra.online_stores.sqlite import SqliteOnlineStore  # noqa: F401
+from feast.protos.feast.core.Registry_pb2 import Registry  # noqa: F401
+assert feast.__version__ == "0.67.0", feast.__version__
+PY
+    "${VENV}/bin/feast" version
+    date -u +%Y-%m-%dT%H:%M:%SZ > "${MARKER}"
+  fi
+  # Test tools: installed when this marker is missing (new venv, or a venv
+  # made before they were added), then checked to import.
+  if [[ ! -f "${TEST_DEPS_MARKER}" ]]; then
+    echo "feast-env: installing test tools ${TEST_DEPS[*]}"
+    PIP_DISABLE_PIP_VERSION_CHECK=1 "${VENV}/bin/python" -m pip install "${TEST_DEPS[@]}"
+    "${VENV}/bin/python" -c 'import pytest, requests  # noqa: F401'
+    date -u +%Y-%m-%dT%H:%M:%SZ > "${TEST_DEPS_MARKER}"
+  fi
+} 1>&2
+
+echo "${VENV}"
