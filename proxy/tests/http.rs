@@ -1,0 +1,408 @@
+//! The proxy in-process on 127.0.0.1 over a temporary Feast repo with a
+//! hybrid store of two SQLite backends (one file per team).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
+use proxy::config::ConfigSource;
+use proxy::features::Limits;
+use proxy::metrics::Metrics;
+use proxy::server::{AppState, router};
+use proxy::state::{Shared, reload};
+use serde_json::{Value, json};
+
+const STORE: &str = r#"
+project: demo
+online_store:
+  type: hybrid
+  routing_tag: team
+  online_stores:
+    - {name: team_a, type: sqlite, conf: {path: a.db}}
+    - {name: team_b, type: sqlite, conf: {path: b.db}}
+"#;
+
+const VIEWS: &str = r#"
+name: users
+entities: [{name: user, join_keys: [user_id], dtype: int64}]
+schema: [{name: age, dtype: int64}, {name: tags, dtype: array<string>}, {name: score, dtype: float32}]
+tags: {team: team_a}
+---
+name: orders
+entities: [{name: user, join_keys: [user_id], dtype: int64}, {name: shop, join_keys: [shop_id], dtype: string}]
+schema: [{name: total, dtype: float64}]
+tags: {team: team_b}
+---
+name: stats
+schema: [{name: active, dtype: int64}]
+tags: {team: team_b}
+"#;
+
+struct Proxy {
+    base: String,
+    shared: Arc<Shared>,
+    source: ConfigSource,
+    dir: tempfile::TempDir,
+    http: reqwest::Client,
+}
+
+async fn start(limits: Limits) -> Proxy {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("feature_store.yaml"), STORE).unwrap();
+    std::fs::write(dir.path().join("views.yaml"), VIEWS).unwrap();
+    let source = ConfigSource::repo(
+        dir.path().to_path_buf(),
+        None,
+        vec![dir.path().join("views.yaml")],
+    );
+    let shared = Arc::new(Shared {
+        current: ArcSwapOption::empty(),
+        metrics: Metrics::new(),
+    });
+    reload(&shared, &source, true).await.unwrap();
+    let app = router(Arc::new(AppState {
+        shared: Arc::clone(&shared),
+        limits,
+    }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Proxy {
+        base,
+        shared,
+        source,
+        dir,
+        http: reqwest::Client::new(),
+    }
+}
+
+const DEFAULT_LIMITS: Limits = Limits {
+    max_body_bytes: 1 << 20,
+    max_entity_rows: 100,
+};
+
+impl Proxy {
+    async fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn post_json(&self, path: &str, body: Value) -> (u16, Value) {
+        self.post(path, body.to_string()).await
+    }
+}
+
+/// The message inside a Feast-shaped error body.
+fn message(body: &Value) -> String {
+    let inner: Value = serde_json::from_str(body.as_str().unwrap()).unwrap();
+    inner["message"].as_str().unwrap().to_string()
+}
+
+fn tables(db: &Path) -> Vec<String> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+        .unwrap();
+    stmt.query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+fn rows(db: &Path, table: &str) -> i64 {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.query_row(&format!("SELECT count(*) FROM \"{table}\""), [], |r| {
+        r.get(0)
+    })
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_each_team_to_its_own_file_and_reads_back() {
+    let p = start(DEFAULT_LIMITS).await;
+    let w = |view: &str, df: Value| json!({"feature_view_name": view, "df": df});
+    let (s, body) = p
+        .post_json(
+            "/write-to-online-store",
+            w("users", json!({"user_id": [1, 2], "age": [30, null], "tags": [["a"], []], "score": [0.5, 1.25],
+                              "event_timestamp": ["2024-05-01T12:34:56Z", "2024-05-01T12:34:57.250Z"]})),
+        )
+        .await;
+    assert_eq!((s, body), (200, Value::Null));
+    let (s, _) = p
+        .post_json(
+            "/write-to-online-store",
+            w("orders", json!({"user_id": [1], "shop_id": ["s1"], "total": [9.5], "event_timestamp": ["2024-05-02"]})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (s, _) = p
+        .post_json(
+            "/write-to-online-store",
+            w(
+                "stats",
+                json!({"active": [7], "event_timestamp": [1714566896]}),
+            ),
+        )
+        .await;
+    assert_eq!(s, 200);
+
+    let a = p.dir.path().join("a.db");
+    let b = p.dir.path().join("b.db");
+    assert_eq!(tables(&a), vec!["demo_users"]);
+    assert_eq!(tables(&b), vec!["demo_orders", "demo_stats"]);
+    assert_eq!(rows(&a, "demo_users"), 6);
+    assert_eq!(rows(&b, "demo_orders"), 1);
+
+    let (s, body) = p
+        .post_json(
+            "/get-online-features",
+            json!({"features": ["users:age", "users:tags", "users:score", "orders:total", "stats:active"],
+                   "entities": {"user_id": [1, 2, 3], "shop_id": ["s1", "s1", "s1"]}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(
+        body["metadata"]["feature_names"],
+        json!([
+            "user_id", "shop_id", "age", "tags", "score", "total", "active"
+        ])
+    );
+    let col = |i: usize| &body["results"][i];
+    assert_eq!(col(2)["values"], json!([30, null, null]));
+    assert_eq!(
+        col(2)["statuses"],
+        json!(["PRESENT", "PRESENT", "NOT_FOUND"])
+    );
+    assert_eq!(
+        col(2)["event_timestamps"],
+        json!([
+            "2024-05-01T12:34:56Z",
+            "2024-05-01T12:34:57Z",
+            "1970-01-01T00:00:00Z"
+        ])
+    );
+    assert_eq!(col(3)["values"], json!([["a"], [], null]));
+    assert_eq!(col(4)["values"], json!([0.5, 1.25, null]));
+    assert_eq!(col(5)["values"], json!([9.5, null, null]));
+    assert_eq!(col(5)["event_timestamps"][0], "2024-05-02T00:00:00Z");
+    assert_eq!(
+        col(6)["values"],
+        json!([7, 7, 7]),
+        "entityless view answers every row"
+    );
+
+    let (s, body) = p
+        .post_json(
+            "/get-online-features",
+            json!({"features": ["users:age"], "entities": {"user_id": [1]}, "full_feature_names": true}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        body["metadata"]["feature_names"],
+        json!(["user_id", "users__age"])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_get_4xx_naming_the_problem() {
+    let p = start(Limits {
+        max_body_bytes: 4096,
+        max_entity_rows: 5,
+    })
+    .await;
+    let cases: Vec<(Value, u16, &str)> = vec![
+        (
+            json!({"features": ["users:age"], "entities": {"user_id": ["abc"]}}),
+            422,
+            "`entities.user_id` row 0: expected int64",
+        ),
+        (
+            json!({"features": ["nope:age"], "entities": {"user_id": [1]}}),
+            404,
+            "Feature view nope does not exist",
+        ),
+        (
+            json!({"features": ["users:nope"], "entities": {"user_id": [1]}}),
+            404,
+            "Feature nope not found in feature view users",
+        ),
+        (
+            json!({"features": ["users"], "entities": {"user_id": [1]}}),
+            422,
+            "Invalid feature reference 'users'",
+        ),
+        (
+            json!({"features": ["users:age"]}),
+            422,
+            "`entities` is required",
+        ),
+        (
+            json!({"features": ["users:age"], "entities": {"user_id": 1}}),
+            422,
+            "`entities.user_id` must be a list",
+        ),
+        (
+            json!({"features": ["orders:total"], "entities": {"user_id": [1]}}),
+            422,
+            "missing join key `shop_id`",
+        ),
+        (
+            json!({"features": ["users:age"], "entities": {"user_id": [1, 2], "x": [1]}}),
+            422,
+            "differ in length",
+        ),
+        (
+            json!({"features": ["users:age"], "entities": {"user_id": [1, 2, 3, 4, 5, 6]}}),
+            413,
+            "6 entity rows exceed the limit of 5",
+        ),
+        (
+            json!({"features": [], "entities": {"user_id": [1]}}),
+            422,
+            "No features specified",
+        ),
+        (
+            json!({"feature_service": "nope", "entities": {"user_id": [1]}}),
+            404,
+            "Feature service nope does not exist",
+        ),
+        (json!([1, 2]), 422, "must be a JSON object"),
+    ];
+    for (body, status, msg) in cases {
+        let (s, resp) = p.post_json("/get-online-features", body.clone()).await;
+        assert_eq!(s, status, "{body} -> {resp}");
+        assert!(message(&resp).contains(msg), "{body} -> {}", message(&resp));
+    }
+    let (s, resp) = p.post("/get-online-features", "{not json").await;
+    assert_eq!(s, 422);
+    assert!(message(&resp).contains("malformed JSON"), "{resp}");
+    let (s, resp) = p.post("/get-online-features", "x".repeat(10_000)).await;
+    assert_eq!(s, 413);
+    assert!(
+        message(&resp).contains("exceeds the limit of 4096 bytes"),
+        "{resp}"
+    );
+
+    let write_cases: Vec<(&str, Value, u16, &str)> = vec![
+        (
+            "/write-to-online-store",
+            json!({"feature_view_name": "nope", "df": {}}),
+            404,
+            "Can't recognize feast object with a name nope",
+        ),
+        (
+            "/write-to-online-store",
+            json!({"feature_view_name": "users", "df": {"user_id": [1], "age": [3]}}),
+            422,
+            "missing the event timestamp column",
+        ),
+        (
+            "/write-to-online-store",
+            json!({"feature_view_name": "users", "df": {"user_id": [1], "age": ["x"], "event_timestamp": ["2024-01-01"]}}),
+            422,
+            "`df.age` row 0: expected int64",
+        ),
+        (
+            "/write-to-online-store",
+            json!({"feature_view_name": "users", "df": {"user_id": [1], "age": [1], "event_timestamp": ["soon"]}}),
+            422,
+            "cannot read \"soon\" as a timestamp",
+        ),
+        (
+            "/write-to-online-store",
+            json!({"feature_view_name": "users", "df": {"user_id": [1], "event_timestamp": ["2024-01-01"]}}),
+            422,
+            "no feature column",
+        ),
+        (
+            "/write-to-online-store",
+            json!({"df": {}}),
+            422,
+            "`feature_view_name` is required",
+        ),
+        (
+            "/push",
+            json!({"push_source_name": "nope", "df": {}}),
+            422,
+            "Unable to find push source 'nope'",
+        ),
+    ];
+    for (path, body, status, msg) in write_cases {
+        let (s, resp) = p.post_json(path, body.clone()).await;
+        assert_eq!(s, status, "{path} {body} -> {resp}");
+        assert!(
+            message(&resp).contains(msg),
+            "{path} {body} -> {}",
+            message(&resp)
+        );
+    }
+    let health = p
+        .http
+        .get(format!("{}/health", p.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+    let metrics = p
+        .http
+        .get(format!("{}/metrics", p.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .contains("hos_proxy_requests_total{endpoint=\"get-online-features\",status=\"422\"}"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_reload_keeps_serving_the_previous_routes() {
+    let p = start(DEFAULT_LIMITS).await;
+    let views = p.dir.path().join("views.yaml");
+    std::fs::write(
+        &views,
+        VIEWS.replace("tags: {team: team_a}", "tags: {team: team_c}"),
+    )
+    .unwrap();
+    let err = reload(&p.shared, &p.source, true).await.unwrap_err();
+    assert!(err.contains("`team_c` names no backend"), "{err}");
+    assert_eq!(p.shared.current.load().as_ref().unwrap().version, 1);
+    let metrics = p.shared.metrics.encode();
+    assert!(
+        metrics.contains("hos_proxy_reload_total{result=\"error\"} 1"),
+        "{metrics}"
+    );
+    let (s, _) = p
+        .post_json(
+            "/get-online-features",
+            json!({"features": ["users:age"], "entities": {"user_id": [1]}}),
+        )
+        .await;
+    assert_eq!(s, 200);
+
+    // Re-routing users to team_b takes effect on the next good reload.
+    std::fs::write(
+        &views,
+        VIEWS.replace("tags: {team: team_a}", "tags: {team: team_b}"),
+    )
+    .unwrap();
+    assert_eq!(reload(&p.shared, &p.source, true).await.unwrap(), 2);
+    assert!(tables(&p.dir.path().join("b.db")).contains(&"demo_users".to_string()));
+}
