@@ -34,6 +34,10 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "cargo test --workspace"
 cargo test --workspace
 
+step "Feast interop: the proxy against the real Feast 0.67.0 SDK and feast serve"
+cargo build -p proxy
+HOS_PROXY_BIN="$PWD/target/debug/hos-proxy" tests/interop/run.sh
+
 if [[ -z "${HOS_SKIP_K8S:-}" ]]; then
   step "CRDs against a real kube-apiserver"
   tests/scripts/k8s-build.sh >/dev/null

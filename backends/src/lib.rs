@@ -10,6 +10,9 @@ use api::feast_config::BackendConf;
 use api::proto::Value;
 use api::routing::{Backend, RoutedView};
 
+pub mod bigtable;
+pub mod credentials;
+pub mod redis;
 pub mod sqlite;
 
 /// An event or created time: epoch seconds and nanoseconds.
@@ -109,8 +112,15 @@ pub trait OnlineStore: Send + Sync {
     /// Creates the view's storage if missing (idempotent).
     async fn create(&self, project: &str, view: &RoutedView) -> Result<(), BackendError>;
 
-    /// Drops the view's storage if present (idempotent).
-    async fn drop_view(&self, project: &str, view: &RoutedView) -> Result<(), BackendError>;
+    /// Drops the view's storage if present (idempotent). `remaining` are the
+    /// views that stay on this backend: storage they share (a Bigtable table
+    /// per entity set) keeps theirs and loses only this view's data.
+    async fn drop_view(
+        &self,
+        project: &str,
+        view: &RoutedView,
+        remaining: &[&RoutedView],
+    ) -> Result<(), BackendError>;
 
     /// The objects `create`/`drop_view` manage for the view, without I/O.
     fn storage_objects(&self, project: &str, view: &RoutedView) -> Vec<StorageObject>;
@@ -132,6 +142,8 @@ pub async fn open(
 ) -> Result<Arc<dyn OnlineStore>, BackendError> {
     match &backend.conf {
         BackendConf::Sqlite(conf) => Ok(Arc::new(sqlite::SqliteStore::open(conf, &ctx.base_dir)?)),
+        BackendConf::Redis(conf) => Ok(Arc::new(redis::RedisStore::open(conf).await?)),
+        BackendConf::Bigtable(conf) => Ok(Arc::new(bigtable::BigtableStore::open(conf).await?)),
         other => Err(BackendError::Config(format!(
             "backend `{}`: type {} is not supported by this build yet",
             backend.name,

@@ -336,7 +336,12 @@ impl OnlineStore for SqliteStore {
         .await
     }
 
-    async fn drop_view(&self, project: &str, view: &RoutedView) -> Result<(), BackendError> {
+    async fn drop_view(
+        &self,
+        project: &str,
+        view: &RoutedView,
+        _remaining: &[&RoutedView],
+    ) -> Result<(), BackendError> {
         let table = view_table_name(project, &view.name);
         let cache = Arc::clone(&self.value_text);
         self.with_conn(move |conn| {
@@ -454,8 +459,8 @@ mod tests {
         assert_eq!(hit.event_ts, Timestamp::from_seconds(50));
         assert!(got[1].is_none());
         assert_eq!(got[2], got[0]);
-        store.drop_view("p", &v).await.unwrap();
-        store.drop_view("p", &v).await.unwrap();
+        store.drop_view("p", &v, &[]).await.unwrap();
+        store.drop_view("p", &v, &[]).await.unwrap();
         assert!(
             store
                 .read("p", &v, &[b"k".to_vec()], &["a".into()])

@@ -42,19 +42,10 @@ pub(crate) struct EntityColumns<'a> {
 }
 
 pub(crate) fn entity_columns<'a>(
-    body: &'a Map<String, Json>,
+    columns: &'a Map<String, Json>,
     field: &str,
     limits: &Limits,
 ) -> Result<EntityColumns<'a>, ApiError> {
-    let columns = match body.get(field) {
-        Some(Json::Object(m)) => m,
-        Some(_) => {
-            return Err(ApiError::invalid(format!(
-                "`{field}` must be an object of column name -> list of values"
-            )));
-        }
-        None => return Err(ApiError::invalid(format!("`{field}` is required"))),
-    };
     let mut rows: Option<(usize, &str)> = None;
     for (k, v) in columns {
         let Json::Array(items) = v else {
@@ -241,6 +232,20 @@ fn resolve_columns(
     if cols.is_empty() {
         return Err(ApiError::invalid("No features specified for retrieval"));
     }
+    // Feast groups columns by view (in order of first appearance), keeping
+    // request order within a view.
+    let mut first_seen: Vec<&str> = Vec::new();
+    for c in &cols {
+        if !first_seen.contains(&c.view.name.as_str()) {
+            first_seen.push(c.view.name.as_str());
+        }
+    }
+    let rank: HashMap<String, usize> = first_seen
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (v.to_string(), i))
+        .collect();
+    cols.sort_by_key(|c| rank.get(&c.view.name).copied().unwrap_or(usize::MAX));
     let mut seen = HashMap::new();
     for c in &cols {
         if let Some(prev) = seen.insert(c.name.as_str(), c.view.name.as_str()) {
@@ -276,7 +281,15 @@ pub async fn get_online_features(
             ));
         }
     };
-    let entities = entity_columns(body, "entities", limits)?;
+    let entities = match body.get("entities") {
+        Some(Json::Object(m)) => entity_columns(m, "entities", limits)?,
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "`entities` must be an object of join key -> list of values",
+            ));
+        }
+        None => return Err(ApiError::invalid("`entities` is required")),
+    };
     let cols = resolve_columns(snap, body, full_names)?;
     let version = snap.table.entity_key_serialization_version;
 
@@ -325,9 +338,14 @@ pub async fn get_online_features(
 
     let mut names = Vec::with_capacity(entities.columns.len() + cols.len());
     let mut out = Vec::with_capacity(names.capacity());
-    // Join keys first, echoed in request order (typed where a view declares the type).
+    // Join keys first, echoed in request order (typed where a view declares
+    // the type); like Feast, keys that are no view's join key are dropped.
     for (k, v) in entities.columns {
-        if k == DUMMY_ENTITY_JOIN_KEY {
+        let known = snap
+            .views
+            .values()
+            .any(|view| view.join_keys().any(|j| &j.name == k));
+        if k == DUMMY_ENTITY_JOIN_KEY || !known {
             continue;
         }
         let dtype = order

@@ -163,56 +163,49 @@ pub async fn reload(shared: &Shared, source: &ConfigSource, apply: bool) -> Resu
     }
 }
 
+/// Directories to watch for `source`: each file's directory and, when the
+/// file is a symlink (a Kubernetes ConfigMap mount: `f -> ..data/f`,
+/// `..data -> ..<timestamp>`), the directory it currently resolves into.
+fn watch_dirs(source: &ConfigSource) -> std::collections::BTreeSet<PathBuf> {
+    let parent = |f: &std::path::Path| {
+        if f.is_dir() {
+            f.to_path_buf()
+        } else {
+            match f.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                _ => PathBuf::from("."),
+            }
+        }
+    };
+    let mut dirs = std::collections::BTreeSet::new();
+    for f in source.watched_files() {
+        dirs.insert(parent(&f));
+        if let Ok(real) = std::fs::canonicalize(&f) {
+            dirs.insert(parent(&real));
+        }
+    }
+    dirs
+}
+
 /// Watches the source's files (their directories, so renames and symlink
-/// swaps are seen), debounces, and reloads when the content changed. A
-/// periodic check backs up missed events.
+/// swaps are seen, and re-adds watches when a swap moves the target),
+/// debounces, and reloads when the content changed. A periodic check
+/// backs up missed events.
 pub fn spawn_reloader(shared: Arc<Shared>, source: ConfigSource, apply: bool, poll: Duration) {
     let (tx, mut rx) = mpsc::unbounded_channel::<()>();
-    let dirs: Vec<PathBuf> = {
-        let mut d: Vec<PathBuf> = source
-            .watched_files()
-            .iter()
-            .map(|f| {
-                if f.is_dir() {
-                    f.clone()
-                } else {
-                    f.parent()
-                        .map(|p| p.to_path_buf())
-                        .unwrap_or_else(|| PathBuf::from("."))
-                }
-            })
-            .map(|p| {
-                if p.as_os_str().is_empty() {
-                    PathBuf::from(".")
-                } else {
-                    p
-                }
-            })
-            .collect();
-        d.sort();
-        d.dedup();
-        d
-    };
     let watch_tx = tx.clone();
-    let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if res.is_ok() {
-            let _ = watch_tx.send(());
-        }
-    });
-    let watcher = match watcher {
-        Ok(mut w) => {
-            for d in &dirs {
-                if let Err(e) = w.watch(d, notify::RecursiveMode::NonRecursive) {
-                    tracing::warn!(dir = %d.display(), error = %e, "cannot watch; relying on periodic checks");
-                }
+    let mut watcher =
+        match notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            if res.is_ok() {
+                let _ = watch_tx.send(());
             }
-            Some(w)
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "file watching unavailable; relying on periodic checks");
-            None
-        }
-    };
+        }) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "file watching unavailable; relying on periodic checks");
+                None
+            }
+        };
     let ticker = tx;
     tokio::spawn(async move {
         let mut interval = tokio::time::interval(poll);
@@ -224,13 +217,27 @@ pub fn spawn_reloader(shared: Arc<Shared>, source: ConfigSource, apply: bool, po
         }
     });
     tokio::spawn(async move {
-        // Keep the watcher alive as long as this task runs.
-        let _watcher = watcher;
+        let mut watched = std::collections::BTreeSet::new();
+        let mut rewatch = |watcher: &mut Option<notify::RecommendedWatcher>| {
+            let Some(w) = watcher.as_mut() else { return };
+            let wanted = watch_dirs(&source);
+            for d in wanted.difference(&watched) {
+                if let Err(e) = w.watch(d, notify::RecursiveMode::NonRecursive) {
+                    tracing::debug!(dir = %d.display(), error = %e, "cannot watch; relying on periodic checks");
+                }
+            }
+            for d in watched.difference(&wanted) {
+                let _ = w.unwatch(d);
+            }
+            watched = wanted;
+        };
+        rewatch(&mut watcher);
         let mut last = source.fingerprint();
         while rx.recv().await.is_some() {
             // Debounce: a ConfigMap update or an editor save is several events.
             tokio::time::sleep(Duration::from_millis(100)).await;
             while rx.try_recv().is_ok() {}
+            rewatch(&mut watcher);
             let fp = source.fingerprint();
             if fp == last {
                 continue;

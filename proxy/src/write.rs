@@ -52,12 +52,7 @@ fn rows_from_df(
     df: &Map<String, Json>,
     limits: &Limits,
 ) -> Result<Option<Vec<WriteRow>>, ApiError> {
-    let wrapper = {
-        let mut m = Map::new();
-        m.insert("df".into(), Json::Object(df.clone()));
-        m
-    };
-    let entities = entity_columns(&wrapper, "df", limits)?;
+    let entities = entity_columns(df, "df", limits)?;
     let ts_column = view.timestamp_field.as_deref().unwrap_or(DEFAULT_TS_COLUMN);
     let ts_values = df
         .get(ts_column)
@@ -76,6 +71,21 @@ fn rows_from_df(
         .get(created_column)
         .or_else(|| df.get(REMOTE_CREATED_COLUMN))
         .and_then(Json::as_array);
+    // Every feature must be given, as Feast requires: a partial row would
+    // pair old values with the new event time.
+    let missing: Vec<String> = view
+        .features
+        .iter()
+        .filter(|f| !df.get(&f.name).is_some_and(Json::is_array))
+        .map(|f| format!("`{}`", f.name))
+        .collect();
+    if !missing.is_empty() {
+        return Err(ApiError::invalid(format!(
+            "`df` is missing feature column(s) {} of feature view `{}`",
+            missing.join(", "),
+            view.name
+        )));
+    }
     let features: Vec<(&str, api::Dtype, &Vec<Json>)> = view
         .features
         .iter()
@@ -85,14 +95,6 @@ fn rows_from_df(
                 .map(|c| (f.name.as_str(), f.dtype, c))
         })
         .collect();
-    if features.is_empty() {
-        let names: Vec<&str> = view.features.iter().map(|f| f.name.as_str()).collect();
-        return Err(ApiError::invalid(format!(
-            "`df` has no feature column of feature view `{}` (its features: {})",
-            view.name,
-            names.join(", ")
-        )));
-    }
     if features.iter().all(|(_, _, c)| c.iter().all(Json::is_null)) {
         return Ok(None);
     }

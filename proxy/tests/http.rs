@@ -217,6 +217,23 @@ async fn routes_each_team_to_its_own_file_and_reads_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn columns_group_by_view_and_unknown_entity_keys_are_dropped() {
+    let p = start(DEFAULT_LIMITS).await;
+    let (s, body) = p
+        .post_json(
+            "/get-online-features",
+            json!({"features": ["users:age", "orders:total", "users:tags"],
+                   "entities": {"zzz": ["q"], "user_id": [1], "shop_id": ["s1"]}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(
+        body["metadata"]["feature_names"],
+        json!(["user_id", "shop_id", "age", "tags", "total"])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_requests_get_4xx_naming_the_problem() {
     let p = start(Limits {
         max_body_bytes: 4096,
@@ -311,21 +328,21 @@ async fn malformed_requests_get_4xx_naming_the_problem() {
         ),
         (
             "/write-to-online-store",
-            json!({"feature_view_name": "users", "df": {"user_id": [1], "age": ["x"], "event_timestamp": ["2024-01-01"]}}),
+            json!({"feature_view_name": "users", "df": {"user_id": [1], "age": ["x"], "tags": [[]], "score": [1], "event_timestamp": ["2024-01-01"]}}),
             422,
             "`df.age` row 0: expected int64",
         ),
         (
             "/write-to-online-store",
-            json!({"feature_view_name": "users", "df": {"user_id": [1], "age": [1], "event_timestamp": ["soon"]}}),
+            json!({"feature_view_name": "users", "df": {"user_id": [1], "age": [1], "tags": [[]], "score": [1], "event_timestamp": ["soon"]}}),
             422,
             "cannot read \"soon\" as a timestamp",
         ),
         (
             "/write-to-online-store",
-            json!({"feature_view_name": "users", "df": {"user_id": [1], "event_timestamp": ["2024-01-01"]}}),
+            json!({"feature_view_name": "users", "df": {"user_id": [1], "age": [1], "event_timestamp": ["2024-01-01"]}}),
             422,
-            "no feature column",
+            "missing feature column(s) `tags`, `score` of feature view `users`",
         ),
         (
             "/write-to-online-store",

@@ -5,6 +5,10 @@
 # Usage: VENV=$(tests/scripts/feast-env.sh)   # last stdout line is the venv path
 # Also installs the interop test tools (pytest, requests) into the same venv,
 # idempotently: a venv built before they were added gets them on the next run.
+# Also installs the Python clients that Feast's cassandra, bigtable and redis
+# online stores import (cassandra-driver, google-cloud-bigtable, redis +
+# hiredis: Feast's own [cassandra], [gcp] and [redis] extras) whenever one of
+# them fails to import, so an existing venv gets them without a rebuild.
 # Env:   HOS_CACHE  cache root (default: $HOME/.cache/hybrid-online-store)
 #        PYTHON     interpreter used to create the venv (default: python3)
 # All pip / venv chatter goes to stderr; stdout carries only the venv path.
@@ -17,6 +21,9 @@ MARKER="${VENV}/.hos-feast-installed"
 # Test tools; bump TEST_DEPS_MARKER's name when this list changes.
 TEST_DEPS=("pytest==9.2.0" "requests==2.34.2")
 TEST_DEPS_MARKER="${VENV}/.hos-test-deps-v1"
+# Online-store clients (versions inside Feast 0.67.0's extras' ranges).
+STORE_DEPS=("cassandra-driver==3.30.1" "google-cloud-bigtable==2.50.2" "redis==7.4.1" "hiredis==3.5.0")
+STORE_IMPORTS='import cassandra.cluster, google.cloud.bigtable, redis, hiredis  # noqa: F401'
 PYTHON="${PYTHON:-python3}"
 
 # Everything below, except the final echo, writes to stderr.
@@ -51,6 +58,20 @@ PY
     PIP_DISABLE_PIP_VERSION_CHECK=1 "${VENV}/bin/python" -m pip install "${TEST_DEPS[@]}"
     "${VENV}/bin/python" -c 'import pytest, requests  # noqa: F401'
     date -u +%Y-%m-%dT%H:%M:%SZ > "${TEST_DEPS_MARKER}"
+  fi
+  # Online-store clients: installed when any of them fails to import, then
+  # checked together with Feast's own store modules.
+  if ! "${VENV}/bin/python" -c "${STORE_IMPORTS}" 2>/dev/null; then
+    echo "feast-env: installing online-store clients ${STORE_DEPS[*]}"
+    PIP_DISABLE_PIP_VERSION_CHECK=1 "${VENV}/bin/python" -m pip install "${STORE_DEPS[@]}"
+    "${VENV}/bin/python" - <<'PY'
+import cassandra.cluster, google.cloud.bigtable, redis, hiredis  # noqa: F401
+from feast.infra.online_stores.cassandra_online_store.cassandra_online_store import CassandraOnlineStore  # noqa: F401
+from feast.infra.online_stores.bigtable import BigtableOnlineStore  # noqa: F401
+from feast.infra.online_stores.redis import RedisOnlineStore  # noqa: F401
+import feast
+assert feast.__version__ == "0.67.0", feast.__version__
+PY
   fi
 } 1>&2
 

@@ -1,0 +1,526 @@
+//! Feast's Bigtable online store (`type: bigtable`): a table per entity set
+//! (`<project>.<sorted entity names>` shortened as Feast does), row key
+//! `<murmur3_x64_128 hex of the entity key>#<view>`, column family
+//! `features` (GC: max `max_versions` versions), one column per feature
+//! holding the serialized Value and `event_ts` holding the event time as
+//! ISO-8601 text. Data goes through `bigtable_rs`; tables through the
+//! generated admin API over tonic. `BIGTABLE_EMULATOR_HOST` (or the
+//! `emulator_host` option) selects the emulator; otherwise Application
+//! Default Credentials are used for data access.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use api::feast_config::BigtableConf;
+use api::keys::{bigtable_row_key, bigtable_table_name};
+use api::proto::Value;
+use api::routing::RoutedView;
+use bigtable_rs::bigtable::{BigTable, BigTableConnection};
+use bigtable_rs::google::bigtable::v2 as data;
+use googleapis_tonic_google_bigtable_admin_v2::google::bigtable::admin::v2 as admin;
+use prost::Message;
+use tonic::transport::Channel;
+
+use crate::{BackendError, OnlineStore, ReadRow, StorageObject, Timestamp, WriteRow};
+
+const DEFAULT_FAMILY: &str = "features";
+const EVENT_TS: &[u8] = b"event_ts";
+/// Bigtable's limit on mutations per MutateRows request.
+const MUTATIONS_PER_REQUEST: usize = 100_000;
+
+/// A Bigtable instance (or the emulator) holding Feast's tables.
+pub struct BigtableStore {
+    data: BigTable,
+    /// Table admin; only reachable on the emulator in this build.
+    admin: Option<admin::bigtable_table_admin_client::BigtableTableAdminClient<Channel>>,
+    project_id: String,
+    instance: String,
+    family: String,
+    max_versions: u32,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> BackendError {
+    BackendError::Unavailable(e.to_string())
+}
+
+fn status_err(s: tonic::Status) -> BackendError {
+    match s.code() {
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
+            unavailable(s.message())
+        }
+        _ => BackendError::Query(format!("{:?}: {}", s.code(), s.message())),
+    }
+}
+
+fn data_err(e: bigtable_rs::bigtable::Error) -> BackendError {
+    match e {
+        bigtable_rs::bigtable::Error::RpcError(s) => status_err(s),
+        other => unavailable(other),
+    }
+}
+
+/// Python's `datetime.isoformat()` of an aware UTC time, as Feast writes it.
+fn iso_event_ts(ts: Timestamp) -> String {
+    let Some(dt) = chrono::DateTime::<chrono::Utc>::from_timestamp(ts.seconds, ts.nanos) else {
+        return "1970-01-01T00:00:00+00:00".into();
+    };
+    let micros = ts.nanos / 1000;
+    if micros == 0 {
+        format!("{}+00:00", dt.format("%Y-%m-%dT%H:%M:%S"))
+    } else {
+        format!("{}.{micros:06}+00:00", dt.format("%Y-%m-%dT%H:%M:%S"))
+    }
+}
+
+fn regex_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+impl BigtableStore {
+    pub async fn open(conf: &BigtableConf) -> Result<BigtableStore, BackendError> {
+        let project_id = conf
+            .project_id
+            .clone()
+            .unwrap_or_else(|| "feast".to_string());
+        let emulator = conf
+            .emulator_host
+            .clone()
+            .or_else(|| std::env::var("BIGTABLE_EMULATOR_HOST").ok())
+            .filter(|h| !h.is_empty());
+        let timeout = Some(Duration::from_secs(10));
+        let (conn, admin) = match &emulator {
+            Some(host) => {
+                let conn = BigTableConnection::new_with_emulator(
+                    host,
+                    &project_id,
+                    &conf.instance,
+                    false,
+                    1,
+                    timeout,
+                )
+                .map_err(data_err)?;
+                let channel = Channel::from_shared(format!("http://{host}"))
+                    .map_err(|e| {
+                        BackendError::Config(format!("bigtable emulator address `{host}`: {e}"))
+                    })?
+                    .timeout(Duration::from_secs(10))
+                    .connect_lazy();
+                (
+                    conn,
+                    Some(
+                        admin::bigtable_table_admin_client::BigtableTableAdminClient::new(channel),
+                    ),
+                )
+            }
+            None => {
+                let conn = BigTableConnection::new(&project_id, &conf.instance, false, 2, timeout)
+                    .await
+                    .map_err(data_err)?;
+                (conn, None)
+            }
+        };
+        Ok(BigtableStore {
+            data: conn.client(),
+            admin,
+            project_id,
+            instance: conf.instance.clone(),
+            family: conf
+                .feature_column_family
+                .clone()
+                .unwrap_or_else(|| DEFAULT_FAMILY.to_string()),
+            max_versions: conf.max_versions,
+        })
+    }
+
+    fn instance_path(&self) -> String {
+        format!("projects/{}/instances/{}", self.project_id, self.instance)
+    }
+
+    fn table_id(project: &str, view: &RoutedView) -> String {
+        let names: Vec<&str> = view.entities.iter().map(|e| e.name.as_str()).collect();
+        bigtable_table_name(project, &names)
+    }
+
+    fn full_table(&self, project: &str, view: &RoutedView) -> String {
+        format!(
+            "{}/tables/{}",
+            self.instance_path(),
+            Self::table_id(project, view)
+        )
+    }
+
+    fn admin(
+        &self,
+    ) -> Result<admin::bigtable_table_admin_client::BigtableTableAdminClient<Channel>, BackendError>
+    {
+        self.admin.clone().ok_or_else(|| {
+            BackendError::Config(
+                "Bigtable table admin is only available against the emulator in this build; create tables with `cbt` or Terraform".into(),
+            )
+        })
+    }
+
+    async fn mutate(
+        &self,
+        table: String,
+        entries: Vec<data::mutate_rows_request::Entry>,
+    ) -> Result<(), BackendError> {
+        let mut client = self.data.clone();
+        let mut stream = client
+            .mutate_rows(data::MutateRowsRequest {
+                table_name: table,
+                entries,
+                ..Default::default()
+            })
+            .await
+            .map_err(data_err)?;
+        while let Some(resp) = stream.message().await.map_err(status_err)? {
+            if let Some(bad) = resp
+                .entries
+                .iter()
+                .find_map(|e| e.status.as_ref().filter(|s| s.code != 0))
+            {
+                return Err(BackendError::Query(format!(
+                    "mutation failed: code {}: {}",
+                    bad.code, bad.message
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl OnlineStore for BigtableStore {
+    async fn read(
+        &self,
+        project: &str,
+        view: &RoutedView,
+        keys: &[Vec<u8>],
+        features: &[String],
+    ) -> Result<Vec<Option<ReadRow>>, BackendError> {
+        let row_keys: Vec<Vec<u8>> = keys
+            .iter()
+            .map(|k| bigtable_row_key(k, &view.name).into_bytes())
+            .collect();
+        let mut alternatives: Vec<String> = features.iter().map(|f| regex_escape(f)).collect();
+        alternatives.push("event_ts".into());
+        let qualifier = format!("^({})$", alternatives.join("|"));
+        let filter = data::RowFilter {
+            filter: Some(data::row_filter::Filter::Chain(data::row_filter::Chain {
+                filters: vec![
+                    data::RowFilter {
+                        filter: Some(data::row_filter::Filter::FamilyNameRegexFilter(format!(
+                            "^{}$",
+                            regex_escape(&self.family)
+                        ))),
+                    },
+                    data::RowFilter {
+                        filter: Some(data::row_filter::Filter::ColumnQualifierRegexFilter(
+                            qualifier.into_bytes(),
+                        )),
+                    },
+                    data::RowFilter {
+                        filter: Some(data::row_filter::Filter::CellsPerColumnLimitFilter(1)),
+                    },
+                ],
+            })),
+        };
+        let mut unique = row_keys.clone();
+        unique.sort();
+        unique.dedup();
+        let mut client = self.data.clone();
+        let rows = client
+            .read_rows(data::ReadRowsRequest {
+                table_name: self.full_table(project, view),
+                rows: Some(data::RowSet {
+                    row_keys: unique,
+                    row_ranges: vec![],
+                }),
+                filter: Some(filter),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| match data_err(e) {
+                BackendError::Query(m) if m.starts_with("NotFound") => BackendError::MissingTable {
+                    table: Self::table_id(project, view),
+                    location: self.instance_path(),
+                },
+                other => other,
+            })?;
+        let by_key: HashMap<Vec<u8>, Vec<bigtable_rs::bigtable::RowCell>> =
+            rows.into_iter().collect();
+        let index: HashMap<&str, usize> = features
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.as_str(), i))
+            .collect();
+        row_keys
+            .iter()
+            .map(|rk| {
+                let Some(cells) = by_key.get(rk) else {
+                    return Ok(None);
+                };
+                let mut row = ReadRow {
+                    values: vec![None; features.len()],
+                    event_ts: Timestamp::default(),
+                };
+                for cell in cells {
+                    if cell.qualifier == EVENT_TS {
+                        row.event_ts = std::str::from_utf8(&cell.value)
+                            .ok()
+                            .and_then(api::json::parse_timestamp)
+                            .map(|(seconds, nanos)| Timestamp { seconds, nanos })
+                            .unwrap_or_default();
+                    } else if let Some(&i) = std::str::from_utf8(&cell.qualifier)
+                        .ok()
+                        .and_then(|q| index.get(q))
+                    {
+                        row.values[i] =
+                            Some(Value::decode(cell.value.as_slice()).map_err(|e| {
+                                BackendError::Corrupt {
+                                    feature: features[i].clone(),
+                                    message: e.to_string(),
+                                }
+                            })?);
+                    }
+                }
+                Ok(Some(row))
+            })
+            .collect()
+    }
+
+    async fn write(
+        &self,
+        project: &str,
+        view: &RoutedView,
+        rows: Vec<WriteRow>,
+    ) -> Result<(), BackendError> {
+        let table = self.full_table(project, view);
+        let per_row = view.features.len() + 1;
+        let rows_per_request = (MUTATIONS_PER_REQUEST / per_row).max(1);
+        let set = |qualifier: Vec<u8>, value: Vec<u8>| data::Mutation {
+            mutation: Some(data::mutation::Mutation::SetCell(data::mutation::SetCell {
+                family_name: self.family.clone(),
+                column_qualifier: qualifier,
+                // -1: the server assigns the cell time, as Feast's client does.
+                timestamp_micros: -1,
+                value,
+            })),
+        };
+        for chunk in rows.chunks(rows_per_request) {
+            let entries = chunk
+                .iter()
+                .map(|r| {
+                    let mut mutations: Vec<data::Mutation> = r
+                        .values
+                        .iter()
+                        .map(|(name, v)| set(name.as_bytes().to_vec(), v.encode_to_vec()))
+                        .collect();
+                    mutations.push(set(
+                        EVENT_TS.to_vec(),
+                        iso_event_ts(r.event_ts).into_bytes(),
+                    ));
+                    data::mutate_rows_request::Entry {
+                        row_key: bigtable_row_key(&r.entity_key, &view.name).into_bytes(),
+                        mutations,
+                        ..Default::default()
+                    }
+                })
+                .collect();
+            self.mutate(table.clone(), entries).await?;
+        }
+        Ok(())
+    }
+
+    async fn create(&self, project: &str, view: &RoutedView) -> Result<(), BackendError> {
+        let mut admin = self.admin()?;
+        let name = self.full_table(project, view);
+        let family = admin::ColumnFamily {
+            gc_rule: Some(admin::GcRule {
+                rule: Some(admin::gc_rule::Rule::MaxNumVersions(
+                    i32::try_from(self.max_versions).unwrap_or(2),
+                )),
+            }),
+            ..Default::default()
+        };
+        let existing = admin
+            .get_table(admin::GetTableRequest {
+                name: name.clone(),
+                view: admin::table::View::SchemaView as i32,
+            })
+            .await;
+        match existing {
+            Ok(t) => {
+                if !t.into_inner().column_families.contains_key(&self.family) {
+                    admin
+                        .modify_column_families(admin::ModifyColumnFamiliesRequest {
+                            name,
+                            modifications: vec![admin::modify_column_families_request::Modification {
+                                id: self.family.clone(),
+                                r#mod: Some(admin::modify_column_families_request::modification::Mod::Create(family)),
+                                ..Default::default()
+                            }],
+                            ..Default::default()
+                        })
+                        .await
+                        .map_err(status_err)?;
+                }
+                Ok(())
+            }
+            Err(s) if s.code() == tonic::Code::NotFound => {
+                let created = admin
+                    .create_table(admin::CreateTableRequest {
+                        parent: self.instance_path(),
+                        table_id: Self::table_id(project, view),
+                        table: Some(admin::Table {
+                            column_families: HashMap::from([(self.family.clone(), family)]),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    })
+                    .await;
+                match created {
+                    Ok(_) => Ok(()),
+                    // Created concurrently by another view of the same entity set.
+                    Err(s) if s.code() == tonic::Code::AlreadyExists => Ok(()),
+                    Err(s) => Err(status_err(s)),
+                }
+            }
+            Err(s) => Err(status_err(s)),
+        }
+    }
+
+    async fn drop_view(
+        &self,
+        project: &str,
+        view: &RoutedView,
+        remaining: &[&RoutedView],
+    ) -> Result<(), BackendError> {
+        let table_id = Self::table_id(project, view);
+        let shared = remaining
+            .iter()
+            .any(|o| o.name != view.name && Self::table_id(project, o) == table_id);
+        if !shared {
+            let mut admin = self.admin()?;
+            return match admin
+                .delete_table(admin::DeleteTableRequest {
+                    name: self.full_table(project, view),
+                })
+                .await
+            {
+                Ok(_) => Ok(()),
+                Err(s) if s.code() == tonic::Code::NotFound => Ok(()),
+                Err(s) => Err(status_err(s)),
+            };
+        }
+        // Other views keep the table: delete only this view's rows.
+        let mut client = self.data.clone();
+        let suffix = format!("#{}", view.name);
+        let rows = client
+            .read_rows(data::ReadRowsRequest {
+                table_name: self.full_table(project, view),
+                filter: Some(data::RowFilter {
+                    filter: Some(data::row_filter::Filter::Chain(data::row_filter::Chain {
+                        filters: vec![
+                            data::RowFilter {
+                                filter: Some(data::row_filter::Filter::RowKeyRegexFilter(
+                                    format!(".*{}$", regex_escape(&suffix)).into_bytes(),
+                                )),
+                            },
+                            data::RowFilter {
+                                filter: Some(data::row_filter::Filter::StripValueTransformer(true)),
+                            },
+                        ],
+                    })),
+                }),
+                ..Default::default()
+            })
+            .await
+            .map_err(data_err)?;
+        let entries: Vec<_> = rows
+            .into_iter()
+            .map(|(row_key, _)| data::mutate_rows_request::Entry {
+                row_key,
+                mutations: vec![data::Mutation {
+                    mutation: Some(data::mutation::Mutation::DeleteFromRow(
+                        data::mutation::DeleteFromRow {},
+                    )),
+                }],
+                ..Default::default()
+            })
+            .collect();
+        for chunk in entries.chunks(MUTATIONS_PER_REQUEST) {
+            self.mutate(self.full_table(project, view), chunk.to_vec())
+                .await?;
+        }
+        Ok(())
+    }
+
+    fn storage_objects(&self, project: &str, view: &RoutedView) -> Vec<StorageObject> {
+        vec![StorageObject {
+            kind: "bigtable table",
+            name: Self::table_id(project, view),
+            location: self.instance_path(),
+        }]
+    }
+
+    async fn check(&self) -> Result<(), BackendError> {
+        match self.admin.clone() {
+            Some(mut admin) => admin
+                .list_tables(admin::ListTablesRequest {
+                    parent: self.instance_path(),
+                    ..Default::default()
+                })
+                .await
+                .map(|_| ())
+                .map_err(status_err),
+            None => {
+                let mut client = self.data.clone();
+                client
+                    .sample_row_keys(data::SampleRowKeysRequest {
+                        table_name: format!("{}/tables/__hos_probe", self.instance_path()),
+                        ..Default::default()
+                    })
+                    .await
+                    .map(|_| ())
+                    .or_else(|e| match data_err(e) {
+                        // The instance answered; the probe table need not exist.
+                        BackendError::Query(_) => Ok(()),
+                        other => Err(other),
+                    })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_ts_like_python_isoformat() {
+        assert_eq!(
+            iso_event_ts(Timestamp::from_seconds(1714566896)),
+            "2024-05-01T12:34:56+00:00"
+        );
+        assert_eq!(
+            iso_event_ts(Timestamp {
+                seconds: 1714566896,
+                nanos: 789_123_000
+            }),
+            "2024-05-01T12:34:56.789123+00:00"
+        );
+        assert_eq!(
+            api::json::parse_timestamp("2024-05-01T12:34:56.789123+00:00"),
+            Some((1714566896, 789_123_000))
+        );
+    }
+}
