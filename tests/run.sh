@@ -18,6 +18,11 @@ cleanup() {
   if [[ -d "$STATE/k8s" ]]; then
     tests/scripts/k8s-down.sh "$STATE/k8s" || true
   fi
+  for s in cassandra bigtable redis; do
+    if [[ -d "$STATE/$s" ]]; then
+      "tests/scripts/$s-down.sh" "$STATE/$s" || true
+    fi
+  done
   rm -rf "$STATE"
   exit "$rc"
 }
@@ -31,8 +36,17 @@ cargo fmt --all -- --check
 step "cargo clippy (all targets, -D warnings)"
 cargo clippy --workspace --all-targets -- -D warnings
 
+step "start redis-server, the Bigtable emulator and Apache Cassandra"
+for s in redis bigtable cassandra; do
+  out="$("tests/scripts/$s-up.sh" "$STATE/$s")"
+  eval "$(grep '^export ' <<<"$out")"
+done
+
 step "cargo test --workspace"
 cargo test --workspace
+
+step "backends against the real servers"
+cargo test -p backends --test servers -- --ignored
 
 step "Feast interop: the proxy against the real Feast 0.67.0 SDK and feast serve"
 cargo build -p proxy
@@ -41,7 +55,8 @@ HOS_PROXY_BIN="$PWD/target/debug/hos-proxy" tests/interop/run.sh
 if [[ -z "${HOS_SKIP_K8S:-}" ]]; then
   step "CRDs against a real kube-apiserver"
   tests/scripts/k8s-build.sh >/dev/null
-  eval "$(tests/scripts/k8s-up.sh "$STATE/k8s" | tail -n 1)"
+  out="$(tests/scripts/k8s-up.sh "$STATE/k8s")"
+  eval "$(tail -n 1 <<<"$out")"
   tests/k8s/crd-checks.sh
 fi
 

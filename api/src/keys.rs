@@ -95,7 +95,104 @@ pub fn cassandra_entity_key(serialized_key: &[u8]) -> String {
     hex::encode(serialized_key)
 }
 
+/// Scylla's (and Cassandra 4's) limit on table name length.
+pub const CASSANDRA_TABLE_NAME_MAX: usize = 48;
+
+const BASE62: &[u8; 62] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+
+/// Base62 (digits, lowercase, uppercase) of big-endian bytes, as the Feast
+/// fork that introduced `table_name_format_version: 2` encodes MD5 sums.
+fn base62(bytes: &[u8; 16]) -> String {
+    let mut n = u128::from_be_bytes(*bytes);
+    if n == 0 {
+        return "0".into();
+    }
+    let mut out = Vec::new();
+    while n > 0 {
+        out.push(BASE62[(n % 62) as usize]);
+        n /= 62;
+    }
+    out.reverse();
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Cassandra table of a view. Version 1 is Feast's `<project>_<view>`,
+/// refused when longer than 48 characters (Scylla's limit); version 2
+/// keeps short names and shortens long ones to `<5 chars of project>_<17
+/// base62 chars of the MD5 of the rest>_<5 chars of view>_<18 base62 chars>`.
+pub fn cassandra_table_name(
+    project: &str,
+    feature_view: &str,
+    version: u32,
+) -> Result<String, String> {
+    let plain = view_table_name(project, feature_view);
+    match version {
+        1 if plain.len() <= CASSANDRA_TABLE_NAME_MAX => Ok(plain),
+        1 => Err(format!(
+            "table name `{plain}` has {} characters, more than the {CASSANDRA_TABLE_NAME_MAX} Scylla allows; \
+             set `table_name_format_version: 2` to use shortened names",
+            plain.len()
+        )),
+        2 if plain.len() <= CASSANDRA_TABLE_NAME_MAX => Ok(plain),
+        2 => {
+            let split = |s: &str| {
+                let cut = s.char_indices().nth(5).map(|(i, _)| i).unwrap_or(s.len());
+                (s[..cut].to_string(), s[cut..].to_string())
+            };
+            let (p_head, p_rest) = split(project);
+            let (v_head, v_rest) = split(feature_view);
+            let p_hash = base62(&Md5::digest(p_rest.as_bytes()).into());
+            let v_hash = base62(&Md5::digest(v_rest.as_bytes()).into());
+            Ok(format!(
+                "{p_head}_{}_{v_head}_{}",
+                prefix_chars(&p_hash, 17),
+                prefix_chars(&v_hash, 18)
+            ))
+        }
+        other => Err(format!(
+            "table_name_format_version {other} is not supported (use 1 or 2)"
+        )),
+    }
+}
+
 /// Table name Feast's SQLite and Cassandra stores use for a view.
 pub fn view_table_name(project: &str, feature_view: &str) -> String {
     format!("{project}_{feature_view}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cassandra_names() {
+        assert_eq!(
+            cassandra_table_name("demo", "users", 1).unwrap(),
+            "demo_users"
+        );
+        let long_view = "a_feature_view_with_a_really_long_descriptive_name";
+        let err = cassandra_table_name("demo", long_view, 1).unwrap_err();
+        assert!(err.contains("table_name_format_version: 2"), "{err}");
+        let v2 = cassandra_table_name("demo", long_view, 2).unwrap();
+        assert!(v2.len() <= CASSANDRA_TABLE_NAME_MAX, "{v2}");
+        assert!(v2.starts_with("demo_") && v2.contains("_a_fea_"), "{v2}");
+        assert_eq!(v2, cassandra_table_name("demo", long_view, 2).unwrap());
+        assert_eq!(base62(&[0; 16]), "0");
+        assert_eq!(
+            base62(&{
+                let mut b = [0u8; 16];
+                b[15] = 61;
+                b
+            }),
+            "Z"
+        );
+        assert_eq!(
+            base62(&{
+                let mut b = [0u8; 16];
+                b[15] = 62;
+                b
+            }),
+            "10"
+        );
+    }
 }

@@ -11,6 +11,7 @@ use api::proto::Value;
 use api::routing::{Backend, RoutedView};
 
 pub mod bigtable;
+pub mod cassandra;
 pub mod credentials;
 pub mod redis;
 pub mod sqlite;
@@ -144,10 +145,6 @@ pub async fn open(
         BackendConf::Sqlite(conf) => Ok(Arc::new(sqlite::SqliteStore::open(conf, &ctx.base_dir)?)),
         BackendConf::Redis(conf) => Ok(Arc::new(redis::RedisStore::open(conf).await?)),
         BackendConf::Bigtable(conf) => Ok(Arc::new(bigtable::BigtableStore::open(conf).await?)),
-        other => Err(BackendError::Config(format!(
-            "backend `{}`: type {} is not supported by this build yet",
-            backend.name,
-            other.backend_type()
-        ))),
+        BackendConf::Cassandra(conf) => Ok(Arc::new(cassandra::CassandraStore::open(conf).await?)),
     }
 }

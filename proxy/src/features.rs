@@ -321,7 +321,10 @@ pub async fn get_online_features(
         let project = snap.table.project.as_str();
         reads.push(async move {
             let start = Instant::now();
-            let res = backend.store.read(project, view, &keys, features).await;
+            let res = match backend.store() {
+                Ok(store) => store.read(project, view, &keys, features).await,
+                Err(e) => Err(e),
+            };
             metrics.backend_call(&backend.name, "read", start.elapsed().as_secs_f64(), res.as_ref().err().map(|e| e.label()));
             res.map_err(|e| {
                 tracing::warn!(backend = %backend.name, view = %view.name, error = %e, "backend read failed");

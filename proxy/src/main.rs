@@ -34,6 +34,9 @@ enum Command {
     Serve(ServeArgs),
     /// Create every feature view's tables in the backend it routes to, then exit.
     Apply(SourceArgs),
+    /// Drop the storage of the named feature views (all views if none are
+    /// named) in the backends they route to, then exit. Data is lost.
+    Teardown(TeardownArgs),
     /// Print the routing table the configuration produces (the document the
     /// operator stores in a ConfigMap), then exit.
     RoutingTable(SourceArgs),
@@ -80,6 +83,15 @@ impl SourceArgs {
             _ => anyhow::bail!("give exactly one of --repo and --routing-table"),
         }
     }
+}
+
+#[derive(Args)]
+struct TeardownArgs {
+    #[command(flatten)]
+    source: SourceArgs,
+    /// Feature view to tear down (repeatable); all views when omitted.
+    #[arg(long = "view")]
+    views: Vec<String>,
 }
 
 #[derive(Args)]
@@ -192,9 +204,56 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
 async fn apply(args: SourceArgs) -> anyhow::Result<()> {
     let loaded = args.source()?.load().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let snap = build_snapshot(loaded, 1, None).await?;
+    let snap = build_snapshot(loaded, 1, None, None).await?;
     for line in provision(&snap).await.map_err(|e| anyhow::anyhow!(e))? {
         println!("created (if missing): {line}");
+    }
+    Ok(())
+}
+
+async fn teardown(args: TeardownArgs) -> anyhow::Result<()> {
+    let loaded = args
+        .source
+        .source()?
+        .load()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let snap = build_snapshot(loaded, 1, None, None).await?;
+    let project = snap.table.project.clone();
+    let selected: Vec<&api::routing::RoutedView> = if args.views.is_empty() {
+        snap.table.feature_views.iter().collect()
+    } else {
+        args.views
+            .iter()
+            .map(|n| {
+                snap.table
+                    .view(n)
+                    .ok_or_else(|| anyhow::anyhow!("no feature view `{n}` in project {project}"))
+            })
+            .collect::<anyhow::Result<_>>()?
+    };
+    for view in &selected {
+        let backend = snap.backend_of(view).ok_or_else(|| {
+            anyhow::anyhow!(
+                "backend `{}` of view `{}` is not open",
+                view.backend,
+                view.name
+            )
+        })?;
+        let store = backend.store()?;
+        // Views that stay keep storage they share with this one.
+        let remaining: Vec<&api::routing::RoutedView> = snap
+            .table
+            .feature_views
+            .iter()
+            .filter(|o| o.backend == view.backend && !selected.iter().any(|s| s.name == o.name))
+            .collect();
+        store.drop_view(&project, view, &remaining).await?;
+        for o in store.storage_objects(&project, view) {
+            println!(
+                "dropped (if present): {} {} ({}) for view {} in backend {}",
+                o.kind, o.name, o.location, view.name, backend.name
+            );
+        }
     }
     Ok(())
 }
@@ -216,6 +275,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Serve(a) => serve(a).await,
             Command::Apply(a) => apply(a).await,
+            Command::Teardown(a) => teardown(a).await,
             Command::RoutingTable(a) => {
                 let loaded = a.source()?.load().map_err(|e| anyhow::anyhow!("{e}"))?;
                 print!("{}", loaded.table.to_yaml());

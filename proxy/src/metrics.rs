@@ -61,6 +61,7 @@ pub struct Metrics {
     routing_version: Gauge<i64, std::sync::atomic::AtomicI64>,
     feature_views: Gauge<i64, std::sync::atomic::AtomicI64>,
     views_per_backend: Family<BackendNameLabels, Gauge>,
+    backend_up: Family<BackendNameLabels, Gauge>,
     known_backends: Mutex<Vec<String>>,
 }
 
@@ -123,7 +124,14 @@ impl Metrics {
             "Feature views routed to each backend",
             views_per_backend.clone(),
         );
+        let backend_up = Family::<BackendNameLabels, Gauge>::default();
+        registry.register(
+            "backend_up",
+            "1 when the backend is connected and healthy, else 0",
+            backend_up.clone(),
+        );
         Metrics {
+            backend_up,
             registry,
             requests,
             request_seconds,
@@ -168,6 +176,14 @@ impl Metrics {
                 })
                 .inc();
         }
+    }
+
+    pub fn backend_up(&self, backend: &str, up: bool) {
+        self.backend_up
+            .get_or_create(&BackendNameLabels {
+                backend: backend.to_string(),
+            })
+            .set(i64::from(up));
     }
 
     pub fn reload(&self, result: &'static str) {

@@ -131,8 +131,20 @@ async fn ready_handler(State(state): State<Arc<AppState>>) -> Response {
             json!({"ready": false, "reason": "no routing configuration loaded yet"}).to_string(),
         ),
         Some(snap) => {
-            let mut backends: Vec<&String> = snap.backends.keys().collect();
-            backends.sort();
+            let mut names: Vec<&String> = snap.backends.keys().collect();
+            names.sort();
+            let backends: serde_json::Map<String, Json> = names
+                .into_iter()
+                .map(|n| {
+                    let detail = match snap.backends[n].down_reason() {
+                        None => json!({"ready": true}),
+                        Some(reason) => json!({"ready": false, "reason": reason}),
+                    };
+                    (n.clone(), detail)
+                })
+                .collect();
+            // The proxy is ready once routes are loaded: a backend that is
+            // down fails only its own views, which /ready details.
             json_response(
                 StatusCode::OK,
                 json!({

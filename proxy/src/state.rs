@@ -19,12 +19,94 @@ use tokio::sync::mpsc;
 use crate::config::{ConfigSource, Loaded};
 use crate::metrics::Metrics;
 
-/// An opened backend.
+/// A backend of the routing table. It may be down (unreachable at start,
+/// or failing health checks); a monitor task reconnects and re-checks it,
+/// so its views recover without a restart while other backends serve on.
 pub struct BackendHandle {
     pub name: String,
     pub conf: BackendConf,
     pub base_dir: PathBuf,
-    pub store: Arc<dyn OnlineStore>,
+    store: ArcSwapOption<Arc<dyn OnlineStore>>,
+    /// Why the backend is down; `None` while it is up.
+    down: std::sync::Mutex<Option<String>>,
+}
+
+/// How often a backend's health is checked.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
+
+impl BackendHandle {
+    /// The connected store, or a 503-worthy error naming why not.
+    pub fn store(&self) -> Result<Arc<dyn OnlineStore>, backends::BackendError> {
+        match self.store.load_full() {
+            Some(s) => Ok(Arc::clone(&s)),
+            None => Err(backends::BackendError::Unavailable(
+                self.down_reason()
+                    .unwrap_or_else(|| "not connected yet".to_string()),
+            )),
+        }
+    }
+
+    /// `None` when up, else the last failure.
+    pub fn down_reason(&self) -> Option<String> {
+        self.down.lock().ok().and_then(|d| d.clone())
+    }
+
+    fn set_down(&self, reason: Option<String>, metrics: &Metrics) {
+        metrics.backend_up(&self.name, reason.is_none());
+        if let Ok(mut d) = self.down.lock() {
+            match (&*d, &reason) {
+                (None, Some(r)) => {
+                    tracing::warn!(backend = %self.name, reason = %r, "backend down")
+                }
+                (Some(_), None) => tracing::info!(backend = %self.name, "backend up"),
+                _ => {}
+            }
+            *d = reason;
+        }
+    }
+
+    async fn connect(&self, metrics: &Metrics) -> bool {
+        let b = api::routing::Backend {
+            name: self.name.clone(),
+            backend_type: self.conf.backend_type(),
+            conf: self.conf.clone(),
+        };
+        let ctx = OpenContext {
+            base_dir: self.base_dir.clone(),
+        };
+        match backends::open(&b, &ctx).await {
+            Ok(store) => {
+                self.store.store(Some(Arc::new(store)));
+                self.set_down(None, metrics);
+                true
+            }
+            Err(e) => {
+                self.set_down(Some(e.to_string()), metrics);
+                false
+            }
+        }
+    }
+}
+
+/// Keeps a backend connected and its health known, until the handle is dropped.
+fn spawn_monitor(handle: &Arc<BackendHandle>, shared_metrics: Arc<Shared>) {
+    let weak = Arc::downgrade(handle);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(HEALTH_INTERVAL).await;
+            let Some(h) = weak.upgrade() else { break };
+            let metrics = &shared_metrics.metrics;
+            match h.store.load_full() {
+                None => {
+                    h.connect(metrics).await;
+                }
+                Some(store) => match store.check().await {
+                    Ok(()) => h.set_down(None, metrics),
+                    Err(e) => h.set_down(Some(e.to_string()), metrics),
+                },
+            }
+        }
+    });
 }
 
 /// Everything a request needs, fixed for its lifetime.
@@ -57,6 +139,7 @@ pub async fn build_snapshot(
     loaded: Loaded,
     version: u64,
     previous: Option<&Snapshot>,
+    shared: Option<&Arc<Shared>>,
 ) -> Result<Snapshot, BuildError> {
     let mut backends = HashMap::new();
     for b in &loaded.table.backends {
@@ -66,22 +149,35 @@ pub async fn build_snapshot(
         let handle = match reuse {
             Some(h) => Arc::clone(h),
             None => {
-                let ctx = OpenContext {
-                    base_dir: loaded.base_dir.clone(),
-                };
-                let store =
-                    backends::open(b, &ctx)
-                        .await
-                        .map_err(|source| BuildError::Backend {
-                            backend: b.name.clone(),
-                            source,
-                        })?;
-                Arc::new(BackendHandle {
+                let h = Arc::new(BackendHandle {
                     name: b.name.clone(),
                     conf: b.conf.clone(),
                     base_dir: loaded.base_dir.clone(),
-                    store,
-                })
+                    store: ArcSwapOption::empty(),
+                    down: std::sync::Mutex::new(None),
+                });
+                match shared {
+                    // Serving: a backend that is down now is retried in the
+                    // background; its views answer 503 meanwhile.
+                    Some(sh) => {
+                        h.connect(&sh.metrics).await;
+                        spawn_monitor(&h, Arc::clone(sh));
+                    }
+                    // One-shot commands need every backend.
+                    None => {
+                        let ctx = OpenContext {
+                            base_dir: loaded.base_dir.clone(),
+                        };
+                        let store = backends::open(b, &ctx).await.map_err(|source| {
+                            BuildError::Backend {
+                                backend: b.name.clone(),
+                                source,
+                            }
+                        })?;
+                        h.store.store(Some(Arc::new(store)));
+                    }
+                }
+                h
             }
         };
         backends.insert(b.name.clone(), handle);
@@ -107,11 +203,18 @@ pub async fn provision(snapshot: &Snapshot) -> Result<Vec<String>, String> {
         let Some(b) = snapshot.backend_of(view) else {
             continue;
         };
-        b.store
+        let store = match b.store() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(backend = %b.name, view = %view.name, error = %e, "not provisioned: backend down");
+                continue;
+            }
+        };
+        store
             .create(&snapshot.table.project, view)
             .await
             .map_err(|e| format!("view `{}` in backend `{}`: {e}", view.name, b.name))?;
-        for o in b.store.storage_objects(&snapshot.table.project, view) {
+        for o in store.storage_objects(&snapshot.table.project, view) {
             done.push(format!(
                 "{} {} ({}) for view {} in backend {}",
                 o.kind, o.name, o.location, view.name, b.name
@@ -130,12 +233,16 @@ pub struct Shared {
 
 /// Loads the source, builds a snapshot and publishes it. On failure the
 /// previous snapshot keeps serving and the error is returned.
-pub async fn reload(shared: &Shared, source: &ConfigSource, apply: bool) -> Result<u64, String> {
+pub async fn reload(
+    shared: &Arc<Shared>,
+    source: &ConfigSource,
+    apply: bool,
+) -> Result<u64, String> {
     let previous = shared.current.load_full();
     let version = previous.as_ref().map(|p| p.version + 1).unwrap_or(1);
     let result = async {
         let loaded = source.load().map_err(|e| e.to_string())?;
-        let snap = build_snapshot(loaded, version, previous.as_deref())
+        let snap = build_snapshot(loaded, version, previous.as_deref(), Some(shared))
             .await
             .map_err(|e| e.to_string())?;
         if apply {

@@ -148,7 +148,10 @@ async fn write_view(
         )
     })?;
     let start = Instant::now();
-    let res = backend.store.write(&snap.table.project, view, rows).await;
+    let res = match backend.store() {
+        Ok(store) => store.write(&snap.table.project, view, rows).await,
+        Err(e) => Err(e),
+    };
     metrics.backend_call(
         &backend.name,
         "write",

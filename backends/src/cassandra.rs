@@ -1,0 +1,391 @@
+//! Feast's Cassandra/ScyllaDB online store (`type: cassandra`): table
+//! `"<keyspace>"."<project>_<view>"` with `entity_key TEXT` (hex of the
+//! serialized key), `feature_name TEXT` (clustering column), `value BLOB`
+//! (serialized Value) and `event_ts`/`created_ts TIMESTAMP` (milliseconds).
+//! Statements are prepared once per table; reads are one single-partition
+//! query per entity (token-aware routing) with bounded concurrency.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use api::feast_config::CassandraConf;
+use api::keys::{cassandra_entity_key, cassandra_table_name};
+use api::proto::Value;
+use api::routing::RoutedView;
+use futures::StreamExt;
+use prost::Message;
+use scylla::client::execution_profile::ExecutionProfile;
+use scylla::client::session::Session;
+use scylla::client::session_builder::SessionBuilder;
+use scylla::frame::types::Consistency;
+use scylla::policies::load_balancing::DefaultPolicy;
+use scylla::statement::prepared::PreparedStatement;
+use scylla::value::CqlTimestamp;
+
+use crate::{BackendError, OnlineStore, ReadRow, StorageObject, Timestamp, WriteRow};
+
+/// A Cassandra or ScyllaDB cluster (one keyspace of it).
+pub struct CassandraStore {
+    session: Session,
+    keyspace: String,
+    table_name_format_version: u32,
+    key_ttl_seconds: Option<u64>,
+    read_concurrency: usize,
+    write_concurrency: usize,
+    read_consistency: Option<Consistency>,
+    write_consistency: Option<Consistency>,
+    prepared: Mutex<HashMap<(String, &'static str), PreparedStatement>>,
+    hosts: String,
+}
+
+fn consistency(name: &str) -> Result<Consistency, BackendError> {
+    Ok(match name.to_ascii_uppercase().as_str() {
+        "ANY" => Consistency::Any,
+        "ONE" => Consistency::One,
+        "TWO" => Consistency::Two,
+        "THREE" => Consistency::Three,
+        "QUORUM" => Consistency::Quorum,
+        "ALL" => Consistency::All,
+        "LOCAL_QUORUM" => Consistency::LocalQuorum,
+        "EACH_QUORUM" => Consistency::EachQuorum,
+        "LOCAL_ONE" => Consistency::LocalOne,
+        other => {
+            return Err(BackendError::Config(format!(
+                "unknown Cassandra consistency level `{other}`"
+            )));
+        }
+    })
+}
+
+fn quote(ident: &str) -> String {
+    format!("\"{}\"", ident.replace('"', "\"\""))
+}
+
+fn classify(message: String) -> BackendError {
+    let lower = message.to_ascii_lowercase();
+    if lower.contains("unconfigured table")
+        || (lower.contains("table") && lower.contains("does not exist"))
+    {
+        BackendError::Query(message)
+    } else if lower.contains("timeout")
+        || lower.contains("timed out")
+        || lower.contains("connection")
+        || lower.contains("unavailable")
+        || lower.contains("no known nodes")
+        || lower.contains("broken pipe")
+    {
+        BackendError::Unavailable(message)
+    } else {
+        BackendError::Query(message)
+    }
+}
+
+impl CassandraStore {
+    pub async fn open(conf: &CassandraConf) -> Result<CassandraStore, BackendError> {
+        if conf.secure_bundle_path.is_some() {
+            return Err(BackendError::Config(
+                "secure_bundle_path (Astra DB) is not supported; give `hosts`".into(),
+            ));
+        }
+        let hosts = conf
+            .hosts
+            .clone()
+            .unwrap_or_else(|| vec!["127.0.0.1".into()]);
+        let port = conf.port.unwrap_or(9042);
+        if let Some(v) = conf.protocol_version.filter(|v| *v != 4) {
+            tracing::warn!(
+                protocol_version = v,
+                "the scylla driver speaks CQL protocol v4; ignoring protocol_version"
+            );
+        }
+        let mut policy = DefaultPolicy::builder().token_aware(true);
+        if let Some(lb) = &conf.load_balancing {
+            policy = policy.prefer_datacenter(lb.local_dc.clone());
+        }
+        let mut profile = ExecutionProfile::builder().load_balancing_policy(policy.build());
+        if let Some(t) = conf.request_timeout.filter(|t| *t > 0.0) {
+            profile = profile.request_timeout(Some(Duration::from_secs_f64(t)));
+        }
+        let nodes: Vec<String> = hosts
+            .iter()
+            .map(|h| {
+                if h.contains(':') {
+                    h.clone()
+                } else {
+                    format!("{h}:{port}")
+                }
+            })
+            .collect();
+        let mut builder = SessionBuilder::new()
+            .known_nodes(&nodes)
+            .connection_timeout(Duration::from_secs(5))
+            .default_execution_profile_handle(profile.build().into_handle());
+        let username = conf
+            .username
+            .as_ref()
+            .map(|c| crate::credentials::resolve(c, "cassandra username"))
+            .transpose()?;
+        let password = conf
+            .password
+            .as_ref()
+            .map(|c| crate::credentials::resolve(c, "cassandra password"))
+            .transpose()?;
+        if let (Some(u), Some(p)) = (username, password) {
+            builder = builder.user(u, p);
+        }
+        let session = builder.build().await.map_err(|e| {
+            BackendError::Unavailable(format!("cannot connect to {}: {e}", nodes.join(",")))
+        })?;
+        Ok(CassandraStore {
+            session,
+            keyspace: conf.keyspace.clone(),
+            table_name_format_version: conf.table_name_format_version,
+            key_ttl_seconds: conf.key_ttl_seconds,
+            read_concurrency: conf.read_concurrency.max(1) as usize,
+            write_concurrency: conf.write_concurrency.max(1) as usize,
+            read_consistency: conf
+                .read_consistency
+                .as_deref()
+                .map(consistency)
+                .transpose()?,
+            write_consistency: conf
+                .write_consistency
+                .as_deref()
+                .map(consistency)
+                .transpose()?,
+            prepared: Mutex::new(HashMap::new()),
+            hosts: nodes.join(","),
+        })
+    }
+
+    fn table(&self, project: &str, view: &RoutedView) -> Result<String, BackendError> {
+        cassandra_table_name(project, &view.name, self.table_name_format_version)
+            .map_err(|e| BackendError::Config(format!("feature view `{}`: {e}", view.name)))
+    }
+
+    fn fq(&self, table: &str) -> String {
+        format!("{}.{}", quote(&self.keyspace), quote(table))
+    }
+
+    async fn statement(
+        &self,
+        table: &str,
+        op: &'static str,
+    ) -> Result<PreparedStatement, BackendError> {
+        let key = (table.to_string(), op);
+        if let Some(p) = self.prepared.lock().ok().and_then(|m| m.get(&key).cloned()) {
+            return Ok(p);
+        }
+        let fq = self.fq(table);
+        let cql = match op {
+            "select" => {
+                format!("SELECT feature_name, value, event_ts FROM {fq} WHERE entity_key = ?")
+            }
+            _ => match self.key_ttl_seconds {
+                Some(ttl) => format!(
+                    "INSERT INTO {fq} (feature_name, value, entity_key, event_ts) VALUES (?, ?, ?, ?) USING TTL {ttl}"
+                ),
+                None => format!(
+                    "INSERT INTO {fq} (feature_name, value, entity_key, event_ts) VALUES (?, ?, ?, ?)"
+                ),
+            },
+        };
+        let mut prepared = self.session.prepare(cql).await.map_err(|e| {
+            let msg = e.to_string();
+            if msg.to_ascii_lowercase().contains("unconfigured table")
+                || msg.contains("does not exist")
+            {
+                BackendError::MissingTable {
+                    table: table.to_string(),
+                    location: format!("keyspace {} on {}", self.keyspace, self.hosts),
+                }
+            } else {
+                classify(msg)
+            }
+        })?;
+        let level = if op == "select" {
+            self.read_consistency
+        } else {
+            self.write_consistency
+        };
+        if let Some(c) = level {
+            prepared.set_consistency(c);
+        }
+        if let Ok(mut m) = self.prepared.lock() {
+            m.insert(key, prepared.clone());
+        }
+        Ok(prepared)
+    }
+
+    fn forget(&self, table: &str) {
+        if let Ok(mut m) = self.prepared.lock() {
+            m.retain(|(t, _), _| t != table);
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl OnlineStore for CassandraStore {
+    async fn read(
+        &self,
+        project: &str,
+        view: &RoutedView,
+        keys: &[Vec<u8>],
+        features: &[String],
+    ) -> Result<Vec<Option<ReadRow>>, BackendError> {
+        let table = self.table(project, view)?;
+        let stmt = self.statement(&table, "select").await?;
+        let index: HashMap<&str, usize> = features
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.as_str(), i))
+            .collect();
+        let hex_keys: Vec<(usize, String)> = keys
+            .iter()
+            .map(|k| cassandra_entity_key(k))
+            .enumerate()
+            .collect();
+        let reads = futures::stream::iter(hex_keys)
+            .map(|(i, k)| {
+                let stmt = &stmt;
+                let index = &index;
+                async move {
+                    let res = self
+                        .session
+                        .execute_unpaged(stmt, (k,))
+                        .await
+                        .map_err(|e| classify(e.to_string()))?;
+                    let rows = res
+                        .into_rows_result()
+                        .map_err(|e| classify(e.to_string()))?;
+                    let mut out: Option<ReadRow> = None;
+                    for row in rows
+                        .rows::<(String, Option<Vec<u8>>, Option<CqlTimestamp>)>()
+                        .map_err(|e| classify(e.to_string()))?
+                    {
+                        let (name, value, ts) = row.map_err(|e| classify(e.to_string()))?;
+                        let Some(&fi) = index.get(name.as_str()) else {
+                            continue;
+                        };
+                        let value = match value {
+                            Some(b) => {
+                                Value::decode(b.as_slice()).map_err(|e| BackendError::Corrupt {
+                                    feature: name.clone(),
+                                    message: e.to_string(),
+                                })?
+                            }
+                            None => Value::default(),
+                        };
+                        let ts = ts
+                            .map(|t| Timestamp {
+                                seconds: t.0.div_euclid(1000),
+                                nanos: (t.0.rem_euclid(1000) * 1_000_000) as u32,
+                            })
+                            .unwrap_or_default();
+                        let entry = out.get_or_insert_with(|| ReadRow {
+                            values: vec![None; features.len()],
+                            event_ts: ts,
+                        });
+                        entry.event_ts = entry.event_ts.max(ts);
+                        entry.values[fi] = Some(value);
+                    }
+                    Ok::<_, BackendError>((i, out))
+                }
+            })
+            .buffer_unordered(self.read_concurrency);
+        let results: Vec<Result<(usize, Option<ReadRow>), BackendError>> = reads.collect().await;
+        let mut out = vec![None; keys.len()];
+        for r in results {
+            let (i, row) = r?;
+            out[i] = row;
+        }
+        Ok(out)
+    }
+
+    async fn write(
+        &self,
+        project: &str,
+        view: &RoutedView,
+        rows: Vec<WriteRow>,
+    ) -> Result<(), BackendError> {
+        let table = self.table(project, view)?;
+        let stmt = self.statement(&table, "insert").await?;
+        let cells: Vec<(String, Vec<u8>, String, CqlTimestamp)> = rows
+            .iter()
+            .flat_map(|r| {
+                let key = cassandra_entity_key(&r.entity_key);
+                let ts = CqlTimestamp(
+                    r.event_ts.seconds * 1000 + i64::from(r.event_ts.nanos / 1_000_000),
+                );
+                r.values
+                    .iter()
+                    .map(move |(name, v)| (name.clone(), v.encode_to_vec(), key.clone(), ts))
+            })
+            .collect();
+        let results: Vec<Result<(), BackendError>> = futures::stream::iter(cells)
+            .map(|cell| {
+                let stmt = &stmt;
+                async move {
+                    self.session
+                        .execute_unpaged(stmt, cell)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| classify(e.to_string()))
+                }
+            })
+            .buffer_unordered(self.write_concurrency)
+            .collect()
+            .await;
+        results.into_iter().collect()
+    }
+
+    async fn create(&self, project: &str, view: &RoutedView) -> Result<(), BackendError> {
+        let table = self.table(project, view)?;
+        let cql = format!(
+            "CREATE TABLE IF NOT EXISTS {} (entity_key TEXT, feature_name TEXT, value BLOB, event_ts TIMESTAMP, \
+             created_ts TIMESTAMP, PRIMARY KEY ((entity_key), feature_name)) WITH CLUSTERING ORDER BY (feature_name ASC)",
+            self.fq(&table)
+        );
+        self.session
+            .query_unpaged(cql, ())
+            .await
+            .map_err(|e| classify(format!("creating {}: {e}", self.fq(&table))))?;
+        self.forget(&table);
+        Ok(())
+    }
+
+    async fn drop_view(
+        &self,
+        project: &str,
+        view: &RoutedView,
+        _remaining: &[&RoutedView],
+    ) -> Result<(), BackendError> {
+        let table = self.table(project, view)?;
+        self.session
+            .query_unpaged(format!("DROP TABLE IF EXISTS {}", self.fq(&table)), ())
+            .await
+            .map_err(|e| classify(format!("dropping {}: {e}", self.fq(&table))))?;
+        self.forget(&table);
+        Ok(())
+    }
+
+    fn storage_objects(&self, project: &str, view: &RoutedView) -> Vec<StorageObject> {
+        let name = self
+            .table(project, view)
+            .unwrap_or_else(|e| format!("<invalid: {e}>"));
+        vec![StorageObject {
+            kind: "cassandra table",
+            name,
+            location: format!("keyspace {} on {}", self.keyspace, self.hosts),
+        }]
+    }
+
+    async fn check(&self) -> Result<(), BackendError> {
+        self.session
+            .query_unpaged("SELECT release_version FROM system.local", ())
+            .await
+            .map(|_| ())
+            .map_err(|e| BackendError::Unavailable(e.to_string()))
+    }
+}

@@ -1,0 +1,348 @@
+//! Every backend against its real server, started by `tests/run.sh`
+//! (redis-server, the Bigtable emulator, Apache Cassandra): these tests are
+//! `#[ignore]`d in a plain `cargo test` and run by the test command with
+//! `--ignored` once the servers are up (REDIS_URL, BIGTABLE_EMULATOR_HOST,
+//! CASSANDRA_HOST/CASSANDRA_PORT).
+
+use std::sync::Arc;
+
+use api::Dtype;
+use api::entity_key::{SerializationVersion, serialize};
+use api::feast_config::{BackendConf, BigtableConf, CassandraConf, RedisConf, RedisType};
+use api::proto::{EntityKey, Val, Value};
+use api::routing::{Backend, Feature, JoinKey, RoutedEntity, RoutedView};
+use backends::{OnlineStore, OpenContext, Timestamp, WriteRow};
+
+fn env(name: &str) -> String {
+    std::env::var(name)
+        .unwrap_or_else(|_| panic!("{name} is not set: run these tests through tests/run.sh"))
+}
+
+fn view(name: &str) -> RoutedView {
+    RoutedView {
+        name: name.into(),
+        entities: vec![RoutedEntity {
+            name: "user".into(),
+            join_keys: vec![JoinKey {
+                name: "user_id".into(),
+                dtype: Some(Dtype::Int64),
+            }],
+        }],
+        features: vec![
+            Feature {
+                name: "age".into(),
+                dtype: Dtype::Int64,
+            },
+            Feature {
+                name: "country".into(),
+                dtype: Dtype::String,
+            },
+        ],
+        ttl_seconds: None,
+        online: true,
+        tags: Default::default(),
+        backend: "b".into(),
+        timestamp_field: None,
+        created_timestamp_column: None,
+        push_source: None,
+    }
+}
+
+fn key(id: i64) -> Vec<u8> {
+    serialize(
+        &EntityKey {
+            join_keys: vec!["user_id".into()],
+            entity_values: vec![Value {
+                val: Some(Val::Int64Val(id)),
+            }],
+        },
+        SerializationVersion::V3,
+    )
+    .unwrap()
+}
+
+fn row(id: i64, age: i64, country: &str, ts: i64) -> WriteRow {
+    WriteRow {
+        entity_key: key(id),
+        values: vec![
+            (
+                "age".into(),
+                Value {
+                    val: Some(Val::Int64Val(age)),
+                },
+            ),
+            (
+                "country".into(),
+                Value {
+                    val: Some(Val::StringVal(country.into())),
+                },
+            ),
+        ],
+        event_ts: Timestamp::from_seconds(ts),
+        created_ts: None,
+    }
+}
+
+async fn open(conf: BackendConf) -> Arc<dyn OnlineStore> {
+    let b = Backend {
+        name: "b".into(),
+        backend_type: conf.backend_type(),
+        conf,
+    };
+    backends::open(&b, &OpenContext::default()).await.unwrap()
+}
+
+/// Create (twice), write, read back, overwrite, drop (twice).
+async fn exercise(store: &dyn OnlineStore, project: &str, v: &RoutedView) {
+    store.check().await.unwrap();
+    store.create(project, v).await.unwrap();
+    store.create(project, v).await.unwrap();
+    store
+        .write(
+            project,
+            v,
+            vec![
+                row(1, 30, "DE", 1_714_566_896),
+                row(2, 40, "BR", 1_714_566_900),
+            ],
+        )
+        .await
+        .unwrap();
+    let features = vec![
+        "country".to_string(),
+        "age".to_string(),
+        "missing".to_string(),
+    ];
+    let got = store
+        .read(project, v, &[key(2), key(3), key(1)], &features)
+        .await
+        .unwrap();
+    let r2 = got[0].as_ref().expect("entity 2 was written");
+    assert_eq!(
+        r2.values[0],
+        Some(Value {
+            val: Some(Val::StringVal("BR".into()))
+        })
+    );
+    assert_eq!(
+        r2.values[1],
+        Some(Value {
+            val: Some(Val::Int64Val(40))
+        })
+    );
+    assert_eq!(r2.values[2], None);
+    assert_eq!(r2.event_ts, Timestamp::from_seconds(1_714_566_900));
+    assert!(got[1].is_none(), "entity 3 was never written");
+    assert_eq!(
+        got[2].as_ref().unwrap().values[1],
+        Some(Value {
+            val: Some(Val::Int64Val(30))
+        })
+    );
+
+    store
+        .write(project, v, vec![row(1, 31, "FR", 1_714_570_000)])
+        .await
+        .unwrap();
+    let got = store.read(project, v, &[key(1)], &features).await.unwrap();
+    let r1 = got[0].as_ref().unwrap();
+    assert_eq!(
+        r1.values[1],
+        Some(Value {
+            val: Some(Val::Int64Val(31))
+        })
+    );
+    assert_eq!(r1.event_ts, Timestamp::from_seconds(1_714_570_000));
+
+    store.drop_view(project, v, &[]).await.unwrap();
+    store.drop_view(project, v, &[]).await.unwrap();
+}
+
+fn redis_conf() -> RedisConf {
+    let url = env("REDIS_URL");
+    RedisConf {
+        redis_type: RedisType::Redis,
+        sentinel_master: "mymaster".into(),
+        connection_string: url
+            .trim_start_matches("redis://")
+            .trim_end_matches('/')
+            .to_string(),
+        key_ttl_seconds: None,
+        full_scan_for_deletion: None,
+        skip_dedup: None,
+        password: None,
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs redis-server: run tests/run.sh"]
+async fn redis_round_trip_and_older_writes_skipped() {
+    let store = open(BackendConf::Redis(redis_conf())).await;
+    let v = view("redis_users");
+    exercise(store.as_ref(), "itest", &v).await;
+    // After the drop no field of the view is left.
+    let got = store
+        .read("itest", &v, &[key(1)], &["age".into()])
+        .await
+        .unwrap();
+    assert!(got[0].is_none());
+    // Feast skips a write whose event time is not newer than the stored one.
+    store
+        .write("itest", &v, vec![row(9, 1, "A", 2_000)])
+        .await
+        .unwrap();
+    store
+        .write("itest", &v, vec![row(9, 2, "B", 1_000)])
+        .await
+        .unwrap();
+    let got = store
+        .read("itest", &v, &[key(9)], &["age".into()])
+        .await
+        .unwrap();
+    assert_eq!(
+        got[0].as_ref().unwrap().values[0],
+        Some(Value {
+            val: Some(Val::Int64Val(1))
+        })
+    );
+    store.drop_view("itest", &v, &[]).await.unwrap();
+}
+
+#[tokio::test]
+#[ignore = "needs redis-server: run tests/run.sh"]
+async fn redis_key_ttl_sets_expire() {
+    let mut conf = redis_conf();
+    conf.key_ttl_seconds = Some(1);
+    let store = open(BackendConf::Redis(conf)).await;
+    let v = view("redis_ttl");
+    store
+        .write("itest", &v, vec![row(5, 1, "A", 1_000)])
+        .await
+        .unwrap();
+    assert!(
+        store
+            .read("itest", &v, &[key(5)], &["age".into()])
+            .await
+            .unwrap()[0]
+            .is_some()
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    assert!(
+        store
+            .read("itest", &v, &[key(5)], &["age".into()])
+            .await
+            .unwrap()[0]
+            .is_none()
+    );
+}
+
+fn bigtable_conf() -> BigtableConf {
+    BigtableConf {
+        project_id: Some("itest-project".into()),
+        instance: "itest-instance".into(),
+        max_versions: 2,
+        feature_column_family: None,
+        emulator_host: Some(env("BIGTABLE_EMULATOR_HOST")),
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs the Bigtable emulator: run tests/run.sh"]
+async fn bigtable_round_trip_and_shared_table_teardown() {
+    let store = open(BackendConf::Bigtable(bigtable_conf())).await;
+    let v = view("bt_users");
+    exercise(store.as_ref(), "itest", &v).await;
+
+    // Two views of one entity set share a table: dropping one keeps the other's rows.
+    let a = view("bt_a");
+    let b = view("bt_b");
+    store.create("itest", &a).await.unwrap();
+    store.create("itest", &b).await.unwrap();
+    store
+        .write("itest", &a, vec![row(1, 1, "A", 10)])
+        .await
+        .unwrap();
+    store
+        .write("itest", &b, vec![row(1, 2, "B", 10)])
+        .await
+        .unwrap();
+    store.drop_view("itest", &a, &[&b]).await.unwrap();
+    let f = vec!["age".to_string()];
+    assert!(store.read("itest", &a, &[key(1)], &f).await.unwrap()[0].is_none());
+    assert_eq!(
+        store.read("itest", &b, &[key(1)], &f).await.unwrap()[0]
+            .as_ref()
+            .unwrap()
+            .values[0],
+        Some(Value {
+            val: Some(Val::Int64Val(2))
+        })
+    );
+    store.drop_view("itest", &b, &[]).await.unwrap();
+    assert!(
+        store.read("itest", &b, &[key(1)], &f).await.is_err(),
+        "table is gone"
+    );
+}
+
+fn cassandra_conf(keyspace: &str) -> CassandraConf {
+    let conf = format!(
+        "hosts: [\"{}\"]\nport: {}\nkeyspace: {keyspace}\n",
+        env("CASSANDRA_HOST"),
+        env("CASSANDRA_PORT")
+    );
+    serde_yaml::from_str(&conf).unwrap()
+}
+
+async fn create_keyspace(name: &str) {
+    let session = scylla::client::session_builder::SessionBuilder::new()
+        .known_node(format!(
+            "{}:{}",
+            env("CASSANDRA_HOST"),
+            env("CASSANDRA_PORT")
+        ))
+        .build()
+        .await
+        .unwrap();
+    session
+        .query_unpaged(
+            format!(
+                "CREATE KEYSPACE IF NOT EXISTS {name} WITH replication = {{'class': 'SimpleStrategy', 'replication_factor': 1}}"
+            ),
+            (),
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+#[ignore = "needs Cassandra: run tests/run.sh"]
+async fn cassandra_round_trip_in_two_keyspaces() {
+    create_keyspace("itest_a").await;
+    create_keyspace("itest_b").await;
+    let a = open(BackendConf::Cassandra(Box::new(cassandra_conf("itest_a")))).await;
+    let b = open(BackendConf::Cassandra(Box::new(cassandra_conf("itest_b")))).await;
+    let v = view("cass_users");
+    exercise(a.as_ref(), "itest", &v).await;
+    exercise(b.as_ref(), "itest", &v).await;
+    // Rows written through one keyspace are not visible through the other.
+    a.create("itest", &v).await.unwrap();
+    b.create("itest", &v).await.unwrap();
+    a.write("itest", &v, vec![row(1, 1, "A", 10)])
+        .await
+        .unwrap();
+    assert!(
+        b.read("itest", &v, &[key(1)], &["age".into()])
+            .await
+            .unwrap()[0]
+            .is_none()
+    );
+    assert!(
+        a.read("itest", &v, &[key(1)], &["age".into()])
+            .await
+            .unwrap()[0]
+            .is_some()
+    );
+    a.drop_view("itest", &v, &[]).await.unwrap();
+    b.drop_view("itest", &v, &[]).await.unwrap();
+}
