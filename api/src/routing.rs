@@ -543,7 +543,7 @@ pub fn backend_name(spec: &BackendSpec) -> String {
 
 /// Converts a definition; join key types come from the entity, else from a
 /// schema column of the same name (which is then not a feature, as in Feast).
-fn routed_view(v: &FeatureViewDef, backend: String) -> RoutedView {
+pub fn routed_view(v: &FeatureViewDef, backend: String) -> RoutedView {
     let schema_type = |k: &str| v.schema.iter().find(|f| f.name == k).map(|f| f.dtype);
     let entities: Vec<RoutedEntity> = v
         .entities

@@ -249,10 +249,32 @@ async fn teardown(args: TeardownArgs) -> anyhow::Result<()> {
             .collect();
         store.drop_view(&project, view, &remaining).await?;
         for o in store.storage_objects(&project, view) {
-            println!(
-                "dropped (if present): {} {} ({}) for view {} in backend {}",
-                o.kind, o.name, o.location, view.name, backend.name
-            );
+            let sharing: Vec<&str> = remaining
+                .iter()
+                .filter(|r| {
+                    store
+                        .storage_objects(&project, r)
+                        .iter()
+                        .any(|x| x.name == o.name)
+                })
+                .map(|r| r.name.as_str())
+                .collect();
+            if sharing.is_empty() {
+                println!(
+                    "dropped (if present): {} {} ({}) for view {} in backend {}",
+                    o.kind, o.name, o.location, view.name, backend.name
+                );
+            } else {
+                println!(
+                    "kept {} {} ({}), shared with {}; deleted the rows of view {} in backend {}",
+                    o.kind,
+                    o.name,
+                    o.location,
+                    sharing.join(", "),
+                    view.name,
+                    backend.name
+                );
+            }
         }
     }
     Ok(())

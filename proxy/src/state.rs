@@ -31,6 +31,15 @@ pub struct BackendHandle {
     down: std::sync::Mutex<Option<String>>,
 }
 
+/// The cause of a failure, without the "backend unavailable" prefix the
+/// 503 message adds again.
+fn reason(e: &backends::BackendError) -> String {
+    match e {
+        backends::BackendError::Unavailable(m) => m.clone(),
+        other => other.to_string(),
+    }
+}
+
 /// How often a backend's health is checked.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -81,7 +90,7 @@ impl BackendHandle {
                 true
             }
             Err(e) => {
-                self.set_down(Some(e.to_string()), metrics);
+                self.set_down(Some(reason(&e)), metrics);
                 false
             }
         }
@@ -102,7 +111,7 @@ fn spawn_monitor(handle: &Arc<BackendHandle>, shared_metrics: Arc<Shared>) {
                 }
                 Some(store) => match store.check().await {
                     Ok(()) => h.set_down(None, metrics),
-                    Err(e) => h.set_down(Some(e.to_string()), metrics),
+                    Err(e) => h.set_down(Some(reason(&e)), metrics),
                 },
             }
         }

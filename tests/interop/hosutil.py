@@ -326,15 +326,18 @@ def write_rows(fs, view: str, rows: Iterable[Dict[str, Any]]) -> None:
         fs.write_to_online_store(view, pd.DataFrame([row]))
 
 
-def make_base_repo(repo: Path) -> None:
-    """Feast repo: template definitions, `feast apply`, rows written by Feast."""
+def make_base_repo(repo: Path, store_yaml: str = FEATURE_STORE_YAML, fill: bool = True) -> None:
+    """Feast repo: template definitions, `feast apply`, rows written by Feast
+    (the base rows, and global_stats materialized) when `fill`.
+    `store_yaml` is the feature_store.yaml text (default: project interop on
+    SQLite)."""
     import pandas as pd
     from datetime import datetime, timezone
     from feast import FeatureStore
 
     repo.mkdir(parents=True, exist_ok=True)
     (repo / "data").mkdir(exist_ok=True)
-    (repo / "feature_store.yaml").write_text(FEATURE_STORE_YAML)
+    (repo / "feature_store.yaml").write_text(store_yaml)
     shutil.copy(TEMPLATE / "features.py", repo / "features.py")
     # Batch sources. Only the entityless view is materialized from its file.
     empty_ts = pd.Series([], dtype="datetime64[ns, UTC]")
@@ -346,6 +349,8 @@ def make_base_repo(repo: Path) -> None:
     pd.DataFrame({"total_users": [42], "note": ["hi"], "event_timestamp": [ts_utc(GLOBAL_TS)]}).to_parquet(
         repo / "data" / "global.parquet")
     run([FEAST_CLI, "apply"], cwd=repo)
+    if not fill:
+        return
     fs = FeatureStore(repo_path=str(repo))
     write_rows(fs, "user_features", base_user_rows())
     write_rows(fs, "user_merchant", base_um_rows())

@@ -1,0 +1,145 @@
+//! What reconcilers share: the client, the event recorder, metrics and
+//! open backend connections (reused while their configuration holds).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use api::routing::Backend;
+use backends::{BackendError, OnlineStore, OpenContext};
+use k8s_openapi::api::core::v1::Secret;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Api, Client, Resource};
+use tokio::sync::Mutex;
+
+use crate::metrics::Metrics;
+use crate::plan::SecretValues;
+
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    /// Bound on connecting to and checking a backend.
+    pub backend_timeout: Duration,
+    connections: Mutex<HashMap<String, Arc<dyn OnlineStore>>>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        recorder: Recorder,
+        metrics: Arc<Metrics>,
+        backend_timeout: Duration,
+    ) -> Context {
+        Context {
+            client,
+            recorder,
+            metrics,
+            backend_timeout,
+            connections: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// An open, checked connection to `backend` (credentials resolved).
+    /// `scope` keeps stores' connections apart.
+    pub async fn connect(
+        &self,
+        scope: &str,
+        backend: &Backend,
+    ) -> Result<Arc<dyn OnlineStore>, BackendError> {
+        let conf = serde_json::to_string(&backend.conf).unwrap_or_default();
+        let key = format!(
+            "{scope}/{}/{}",
+            backend.name,
+            crate::plan::content_hash(&conf)
+        );
+        let cached = self.connections.lock().await.get(&key).cloned();
+        let store = match cached {
+            Some(s) => s,
+            None => {
+                let octx = OpenContext::default();
+                let open = backends::open(backend, &octx);
+                let s = tokio::time::timeout(self.backend_timeout, open)
+                    .await
+                    .map_err(|_| {
+                        BackendError::Unavailable(format!(
+                            "no answer within {:?}",
+                            self.backend_timeout
+                        ))
+                    })??;
+                self.connections
+                    .lock()
+                    .await
+                    .insert(key.clone(), Arc::clone(&s));
+                s
+            }
+        };
+        let checked = tokio::time::timeout(self.backend_timeout, store.check())
+            .await
+            .map_err(|_| {
+                BackendError::Unavailable(format!("no answer within {:?}", self.backend_timeout))
+            })
+            .and_then(|r| r);
+        if let Err(e) = checked {
+            // Reconnect next time rather than reuse a broken session.
+            self.connections.lock().await.remove(&key);
+            return Err(e);
+        }
+        Ok(store)
+    }
+
+    /// Values of the referenced Secret keys; missing ones are reported as
+    /// `Secret <name> (key <key>)` strings.
+    pub async fn secret_values(
+        &self,
+        namespace: &str,
+        refs: &std::collections::BTreeSet<(String, String)>,
+    ) -> Result<(SecretValues, Vec<String>), kube::Error> {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+        let mut values = SecretValues::new();
+        let mut missing = Vec::new();
+        let mut cache: HashMap<String, Option<Secret>> = HashMap::new();
+        for (name, key) in refs {
+            if !cache.contains_key(name) {
+                cache.insert(name.clone(), api.get_opt(name).await?);
+            }
+            let value = cache
+                .get(name)
+                .and_then(Option::as_ref)
+                .and_then(|s| s.data.as_ref())
+                .and_then(|d| d.get(key))
+                .and_then(|b| String::from_utf8(b.0.clone()).ok());
+            match value {
+                Some(v) => {
+                    values.insert((name.clone(), key.clone()), v);
+                }
+                None => missing.push(format!("Secret {name} (key {key})")),
+            }
+        }
+        Ok((values, missing))
+    }
+
+    /// Publishes an event about `obj`; failures are logged, not fatal.
+    pub async fn event<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        warning: bool,
+        reason: &str,
+        note: String,
+    ) {
+        let ev = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.to_string(),
+            note: Some(note.chars().take(1000).collect()),
+            action: reason.to_string(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
+            tracing::warn!(error = %e, reason, "cannot publish event");
+        }
+    }
+}

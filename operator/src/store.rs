@@ -1,0 +1,341 @@
+//! The HybridOnlineStore controller: checks backends and their Secrets,
+//! and owns the routing ConfigMap (the views whose tables are provisioned,
+//! on the backend their status records).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use api::crd::{FeatureView, HybridOnlineStore, HybridOnlineStoreStatus};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Api, ResourceExt};
+use serde_json::json;
+
+use crate::context::Context;
+use crate::error::Error;
+use crate::plan::{self, Credentials};
+use crate::{FINALIZER, MANAGER};
+
+const CONTROLLER: &str = "hybridonlinestore";
+
+fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+/// Runs the controller until shutdown. `namespace`: watch one namespace or all.
+pub async fn run(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let (stores, views, maps, secrets) = match &namespace {
+        Some(ns) => (
+            Api::<HybridOnlineStore>::namespaced(client.clone(), ns),
+            Api::<FeatureView>::namespaced(client.clone(), ns),
+            Api::<ConfigMap>::namespaced(client.clone(), ns),
+            Api::<Secret>::namespaced(client.clone(), ns),
+        ),
+        None => (
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client),
+        ),
+    };
+    let controller = Controller::new(stores, watcher::Config::default());
+    let cache = controller.store();
+    let secret_cache = cache.clone();
+    controller
+        .owns(maps, watcher::Config::default().labels(plan::STORE_LABEL))
+        .watches(views, watcher::Config::default(), |fv: FeatureView| {
+            fv.namespace()
+                .map(|ns| ObjectRef::<HybridOnlineStore>::new(&fv.spec.store_ref).within(&ns))
+        })
+        // Secret rotation or deletion re-checks the stores that use it.
+        .watches(secrets, watcher::Config::default(), move |s: Secret| {
+            let ns = s.namespace().unwrap_or_default();
+            let name = s.name_any();
+            secret_cache
+                .state()
+                .into_iter()
+                .filter(|st| st.namespace().as_deref() == Some(ns.as_str()))
+                .filter(|st| plan::secret_refs(st).iter().any(|(n, _)| *n == name))
+                .map(|st| ObjectRef::from(st.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "store reconcile");
+            }
+        })
+        .await;
+}
+
+fn error_policy(_store: Arc<HybridOnlineStore>, err: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.failed(CONTROLLER, err.metric_label());
+    tracing::warn!(error = %err, "store reconcile failed");
+    Action::requeue(err.backoff())
+}
+
+async fn reconcile(store: Arc<HybridOnlineStore>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let start = Instant::now();
+    let ns = store.namespace().ok_or(Error::NoNamespace)?;
+    let api: Api<HybridOnlineStore> = Api::namespaced(ctx.client.clone(), &ns);
+    let res = finalizer(&api, FINALIZER, store, |event| async {
+        match event {
+            Finalizer::Apply(s) => apply(s, &ctx, &ns).await,
+            // The routing ConfigMap goes with its owner; views keep their
+            // own finalizers and teardown policy.
+            Finalizer::Cleanup(_) => Ok(Action::await_change()),
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    ctx.metrics
+        .reconciled(CONTROLLER, start.elapsed().as_secs_f64());
+    res
+}
+
+async fn apply(store: Arc<HybridOnlineStore>, ctx: &Context, ns: &str) -> Result<Action, Error> {
+    let name = store.name_any();
+    let generation = store.metadata.generation;
+    let old = store.status.clone().unwrap_or_default();
+    let mut status = HybridOnlineStoreStatus {
+        observed_generation: generation,
+        conditions: old.conditions.clone(),
+        ..Default::default()
+    };
+    let t = now();
+    let mut requeue = Duration::from_secs(300);
+
+    // 1. The spec: every backend's conf must parse.
+    let mounted = match plan::backends(&store, Credentials::Mounted) {
+        Ok(b) => b,
+        Err(e) => {
+            let msg = e.to_string();
+            plan::set_condition(
+                &mut status.conditions,
+                "Ready",
+                false,
+                "InvalidSpec",
+                &msg,
+                generation,
+                t,
+            );
+            write_status(ctx, ns, &name, &old, status).await?;
+            ctx.event(store.as_ref(), true, "InvalidSpec", msg).await;
+            // A spec error waits for a spec change; no hot loop.
+            return Ok(Action::requeue(Duration::from_secs(600)));
+        }
+    };
+    status.backends = Some(mounted.len() as i32);
+
+    // 2. Secrets and reachability.
+    let (values, missing) = ctx.secret_values(ns, &plan::secret_refs(&store)).await?;
+    let reachable = if !missing.is_empty() {
+        let msg = format!(
+            "{} not found; the backends that need it cannot connect",
+            missing.join(", ")
+        );
+        if plan::condition_changed(&old.conditions, "BackendsReachable", &msg) {
+            ctx.event(store.as_ref(), true, "SecretMissing", msg.clone())
+                .await;
+        }
+        plan::set_condition(
+            &mut status.conditions,
+            "BackendsReachable",
+            false,
+            "SecretMissing",
+            msg,
+            generation,
+            t.clone(),
+        );
+        requeue = Duration::from_secs(30);
+        false
+    } else {
+        let resolved = plan::backends(&store, Credentials::Resolved(&values)).unwrap_or_default();
+        let scope = format!("{ns}/{name}");
+        let checks = futures::future::join_all(resolved.iter().map(|b| {
+            let scope = scope.clone();
+            async move { (b.name.clone(), ctx.connect(&scope, b).await.err()) }
+        }))
+        .await;
+        let failures: Vec<String> = checks
+            .into_iter()
+            .filter_map(|(n, e)| e.map(|e| format!("{n}: {e}")))
+            .collect();
+        if failures.is_empty() {
+            plan::set_condition(
+                &mut status.conditions,
+                "BackendsReachable",
+                true,
+                "Reachable",
+                format!("all {} backends answered", resolved.len()),
+                generation,
+                t.clone(),
+            );
+            true
+        } else {
+            let msg = format!("unreachable: {}", failures.join("; "));
+            if plan::condition_changed(&old.conditions, "BackendsReachable", &msg) {
+                ctx.event(store.as_ref(), true, "BackendUnreachable", msg.clone())
+                    .await;
+            }
+            plan::set_condition(
+                &mut status.conditions,
+                "BackendsReachable",
+                false,
+                "BackendUnreachable",
+                msg,
+                generation,
+                t.clone(),
+            );
+            requeue = Duration::from_secs(30);
+            false
+        }
+    };
+
+    // 3. Routes: provisioned views on the backend their status records.
+    let views_api: Api<FeatureView> = Api::namespaced(ctx.client.clone(), ns);
+    let mut routed = Vec::new();
+    let mut pending = Vec::new();
+    for fv in views_api.list(&Default::default()).await? {
+        if fv.spec.store_ref != name || fv.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let backend = fv.status.as_ref().and_then(|s| s.backend.clone());
+        let def = plan::view_def(&fv);
+        match (backend, def) {
+            (Some(b), Ok(def)) if mounted.iter().any(|m| m.name == b) => {
+                routed.push(plan::routed_view(&def, &b))
+            }
+            _ => pending.push(plan::feast_name(&fv)),
+        }
+    }
+    let table = match plan::routing_table(&store, &routed) {
+        Ok(t) => t,
+        Err(e) => {
+            let msg = e.to_string();
+            plan::set_condition(
+                &mut status.conditions,
+                "Ready",
+                false,
+                "InvalidRouting",
+                &msg,
+                generation,
+                t,
+            );
+            write_status(ctx, ns, &name, &old, status).await?;
+            ctx.event(store.as_ref(), true, "InvalidRouting", msg).await;
+            return Ok(Action::requeue(Duration::from_secs(600)));
+        }
+    };
+    let doc = table.to_yaml();
+    let maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
+    let cm_name = plan::configmap_name(&name);
+    let existing = maps.get_opt(&cm_name).await?;
+    if !plan::configmap_current(existing.as_ref(), &doc) {
+        let cm = plan::configmap(&store, &doc);
+        maps.patch(
+            &cm_name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&cm),
+        )
+        .await?;
+        ctx.event(
+            store.as_ref(),
+            false,
+            "RoutingUpdated",
+            format!(
+                "ConfigMap {cm_name} routes {} feature views (hash {})",
+                table.feature_views.len(),
+                plan::content_hash(&doc)
+            ),
+        )
+        .await;
+    }
+    status.routing_config_map = Some(cm_name);
+    status.routed_views = Some(table.feature_views.len() as i32);
+    status.views_per_backend = plan::views_per_backend(&table.backends, &table.feature_views);
+    if pending.is_empty() {
+        plan::set_condition(
+            &mut status.conditions,
+            "Routed",
+            true,
+            "AllViewsRouted",
+            format!("{} feature views routed", table.feature_views.len()),
+            generation,
+            t.clone(),
+        );
+    } else {
+        plan::set_condition(
+            &mut status.conditions,
+            "Routed",
+            false,
+            "ViewsPending",
+            format!(
+                "not yet provisioned or not routable (see each FeatureView's status): {}",
+                pending.join(", ")
+            ),
+            generation,
+            t.clone(),
+        );
+        requeue = requeue.min(Duration::from_secs(60));
+    }
+    let ready = reachable && pending.is_empty();
+    let (reason, msg) = if ready {
+        (
+            "Ready",
+            "backends reachable and every view routed".to_string(),
+        )
+    } else if !reachable {
+        (
+            "BackendsNotReachable",
+            "see the BackendsReachable condition".to_string(),
+        )
+    } else {
+        ("ViewsPending", "see the Routed condition".to_string())
+    };
+    plan::set_condition(
+        &mut status.conditions,
+        "Ready",
+        ready,
+        reason,
+        msg,
+        generation,
+        t,
+    );
+    write_status(ctx, ns, &name, &old, status).await?;
+    Ok(Action::requeue(requeue))
+}
+
+/// Patches the status subresource only when it changed, so an idle
+/// reconcile writes nothing.
+async fn write_status(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    old: &HybridOnlineStoreStatus,
+    status: HybridOnlineStoreStatus,
+) -> Result<(), Error> {
+    if *old == status {
+        return Ok(());
+    }
+    let api: Api<HybridOnlineStore> = Api::namespaced(ctx.client.clone(), ns);
+    api.patch_status(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "status": status })),
+    )
+    .await?;
+    Ok(())
+}
