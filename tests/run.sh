@@ -58,6 +58,9 @@ if [[ -z "${HOS_SKIP_K8S:-}" ]]; then
   out="$(tests/scripts/k8s-up.sh "$STATE/k8s")"
   eval "$(tail -n 1 <<<"$out")"
   tests/k8s/crd-checks.sh
+
+  step "operator against the real kube-apiserver, Cassandra and the Bigtable emulator"
+  cargo test -p operator --test cluster -- --ignored
 fi
 
 step "all tests passed"

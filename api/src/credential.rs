@@ -24,8 +24,9 @@ pub enum Credential {
     Reference(CredentialRef),
 }
 
-/// A reference to a secret held elsewhere.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A reference to a secret held elsewhere. Written as a one-key mapping
+/// (`{file: /path}`), never as a YAML tag, so every reader can parse it.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum CredentialRef {
     /// Name of an environment variable of the reading process.
@@ -36,6 +37,19 @@ pub enum CredentialRef {
     /// A key of a Secret in the store's namespace (resolved by the operator,
     /// which mounts it for the proxy).
     SecretKeyRef(SecretKeyRef),
+}
+
+impl Serialize for CredentialRef {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(1))?;
+        match self {
+            CredentialRef::Env(v) => m.serialize_entry("env", v)?,
+            CredentialRef::File(p) => m.serialize_entry("file", p)?,
+            CredentialRef::SecretKeyRef(r) => m.serialize_entry("secret_key_ref", r)?,
+        }
+        m.end()
+    }
 }
 
 impl Credential {
@@ -78,6 +92,22 @@ mod tests {
         let c: Credential = serde_yaml::from_str("hunter2").unwrap();
         assert!(c.is_literal());
         assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn references_round_trip_as_mappings() {
+        for c in [
+            Credential::Reference(CredentialRef::File("/etc/hos/secrets/s/k".into())),
+            Credential::Reference(CredentialRef::Env("PW".into())),
+            Credential::Reference(CredentialRef::SecretKeyRef(SecretKeyRef {
+                name: "s".into(),
+                key: "k".into(),
+            })),
+        ] {
+            let yaml = serde_yaml::to_string(&c).unwrap();
+            assert!(!yaml.contains('!'), "{yaml}");
+            assert_eq!(serde_yaml::from_str::<Credential>(&yaml).unwrap(), c);
+        }
     }
 
     #[test]

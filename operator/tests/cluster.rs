@@ -1,0 +1,470 @@
+//! The operator against a real kube-apiserver and real backends, started
+//! by `tests/run.sh` (KUBECONFIG, BIGTABLE_EMULATOR_HOST, CASSANDRA_HOST,
+//! CASSANDRA_PORT). `#[ignore]`d in a plain `cargo test`; the test command
+//! runs it with `--ignored` after applying `crds/`.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use api::crd::{FeatureView, HybridOnlineStore};
+use api::routing::RoutingTable;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+
+fn env(name: &str) -> String {
+    std::env::var(name)
+        .unwrap_or_else(|_| panic!("{name} is not set: run this test through tests/run.sh"))
+}
+
+struct Operator(Child);
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start_operator(ns: &str, identity: &str) -> Operator {
+    let bin = env!("CARGO_BIN_EXE_hos-operator");
+    let child = Command::new(bin)
+        .args([
+            "--namespace",
+            ns,
+            "--lease-namespace",
+            ns,
+            "--lease-seconds",
+            "6",
+            "--identity",
+            identity,
+        ])
+        .args(["--metrics-addr", &format!("127.0.0.1:{}", free_port())])
+        .args(["--backend-timeout-seconds", "5"])
+        .env("RUST_LOG", "info,kube=warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start hos-operator");
+    Operator(child)
+}
+
+async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn condition(
+    conds: Option<&Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>>,
+    t: &str,
+) -> Option<(String, String, String)> {
+    conds?
+        .iter()
+        .find(|c| c.type_ == t)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+async fn cql(query: &str) -> Vec<String> {
+    let session = scylla::client::session_builder::SessionBuilder::new()
+        .known_node(format!(
+            "{}:{}",
+            env("CASSANDRA_HOST"),
+            env("CASSANDRA_PORT")
+        ))
+        .build()
+        .await
+        .unwrap();
+    let res = session.query_unpaged(query, ()).await.unwrap();
+    match res.into_rows_result() {
+        Ok(rows) => rows
+            .rows::<(String,)>()
+            .unwrap()
+            .map(|r| r.unwrap().0)
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+async fn cassandra_tables(keyspace: &str) -> Vec<String> {
+    cql(&format!(
+        "SELECT table_name FROM system_schema.tables WHERE keyspace_name = '{keyspace}'"
+    ))
+    .await
+}
+
+fn store_manifest(ns: &str, keyspace: &str, policy: &str) -> HybridOnlineStore {
+    serde_json::from_value(json!({
+        "apiVersion": "hybrid-online-store.io/v1alpha1",
+        "kind": "HybridOnlineStore",
+        "metadata": {"name": "store", "namespace": ns},
+        "spec": {
+            "project": "e2e",
+            "routingTag": "team",
+            "teardownPolicy": policy,
+            "onlineStores": [
+                {"name": "bigtable", "type": "bigtable",
+                 "conf": {"project_id": "e2e-project", "instance": format!("e2e-{ns}"), "emulator_host": env("BIGTABLE_EMULATOR_HOST")}},
+                {"name": "cassandra", "type": "cassandra",
+                 "conf": {"hosts": [env("CASSANDRA_HOST")], "port": env("CASSANDRA_PORT").parse::<u16>().unwrap(), "keyspace": keyspace},
+                 "credentials": {
+                     "usernameSecretRef": {"name": "cass-creds", "key": "username"},
+                     "passwordSecretRef": {"name": "cass-creds", "key": "password"}}}
+            ]
+        }
+    }))
+    .unwrap()
+}
+
+fn view_manifest(ns: &str, name: &str, feast: &str, team: &str) -> FeatureView {
+    serde_json::from_value(json!({
+        "apiVersion": "hybrid-online-store.io/v1alpha1",
+        "kind": "FeatureView",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "storeRef": "store",
+            "name": feast,
+            "entities": [{"name": "user", "joinKeys": ["user_id"], "dtype": "int64"}],
+            "ttl": "1d",
+            "schema": [{"name": "age", "dtype": "int64"}, {"name": "country", "dtype": "string"}],
+            "tags": {"team": team}
+        }
+    }))
+    .unwrap()
+}
+
+fn secret(ns: &str) -> Secret {
+    Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some("cass-creds".into()),
+            namespace: Some(ns.into()),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([
+            ("username".to_string(), ByteString(b"cassandra".to_vec())),
+            ("password".to_string(), ByteString(b"cassandra".to_vec())),
+        ])),
+        ..Default::default()
+    }
+}
+
+async fn routing(maps: &Api<ConfigMap>) -> Option<(RoutingTable, String)> {
+    let cm = maps.get_opt("store-routing").await.ok()??;
+    let doc = cm.data.as_ref()?.get("routing.yaml")?.clone();
+    Some((
+        RoutingTable::parse("configmap", &doc).ok()?,
+        cm.resource_version()?,
+    ))
+}
+
+fn backend_of(t: &RoutingTable, view: &str) -> Option<String> {
+    t.view(view).map(|v| v.backend.clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a kube-apiserver and backends: run tests/run.sh"]
+async fn operator_end_to_end() {
+    let client = Client::try_default().await.unwrap();
+    let ns = format!("e2e-{}", std::process::id());
+    let keyspace = format!("e2e_{}", std::process::id());
+    cql(&format!(
+        "CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = {{'class': 'SimpleStrategy', 'replication_factor': 1}}"
+    ))
+    .await;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let stores: Api<HybridOnlineStore> = Api::namespaced(client.clone(), &ns);
+    let views: Api<FeatureView> = Api::namespaced(client.clone(), &ns);
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    let pp = PostParams::default();
+    secrets.create(&pp, &secret(&ns)).await.unwrap();
+    stores
+        .create(&pp, &store_manifest(&ns, &keyspace, "Delete"))
+        .await
+        .unwrap();
+    views
+        .create(&pp, &view_manifest(&ns, "users-bt", "users_bt", "bigtable"))
+        .await
+        .unwrap();
+    views
+        .create(
+            &pp,
+            &view_manifest(&ns, "users-cass", "users_cass", "cassandra"),
+        )
+        .await
+        .unwrap();
+
+    let op1 = start_operator(&ns, "op-1");
+    let long = Duration::from_secs(90);
+
+    // The store becomes Ready; the ConfigMap routes both views; tables exist.
+    wait_for("store Ready=True", long, || async {
+        let s = stores.get("store").await.ok()?;
+        let st = s.status?;
+        (condition(Some(&st.conditions), "Ready")?.0 == "True" && st.routed_views == Some(2))
+            .then_some(())
+    })
+    .await;
+    let (table, _) = routing(&maps).await.expect("routing ConfigMap");
+    assert_eq!(backend_of(&table, "users_bt").as_deref(), Some("bigtable"));
+    assert_eq!(
+        backend_of(&table, "users_cass").as_deref(),
+        Some("cassandra")
+    );
+    table.validate_for_configmap("configmap").unwrap();
+    let cm = maps.get("store-routing").await.unwrap();
+    let doc = &cm.data.as_ref().unwrap()["routing.yaml"];
+    assert!(
+        !doc.contains("cassandra\n") || !doc.contains("password: cassandra"),
+        "no secret in the ConfigMap"
+    );
+    assert!(
+        doc.contains("/etc/hos/secrets/cass-creds/password"),
+        "{doc}"
+    );
+    assert_eq!(cm.owner_references()[0].name, "store");
+    assert!(
+        cm.annotations()
+            .contains_key("hybrid-online-store.io/routing-hash")
+    );
+    assert!(
+        cassandra_tables(&keyspace)
+            .await
+            .contains(&"e2e_users_cass".to_string())
+    );
+    let fv = views.get("users-bt").await.unwrap();
+    let st = fv.status.unwrap();
+    assert_eq!(st.backend.as_deref(), Some("bigtable"));
+    assert!(
+        st.tables
+            .iter()
+            .any(|t| t.contains("bigtable table e2e.user")),
+        "{:?}",
+        st.tables
+    );
+    let reasons: Vec<String> = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect();
+    assert!(
+        reasons.contains(&"Provisioned".to_string())
+            && reasons.contains(&"RoutingUpdated".to_string()),
+        "{reasons:?}"
+    );
+
+    // kubectl shows the story with short names and printer columns.
+    let out = Command::new("kubectl")
+        .args(["get", "hos,fv", "-n", &ns])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("PROJECT") && text.contains("READY") && text.contains("BACKEND"),
+        "{text}"
+    );
+    assert!(
+        text.contains("users_cass") && text.contains("cassandra"),
+        "{text}"
+    );
+
+    // Idempotent: a fresh operator reconciles everything and writes nothing.
+    let rv = |o: Option<String>| o.unwrap_or_default();
+    let before = (
+        rv(stores.get("store").await.unwrap().resource_version()),
+        rv(views.get("users-bt").await.unwrap().resource_version()),
+        rv(maps.get("store-routing").await.unwrap().resource_version()),
+    );
+    drop(op1);
+    let op1 = start_operator(&ns, "op-1");
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let after = (
+        rv(stores.get("store").await.unwrap().resource_version()),
+        rv(views.get("users-bt").await.unwrap().resource_version()),
+        rv(maps.get("store-routing").await.unwrap().resource_version()),
+    );
+    assert_eq!(before, after, "an idle reconcile wrote to the API");
+
+    // Changing a view's routing tag provisions the new backend, then re-routes.
+    views
+        .patch(
+            "users-bt",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"tags": {"team": "cassandra"}}})),
+        )
+        .await
+        .unwrap();
+    wait_for(
+        "users_bt routed to cassandra",
+        Duration::from_secs(30),
+        || async {
+            let (t, _) = routing(&maps).await?;
+            (backend_of(&t, "users_bt").as_deref() == Some("cassandra")).then_some(())
+        },
+    )
+    .await;
+    assert!(
+        cassandra_tables(&keyspace)
+            .await
+            .contains(&"e2e_users_bt".to_string())
+    );
+
+    // A missing Secret is named in a condition; restoring it recovers.
+    secrets
+        .delete("cass-creds", &DeleteParams::default())
+        .await
+        .unwrap();
+    let msg = wait_for(
+        "BackendsReachable=False naming the Secret",
+        Duration::from_secs(30),
+        || async {
+            let s = stores.get("store").await.ok()?;
+            let (status, _, message) = condition(
+                s.status.as_ref().map(|s| &s.conditions),
+                "BackendsReachable",
+            )?;
+            (status == "False").then_some(message)
+        },
+    )
+    .await;
+    assert!(msg.contains("cass-creds"), "{msg}");
+    secrets.create(&pp, &secret(&ns)).await.unwrap();
+    wait_for("store Ready again", Duration::from_secs(30), || async {
+        let s = stores.get("store").await.ok()?;
+        (condition(s.status.as_ref().map(|s| &s.conditions), "Ready")?.0 == "True").then_some(())
+    })
+    .await;
+
+    // teardownPolicy Delete: the table goes and the finalizer is removed.
+    views
+        .delete("users-cass", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for("users-cass gone", Duration::from_secs(30), || async {
+        views
+            .get_opt("users-cass")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert!(
+        !cassandra_tables(&keyspace)
+            .await
+            .contains(&"e2e_users_cass".to_string())
+    );
+    // teardownPolicy Retain: the table stays.
+    stores
+        .patch(
+            "store",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"teardownPolicy": "Retain"}})),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    views
+        .delete("users-bt", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for("users-bt gone", Duration::from_secs(30), || async {
+        views
+            .get_opt("users-bt")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert!(
+        cassandra_tables(&keyspace)
+            .await
+            .contains(&"e2e_users_bt".to_string()),
+        "Retain keeps tables"
+    );
+
+    // Two operators: one holds the Lease; when it dies the other takes over.
+    let op2 = start_operator(&ns, "op-2");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let holder = |l: Lease| l.spec.and_then(|s| s.holder_identity);
+    assert_eq!(
+        holder(leases.get("hos-operator").await.unwrap()).as_deref(),
+        Some("op-1")
+    );
+    drop(op1);
+    wait_for("op-2 holds the lease", Duration::from_secs(20), || async {
+        (holder(leases.get("hos-operator").await.ok()?).as_deref() == Some("op-2")).then_some(())
+    })
+    .await;
+    views
+        .create(&pp, &view_manifest(&ns, "late", "late_view", "bigtable"))
+        .await
+        .unwrap();
+    wait_for(
+        "op-2 reconciles a new view",
+        Duration::from_secs(30),
+        || async {
+            let v = views.get("late").await.ok()?;
+            (condition(v.status.as_ref().map(|s| &s.conditions), "Ready")?.0 == "True")
+                .then_some(())
+        },
+    )
+    .await;
+    drop(op2);
+    // Leave no finalizers behind for the namespace's deletion.
+    for v in views.list(&ListParams::default()).await.unwrap() {
+        let _ = views
+            .patch(
+                &v.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+            )
+            .await;
+    }
+    let _ = stores
+        .patch(
+            "store",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
+        .await;
+    cql(&format!("DROP KEYSPACE IF EXISTS {keyspace}")).await;
+}
