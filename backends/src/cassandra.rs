@@ -82,7 +82,10 @@ fn classify(message: String) -> BackendError {
 }
 
 impl CassandraStore {
-    pub async fn open(conf: &CassandraConf) -> Result<CassandraStore, BackendError> {
+    pub async fn open(
+        conf: &CassandraConf,
+        secrets_dir: &std::path::Path,
+    ) -> Result<CassandraStore, BackendError> {
         if conf.secure_bundle_path.is_some() {
             return Err(BackendError::Config(
                 "secure_bundle_path (Astra DB) is not supported; give `hosts`".into(),
@@ -124,12 +127,12 @@ impl CassandraStore {
         let username = conf
             .username
             .as_ref()
-            .map(|c| crate::credentials::resolve(c, "cassandra username"))
+            .map(|c| crate::credentials::resolve(c, "cassandra username", secrets_dir))
             .transpose()?;
         let password = conf
             .password
             .as_ref()
-            .map(|c| crate::credentials::resolve(c, "cassandra password"))
+            .map(|c| crate::credentials::resolve(c, "cassandra password", secrets_dir))
             .transpose()?;
         if let (Some(u), Some(p)) = (username, password) {
             builder = builder.user(u, p);

@@ -133,7 +133,11 @@ pub trait OnlineStore: Send + Sync {
 /// Context for opening backends: where relative paths resolve.
 #[derive(Debug, Clone, Default)]
 pub struct OpenContext {
+    /// Relative SQLite paths resolve here.
     pub base_dir: PathBuf,
+    /// Relative credential files (`{file: <secret>/<key>}`, as the operator
+    /// writes them) resolve here: where the Secrets are mounted.
+    pub secrets_dir: PathBuf,
 }
 
 /// Opens a backend from its routing-table entry.
@@ -143,8 +147,12 @@ pub async fn open(
 ) -> Result<Arc<dyn OnlineStore>, BackendError> {
     match &backend.conf {
         BackendConf::Sqlite(conf) => Ok(Arc::new(sqlite::SqliteStore::open(conf, &ctx.base_dir)?)),
-        BackendConf::Redis(conf) => Ok(Arc::new(redis::RedisStore::open(conf).await?)),
+        BackendConf::Redis(conf) => Ok(Arc::new(
+            redis::RedisStore::open(conf, &ctx.secrets_dir).await?,
+        )),
         BackendConf::Bigtable(conf) => Ok(Arc::new(bigtable::BigtableStore::open(conf).await?)),
-        BackendConf::Cassandra(conf) => Ok(Arc::new(cassandra::CassandraStore::open(conf).await?)),
+        BackendConf::Cassandra(conf) => Ok(Arc::new(
+            cassandra::CassandraStore::open(conf, &ctx.secrets_dir).await?,
+        )),
     }
 }

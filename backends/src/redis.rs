@@ -151,10 +151,17 @@ fn encode_ts(ts: Timestamp) -> Vec<u8> {
 }
 
 impl RedisStore {
-    pub async fn open(conf: &RedisConf) -> Result<RedisStore, BackendError> {
+    pub async fn open(
+        conf: &RedisConf,
+        secrets_dir: &std::path::Path,
+    ) -> Result<RedisStore, BackendError> {
         let mut cs = ConnectionString::parse(&conf.connection_string)?;
         if let Some(p) = &conf.password {
-            cs.password = Some(crate::credentials::resolve(p, "redis password")?);
+            cs.password = Some(crate::credentials::resolve(
+                p,
+                "redis password",
+                secrets_dir,
+            )?);
         }
         let location = cs
             .nodes

@@ -15,7 +15,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference, 
 use kube::{Resource, ResourceExt};
 use md5::{Digest, Md5};
 
-/// Where the proxy Deployment mounts a store's Secrets: `<dir>/<secret>/<key>`.
+/// Where the proxy Deployment mounts a store's Secrets (its
+/// `--secrets-dir`); the routing table names files relative to it as
+/// `<secret>/<key>`.
 pub const SECRETS_DIR: &str = "/etc/hos/secrets";
 /// ConfigMap key holding the routing table.
 pub const ROUTING_KEY: &str = "routing.yaml";
@@ -97,8 +99,8 @@ pub fn secret_refs(store: &HybridOnlineStore) -> BTreeSet<(String, String)> {
 /// How credentials appear in a backend's configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Credentials<'a> {
-    /// As file references under [`SECRETS_DIR`] (what the proxy reads; no
-    /// secret in the ConfigMap).
+    /// As file references relative to the proxy's secrets directory
+    /// ([`SECRETS_DIR`] in the Deployment; no secret in the ConfigMap).
     Mounted,
     /// As literal values (for the operator's own connections).
     Resolved(&'a SecretValues),
@@ -127,10 +129,9 @@ pub fn backend(
         |r: &Option<api::credential::SecretKeyRef>| -> Result<Option<Credential>, ConfigError> {
             let Some(r) = r else { return Ok(None) };
             Ok(Some(match credentials {
-                Credentials::Mounted => Credential::Reference(CredentialRef::File(format!(
-                    "{SECRETS_DIR}/{}/{}",
-                    r.name, r.key
-                ))),
+                Credentials::Mounted => {
+                    Credential::Reference(CredentialRef::File(format!("{}/{}", r.name, r.key)))
+                }
                 Credentials::Resolved(values) => Credential::Literal(
                     values
                         .get(&(r.name.clone(), r.key.clone()))
@@ -398,7 +399,7 @@ spec:
         assert_eq!(view.backend, "c");
         let table = routing_table(&s, &[view]).unwrap();
         let doc = table.to_yaml();
-        assert!(doc.contains("/etc/hos/secrets/cass/pass"), "{doc}");
+        assert!(doc.contains("file: cass/pass"), "{doc}");
         let cm = configmap(&s, &doc);
         assert_eq!(cm.metadata.name.as_deref(), Some("s-routing"));
         assert_eq!(cm.metadata.owner_references.unwrap()[0].uid, "u1");

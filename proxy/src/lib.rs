@@ -4,6 +4,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod config;
+pub mod configmap;
 pub mod error;
 pub mod features;
 pub mod metrics;

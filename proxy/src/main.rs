@@ -6,11 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use arc_swap::ArcSwapOption;
 use clap::{Args, Parser, Subcommand};
 use proxy::config::ConfigSource;
+use proxy::configmap::ConfigMapSource;
 use proxy::features::Limits;
-use proxy::metrics::Metrics;
 use proxy::server::{AppState, router};
 use proxy::state::{Shared, build_snapshot, provision, reload, spawn_reloader};
 
@@ -43,15 +42,11 @@ enum Command {
 }
 
 #[derive(Args, Clone)]
+#[command(group(clap::ArgGroup::new("config").required(true).args(["repo", "routing_table", "configmap"])))]
 struct SourceArgs {
     /// Feast repo directory: `feature_store.yaml` and the registry it names
     /// (relative SQLite paths resolve here).
-    #[arg(
-        long,
-        env = "HOS_REPO",
-        conflicts_with = "routing_table",
-        required_unless_present = "routing_table"
-    )]
+    #[arg(long, env = "HOS_REPO")]
     repo: Option<PathBuf>,
     /// The repo's config file, if not `<repo>/feature_store.yaml`.
     #[arg(long, env = "HOS_FEATURE_STORE_YAML", requires = "repo")]
@@ -69,6 +64,25 @@ struct SourceArgs {
     /// ConfigMap key); watched and reloaded on change.
     #[arg(long, env = "HOS_ROUTING_TABLE")]
     routing_table: Option<PathBuf>,
+    /// `NAMESPACE/NAME` of a routing ConfigMap to watch through the
+    /// Kubernetes API (in-cluster or $KUBECONFIG credentials); `serve` only.
+    #[arg(long, env = "HOS_CONFIGMAP")]
+    configmap: Option<String>,
+    /// ConfigMap key holding the routing table.
+    #[arg(
+        long,
+        env = "HOS_CONFIGMAP_KEY",
+        default_value = "routing.yaml",
+        requires = "configmap"
+    )]
+    configmap_key: String,
+    /// Directory relative SQLite paths of a ConfigMap resolve against.
+    #[arg(long, env = "HOS_BASE_DIR", default_value = ".")]
+    base_dir: PathBuf,
+    /// Directory where backend Secrets are mounted: credential files named
+    /// `<secret>/<key>` in the routing table are read under it.
+    #[arg(long, env = "HOS_SECRETS_DIR", default_value = "/etc/hos/secrets")]
+    secrets_dir: PathBuf,
 }
 
 impl SourceArgs {
@@ -80,7 +94,9 @@ impl SourceArgs {
                 self.feature_views.clone(),
             )),
             (None, Some(path)) => Ok(ConfigSource::RoutingTableFile { path: path.clone() }),
-            _ => anyhow::bail!("give exactly one of --repo and --routing-table"),
+            _ => anyhow::bail!(
+                "give exactly one of --repo and --routing-table (--configmap works with `serve` only)"
+            ),
         }
     }
 }
@@ -155,21 +171,32 @@ async fn shutdown_signal() {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let source = args.source.source()?;
-    let shared = Arc::new(Shared {
-        current: ArcSwapOption::empty(),
-        metrics: Metrics::new(),
-    });
-    // A bad configuration at start is fatal; later ones are rejected and logged.
-    reload(&shared, &source, args.apply)
-        .await
-        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
-    spawn_reloader(
-        Arc::clone(&shared),
-        source,
-        args.apply,
-        Duration::from_secs_f64(args.poll_seconds.max(0.05)),
-    );
+    let shared = Arc::new(Shared::new(args.source.secrets_dir.clone()));
+    if let Some(spec) = &args.source.configmap {
+        // Through the API: serve at once, ready when the first version loads.
+        let source = ConfigMapSource::parse(
+            spec,
+            &args.source.configmap_key,
+            args.source.base_dir.clone(),
+        )
+        .map_err(|e| anyhow::anyhow!(e))?;
+        let client = kube::Client::try_default()
+            .await
+            .context("cannot reach the Kubernetes API for --configmap")?;
+        proxy::configmap::spawn(Arc::clone(&shared), client, source, args.apply);
+    } else {
+        let source = args.source.source()?;
+        // A bad configuration at start is fatal; later ones are rejected and logged.
+        reload(&shared, &source, args.apply)
+            .await
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        spawn_reloader(
+            Arc::clone(&shared),
+            source,
+            args.apply,
+            Duration::from_secs_f64(args.poll_seconds.max(0.05)),
+        );
+    }
     let state = Arc::new(AppState {
         shared,
         limits: Limits {
@@ -204,7 +231,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
 async fn apply(args: SourceArgs) -> anyhow::Result<()> {
     let loaded = args.source()?.load().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let snap = build_snapshot(loaded, 1, None, None).await?;
+    let snap = build_snapshot(loaded, 1, None, None, &args.secrets_dir).await?;
     for line in provision(&snap).await.map_err(|e| anyhow::anyhow!(e))? {
         println!("created (if missing): {line}");
     }
@@ -217,7 +244,7 @@ async fn teardown(args: TeardownArgs) -> anyhow::Result<()> {
         .source()?
         .load()
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let snap = build_snapshot(loaded, 1, None, None).await?;
+    let snap = build_snapshot(loaded, 1, None, None, &args.source.secrets_dir).await?;
     let project = snap.table.project.clone();
     let selected: Vec<&api::routing::RoutedView> = if args.views.is_empty() {
         snap.table.feature_views.iter().collect()

@@ -25,7 +25,8 @@ use crate::metrics::Metrics;
 pub struct BackendHandle {
     pub name: String,
     pub conf: BackendConf,
-    pub base_dir: PathBuf,
+    /// Where its relative paths and credential files resolve.
+    pub open_ctx: OpenContext,
     store: ArcSwapOption<Arc<dyn OnlineStore>>,
     /// Why the backend is down; `None` while it is up.
     down: std::sync::Mutex<Option<String>>,
@@ -80,10 +81,7 @@ impl BackendHandle {
             backend_type: self.conf.backend_type(),
             conf: self.conf.clone(),
         };
-        let ctx = OpenContext {
-            base_dir: self.base_dir.clone(),
-        };
-        match backends::open(&b, &ctx).await {
+        match backends::open(&b, &self.open_ctx).await {
             Ok(store) => {
                 self.store.store(Some(Arc::new(store)));
                 self.set_down(None, metrics);
@@ -149,19 +147,26 @@ pub async fn build_snapshot(
     version: u64,
     previous: Option<&Snapshot>,
     shared: Option<&Arc<Shared>>,
+    secrets_dir: &std::path::Path,
 ) -> Result<Snapshot, BuildError> {
+    let open_ctx = OpenContext {
+        base_dir: loaded.base_dir.clone(),
+        secrets_dir: secrets_dir.to_path_buf(),
+    };
     let mut backends = HashMap::new();
     for b in &loaded.table.backends {
-        let reuse = previous
-            .and_then(|p| p.backends.get(&b.name))
-            .filter(|h| h.conf == b.conf && h.base_dir == loaded.base_dir);
+        let reuse = previous.and_then(|p| p.backends.get(&b.name)).filter(|h| {
+            h.conf == b.conf
+                && h.open_ctx.base_dir == open_ctx.base_dir
+                && h.open_ctx.secrets_dir == open_ctx.secrets_dir
+        });
         let handle = match reuse {
             Some(h) => Arc::clone(h),
             None => {
                 let h = Arc::new(BackendHandle {
                     name: b.name.clone(),
                     conf: b.conf.clone(),
-                    base_dir: loaded.base_dir.clone(),
+                    open_ctx: open_ctx.clone(),
                     store: ArcSwapOption::empty(),
                     down: std::sync::Mutex::new(None),
                 });
@@ -174,10 +179,7 @@ pub async fn build_snapshot(
                     }
                     // One-shot commands need every backend.
                     None => {
-                        let ctx = OpenContext {
-                            base_dir: loaded.base_dir.clone(),
-                        };
-                        let store = backends::open(b, &ctx).await.map_err(|source| {
+                        let store = backends::open(b, &open_ctx).await.map_err(|source| {
                             BuildError::Backend {
                                 backend: b.name.clone(),
                                 source,
@@ -238,6 +240,18 @@ pub async fn provision(snapshot: &Snapshot) -> Result<Vec<String>, String> {
 pub struct Shared {
     pub current: ArcSwapOption<Snapshot>,
     pub metrics: Metrics,
+    /// Where credential files of the routing table resolve (`--secrets-dir`).
+    pub secrets_dir: PathBuf,
+}
+
+impl Shared {
+    pub fn new(secrets_dir: PathBuf) -> Shared {
+        Shared {
+            current: ArcSwapOption::empty(),
+            metrics: Metrics::new(),
+            secrets_dir,
+        }
+    }
 }
 
 /// Loads the source, builds a snapshot and publishes it. On failure the
@@ -247,13 +261,29 @@ pub async fn reload(
     source: &ConfigSource,
     apply: bool,
 ) -> Result<u64, String> {
+    install(shared, source.load().map_err(|e| e.to_string()), apply).await
+}
+
+/// Builds a snapshot from a loaded configuration and publishes it; on
+/// failure the previous snapshot keeps serving and the error is returned.
+pub async fn install(
+    shared: &Arc<Shared>,
+    loaded: Result<Loaded, String>,
+    apply: bool,
+) -> Result<u64, String> {
     let previous = shared.current.load_full();
     let version = previous.as_ref().map(|p| p.version + 1).unwrap_or(1);
     let result = async {
-        let loaded = source.load().map_err(|e| e.to_string())?;
-        let snap = build_snapshot(loaded, version, previous.as_deref(), Some(shared))
-            .await
-            .map_err(|e| e.to_string())?;
+        let loaded = loaded?;
+        let snap = build_snapshot(
+            loaded,
+            version,
+            previous.as_deref(),
+            Some(shared),
+            &shared.secrets_dir,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         if apply {
             for line in provision(&snap).await? {
                 tracing::info!(object = %line, "provisioned");

@@ -4,10 +4,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use arc_swap::ArcSwapOption;
 use proxy::config::ConfigSource;
 use proxy::features::Limits;
-use proxy::metrics::Metrics;
 use proxy::server::{AppState, router};
 use proxy::state::{Shared, reload};
 use serde_json::{Value, json};
@@ -55,10 +53,7 @@ async fn start(limits: Limits) -> Proxy {
         None,
         vec![dir.path().join("views.yaml")],
     );
-    let shared = Arc::new(Shared {
-        current: ArcSwapOption::empty(),
-        metrics: Metrics::new(),
-    });
+    let shared = Arc::new(Shared::new(dir.path().join("secrets")));
     reload(&shared, &source, true).await.unwrap();
     let app = router(Arc::new(AppState {
         shared: Arc::clone(&shared),
