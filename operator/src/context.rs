@@ -21,6 +21,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Bound on connecting to and checking a backend.
     pub backend_timeout: Duration,
+    /// Proxy image for stores that ask for a proxy without naming one.
+    pub proxy_image: String,
     connections: Mutex<HashMap<String, Arc<dyn OnlineStore>>>,
 }
 
@@ -30,12 +32,14 @@ impl Context {
         recorder: Recorder,
         metrics: Arc<Metrics>,
         backend_timeout: Duration,
+        proxy_image: String,
     ) -> Context {
         Context {
             client,
             recorder,
             metrics,
             backend_timeout,
+            proxy_image,
             connections: Mutex::new(HashMap::new()),
         }
     }

@@ -45,6 +45,14 @@ struct Cli {
     /// Seconds allowed to connect to and check a backend.
     #[arg(long, env = "HOS_BACKEND_TIMEOUT_SECONDS", default_value_t = 10)]
     backend_timeout_seconds: u64,
+    /// Image of the proxy Deployment for stores with `spec.proxy.enabled`
+    /// and no `spec.proxy.image`.
+    #[arg(
+        long,
+        env = "HOS_PROXY_IMAGE",
+        default_value = "hybrid-online-store:0.1.0"
+    )]
+    proxy_image: String,
     /// Log format: `text` or `json`.
     #[arg(long, env = "HOS_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -149,6 +157,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Recorder::new(client, reporter),
         Arc::clone(&metrics),
         Duration::from_secs(cli.backend_timeout_seconds),
+        cli.proxy_image.clone(),
     ));
     let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
     let stop = |tx: &tokio::sync::broadcast::Sender<()>| {

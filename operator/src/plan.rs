@@ -234,14 +234,6 @@ pub fn content_hash(doc: &str) -> String {
 /// The routing ConfigMap, owned by the store.
 pub fn configmap(store: &HybridOnlineStore, doc: &str) -> ConfigMap {
     let name = store.name_any();
-    let owner = OwnerReference {
-        api_version: HybridOnlineStore::api_version(&()).to_string(),
-        kind: HybridOnlineStore::kind(&()).to_string(),
-        name: name.clone(),
-        uid: store.uid().unwrap_or_default(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    };
     ConfigMap {
         metadata: kube::api::ObjectMeta {
             name: Some(configmap_name(&name)),
@@ -260,7 +252,7 @@ pub fn configmap(store: &HybridOnlineStore, doc: &str) -> ConfigMap {
                     store.metadata.generation.unwrap_or_default().to_string(),
                 ),
             ])),
-            owner_references: Some(vec![owner]),
+            owner_references: Some(vec![owner(store)]),
             ..Default::default()
         },
         data: Some(BTreeMap::from([(ROUTING_KEY.to_string(), doc.to_string())])),
@@ -437,4 +429,186 @@ spec:
         assert_eq!(c[0].last_transition_time, t1);
         assert!(!is_true(&c, "Ready"));
     }
+}
+
+/// Name of a store's proxy Deployment and Service.
+pub fn proxy_name(store: &str) -> String {
+    format!("{store}-proxy")
+}
+
+fn owner(store: &HybridOnlineStore) -> OwnerReference {
+    OwnerReference {
+        api_version: HybridOnlineStore::api_version(&()).to_string(),
+        kind: HybridOnlineStore::kind(&()).to_string(),
+        name: store.name_any(),
+        uid: store.uid().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+/// The proxy Deployment and Service a store asks for (`spec.proxy.enabled`):
+/// the routing ConfigMap mounted (the proxy hot-reloads it, so route changes
+/// need no rollout) and each referenced Secret mounted under [`SECRETS_DIR`].
+pub fn proxy_objects(
+    store: &HybridOnlineStore,
+    default_image: &str,
+) -> Option<(
+    k8s_openapi::api::apps::v1::Deployment,
+    k8s_openapi::api::core::v1::Service,
+)> {
+    use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+    use k8s_openapi::api::core::v1::{
+        Capabilities, ConfigMapVolumeSource, Container, ContainerPort, HTTPGetAction,
+        PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecretVolumeSource,
+        SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    };
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+    let spec = store.spec.proxy.as_ref().filter(|p| p.enabled)?;
+    let name = store.name_any();
+    let labels = BTreeMap::from([
+        (
+            "app.kubernetes.io/name".to_string(),
+            "hos-proxy".to_string(),
+        ),
+        (
+            "app.kubernetes.io/managed-by".to_string(),
+            "hos-operator".to_string(),
+        ),
+        (STORE_LABEL.to_string(), name.clone()),
+    ]);
+    let meta = kube::api::ObjectMeta {
+        name: Some(proxy_name(&name)),
+        namespace: store.namespace(),
+        labels: Some(labels.clone()),
+        owner_references: Some(vec![owner(store)]),
+        ..Default::default()
+    };
+    let secrets: BTreeSet<String> = secret_refs(store).into_iter().map(|(n, _)| n).collect();
+    let mut volumes = vec![Volume {
+        name: "routing".into(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: configmap_name(&name),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }];
+    let mut mounts = vec![VolumeMount {
+        name: "routing".into(),
+        mount_path: "/etc/hos/routing".into(),
+        read_only: Some(true),
+        ..Default::default()
+    }];
+    for (i, s) in secrets.iter().enumerate() {
+        volumes.push(Volume {
+            name: format!("secret-{i}"),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(s.clone()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        mounts.push(VolumeMount {
+            name: format!("secret-{i}"),
+            mount_path: format!("{SECRETS_DIR}/{s}"),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
+    let probe = |path: &str| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("http".into()),
+            ..Default::default()
+        }),
+        period_seconds: Some(10),
+        ..Default::default()
+    };
+    let container = Container {
+        name: "hos-proxy".into(),
+        image: Some(
+            spec.image
+                .clone()
+                .unwrap_or_else(|| default_image.to_string()),
+        ),
+        args: Some(vec![
+            "serve".into(),
+            "--routing-table".into(),
+            format!("/etc/hos/routing/{ROUTING_KEY}"),
+            "--listen".into(),
+            format!("0.0.0.0:{}", spec.port),
+            "--secrets-dir".into(),
+            SECRETS_DIR.into(),
+            "--log-format".into(),
+            "json".into(),
+        ]),
+        ports: Some(vec![ContainerPort {
+            name: Some("http".into()),
+            container_port: spec.port,
+            ..Default::default()
+        }]),
+        resources: spec.resources.clone(),
+        readiness_probe: Some(probe("/ready")),
+        liveness_probe: Some(probe("/health")),
+        volume_mounts: Some(mounts),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let deployment = Deployment {
+        metadata: meta.clone(),
+        spec: Some(DeploymentSpec {
+            replicas: Some(spec.replicas),
+            selector: LabelSelector {
+                match_labels: Some(labels.clone()),
+                ..Default::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(kube::api::ObjectMeta {
+                    labels: Some(labels.clone()),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    volumes: Some(volumes),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let service = Service {
+        metadata: meta,
+        spec: Some(ServiceSpec {
+            selector: Some(labels),
+            ports: Some(vec![ServicePort {
+                name: Some("http".into()),
+                port: spec.port,
+                target_port: Some(IntOrString::String("http".into())),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    Some((deployment, service))
 }

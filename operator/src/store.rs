@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use api::crd::{FeatureView, HybridOnlineStore, HybridOnlineStoreStatus};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
@@ -264,6 +265,7 @@ async fn apply(store: Arc<HybridOnlineStore>, ctx: &Context, ns: &str) -> Result
         .await;
     }
     status.routing_config_map = Some(cm_name);
+    apply_proxy(&store, ctx, ns).await?;
     status.routed_views = Some(table.feature_views.len() as i32);
     status.views_per_backend = plan::views_per_backend(&table.backends, &table.feature_views);
     if pending.is_empty() {
@@ -316,6 +318,52 @@ async fn apply(store: Arc<HybridOnlineStore>, ctx: &Context, ns: &str) -> Result
     );
     write_status(ctx, ns, &name, &old, status).await?;
     Ok(Action::requeue(requeue))
+}
+
+/// Creates or updates the proxy Deployment and Service when the store asks
+/// for them, and removes them when it stops asking. Server-side apply of an
+/// unchanged manifest writes nothing.
+async fn apply_proxy(store: &HybridOnlineStore, ctx: &Context, ns: &str) -> Result<(), Error> {
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
+    let services: Api<Service> = Api::namespaced(ctx.client.clone(), ns);
+    let name = plan::proxy_name(&store.name_any());
+    match plan::proxy_objects(store, &ctx.proxy_image) {
+        Some((deployment, service)) => {
+            let pp = PatchParams::apply(MANAGER).force();
+            let existed = deployments.get_opt(&name).await?.is_some();
+            deployments
+                .patch(&name, &pp, &Patch::Apply(&deployment))
+                .await?;
+            services.patch(&name, &pp, &Patch::Apply(&service)).await?;
+            if !existed {
+                ctx.event(
+                    store,
+                    false,
+                    "ProxyCreated",
+                    format!("Deployment and Service {name}"),
+                )
+                .await;
+            }
+        }
+        None => {
+            let ours = |labels: &std::collections::BTreeMap<String, String>| {
+                labels.get(plan::STORE_LABEL) == Some(&store.name_any())
+            };
+            if let Some(d) = deployments.get_opt(&name).await?
+                && ours(d.labels())
+            {
+                deployments.delete(&name, &Default::default()).await?;
+                ctx.event(store, false, "ProxyDeleted", format!("Deployment {name}"))
+                    .await;
+            }
+            if let Some(s) = services.get_opt(&name).await?
+                && ours(s.labels())
+            {
+                services.delete(&name, &Default::default()).await?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Patches the status subresource only when it changed, so an idle

@@ -440,6 +440,71 @@ async fn operator_end_to_end() {
     })
     .await;
 
+    // spec.proxy.enabled: a proxy Deployment and Service with the routing
+    // ConfigMap and the Secrets mounted; disabling removes them.
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(client.clone(), &ns);
+    let services: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(client.clone(), &ns);
+    stores
+        .patch(
+            "store",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"proxy": {"enabled": true, "replicas": 2}}})),
+        )
+        .await
+        .unwrap();
+    let d = wait_for("proxy Deployment", Duration::from_secs(30), || async {
+        deployments.get_opt("store-proxy").await.ok()?
+    })
+    .await;
+    let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    let vols: Vec<String> = pod
+        .volumes
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            v.config_map
+                .as_ref()
+                .map(|c| c.name.clone())
+                .or_else(|| v.secret.as_ref().and_then(|s| s.secret_name.clone()))
+                .unwrap_or_default()
+        })
+        .collect();
+    assert!(
+        vols.contains(&"store-routing".to_string()) && vols.contains(&"cass-creds".to_string()),
+        "{vols:?}"
+    );
+    let args = pod.containers[0].args.clone().unwrap_or_default().join(" ");
+    assert!(
+        args.contains("--routing-table /etc/hos/routing/routing.yaml")
+            && args.contains("--secrets-dir /etc/hos/secrets"),
+        "{args}"
+    );
+    assert_eq!(d.spec.as_ref().unwrap().replicas, Some(2));
+    assert!(services.get_opt("store-proxy").await.unwrap().is_some());
+    stores
+        .patch(
+            "store",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"proxy": {"enabled": false}}})),
+        )
+        .await
+        .unwrap();
+    wait_for(
+        "proxy Deployment removed",
+        Duration::from_secs(30),
+        || async {
+            deployments
+                .get_opt("store-proxy")
+                .await
+                .ok()?
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+
     // teardownPolicy Delete: the table goes and the finalizer is removed.
     views
         .delete("users-cass", &DeleteParams::default())
