@@ -331,106 +331,6 @@ pub fn type_name(t: BackendType) -> &'static str {
     t.as_str()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use api::crd::{FeatureView, HybridOnlineStore};
-
-    fn store() -> HybridOnlineStore {
-        let mut s: HybridOnlineStore = serde_yaml::from_str(
-            r#"
-apiVersion: hybrid-online-store.io/v1alpha1
-kind: HybridOnlineStore
-metadata: {name: s, namespace: ns, uid: u1, generation: 3}
-spec:
-  project: demo
-  routingTag: team
-  onlineStores:
-    - {name: a, type: sqlite, conf: {path: /data/a.db}}
-    - name: c
-      type: cassandra
-      conf: {hosts: [c1], keyspace: ks}
-      credentials:
-        usernameSecretRef: {name: cass, key: user}
-        passwordSecretRef: {name: cass, key: pass}
-"#,
-        )
-        .unwrap();
-        s.metadata.generation = Some(3);
-        s
-    }
-
-    fn fv(tag: &str) -> FeatureView {
-        serde_yaml::from_str(&format!(
-            r#"
-apiVersion: hybrid-online-store.io/v1alpha1
-kind: FeatureView
-metadata: {{name: user-features, namespace: ns}}
-spec:
-  storeRef: s
-  name: user_features
-  entities: [{{name: user, joinKeys: [user_id], dtype: int64}}]
-  ttl: 1d
-  schema: [{{name: age, dtype: int64}}]
-  tags: {{team: {tag}}}
-"#
-        ))
-        .unwrap()
-    }
-
-    #[test]
-    fn secrets_never_reach_the_configmap() {
-        let s = store();
-        let def = view_def(&fv("c")).unwrap();
-        assert_eq!(def.name, "user_features");
-        assert_eq!(def.ttl, Some(86400));
-        let mounted = backends(&s, Credentials::Mounted).unwrap();
-        let b = route(&s, &mounted, &def).unwrap();
-        assert_eq!(b.name, "c");
-        let view = routed_view(&def, &b.name);
-        assert_eq!(view.backend, "c");
-        let table = routing_table(&s, &[view]).unwrap();
-        let doc = table.to_yaml();
-        assert!(doc.contains("file: cass/pass"), "{doc}");
-        let cm = configmap(&s, &doc);
-        assert_eq!(cm.metadata.name.as_deref(), Some("s-routing"));
-        assert_eq!(cm.metadata.owner_references.unwrap()[0].uid, "u1");
-        assert!(configmap_current(Some(&configmap(&s, &doc)), &doc));
-        assert!(!configmap_current(Some(&configmap(&s, "other")), &doc));
-
-        let values = SecretValues::from([
-            (("cass".into(), "user".into()), "u".into()),
-            (("cass".into(), "pass".into()), "p".into()),
-        ]);
-        let resolved = backends(&s, Credentials::Resolved(&values)).unwrap();
-        assert!(resolved[1].conf.has_literal_credentials());
-        let missing = SecretValues::new();
-        let err = backends(&s, Credentials::Resolved(&missing)).unwrap_err();
-        assert!(err.message.contains("Secret cass has no key user"), "{err}");
-    }
-
-    #[test]
-    fn unroutable_views_are_reported() {
-        let s = store();
-        let mounted = backends(&s, Credentials::Mounted).unwrap();
-        let err = route(&s, &mounted, &view_def(&fv("nope")).unwrap()).unwrap_err();
-        assert!(err.contains("names no backend"), "{err}");
-    }
-
-    #[test]
-    fn conditions_keep_transition_time() {
-        let t0 = Time(k8s_openapi::jiff::Timestamp::from_second(100).unwrap());
-        let t1 = Time(k8s_openapi::jiff::Timestamp::from_second(200).unwrap());
-        let mut c = Vec::new();
-        set_condition(&mut c, "Ready", true, "Ok", "fine", Some(1), t0.clone());
-        set_condition(&mut c, "Ready", true, "Ok", "fine", Some(2), t1.clone());
-        assert_eq!(c[0].last_transition_time, t0);
-        set_condition(&mut c, "Ready", false, "Broken", "no", Some(2), t1.clone());
-        assert_eq!(c[0].last_transition_time, t1);
-        assert!(!is_true(&c, "Ready"));
-    }
-}
-
 /// Name of a store's proxy Deployment and Service.
 pub fn proxy_name(store: &str) -> String {
     format!("{store}-proxy")
@@ -611,4 +511,104 @@ pub fn proxy_objects(
         ..Default::default()
     };
     Some((deployment, service))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use api::crd::{FeatureView, HybridOnlineStore};
+
+    fn store() -> HybridOnlineStore {
+        let mut s: HybridOnlineStore = serde_yaml::from_str(
+            r#"
+apiVersion: hybrid-online-store.io/v1alpha1
+kind: HybridOnlineStore
+metadata: {name: s, namespace: ns, uid: u1, generation: 3}
+spec:
+  project: demo
+  routingTag: team
+  onlineStores:
+    - {name: a, type: sqlite, conf: {path: /data/a.db}}
+    - name: c
+      type: cassandra
+      conf: {hosts: [c1], keyspace: ks}
+      credentials:
+        usernameSecretRef: {name: cass, key: user}
+        passwordSecretRef: {name: cass, key: pass}
+"#,
+        )
+        .unwrap();
+        s.metadata.generation = Some(3);
+        s
+    }
+
+    fn fv(tag: &str) -> FeatureView {
+        serde_yaml::from_str(&format!(
+            r#"
+apiVersion: hybrid-online-store.io/v1alpha1
+kind: FeatureView
+metadata: {{name: user-features, namespace: ns}}
+spec:
+  storeRef: s
+  name: user_features
+  entities: [{{name: user, joinKeys: [user_id], dtype: int64}}]
+  ttl: 1d
+  schema: [{{name: age, dtype: int64}}]
+  tags: {{team: {tag}}}
+"#
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn secrets_never_reach_the_configmap() {
+        let s = store();
+        let def = view_def(&fv("c")).unwrap();
+        assert_eq!(def.name, "user_features");
+        assert_eq!(def.ttl, Some(86400));
+        let mounted = backends(&s, Credentials::Mounted).unwrap();
+        let b = route(&s, &mounted, &def).unwrap();
+        assert_eq!(b.name, "c");
+        let view = routed_view(&def, &b.name);
+        assert_eq!(view.backend, "c");
+        let table = routing_table(&s, &[view]).unwrap();
+        let doc = table.to_yaml();
+        assert!(doc.contains("file: cass/pass"), "{doc}");
+        let cm = configmap(&s, &doc);
+        assert_eq!(cm.metadata.name.as_deref(), Some("s-routing"));
+        assert_eq!(cm.metadata.owner_references.unwrap()[0].uid, "u1");
+        assert!(configmap_current(Some(&configmap(&s, &doc)), &doc));
+        assert!(!configmap_current(Some(&configmap(&s, "other")), &doc));
+
+        let values = SecretValues::from([
+            (("cass".into(), "user".into()), "u".into()),
+            (("cass".into(), "pass".into()), "p".into()),
+        ]);
+        let resolved = backends(&s, Credentials::Resolved(&values)).unwrap();
+        assert!(resolved[1].conf.has_literal_credentials());
+        let missing = SecretValues::new();
+        let err = backends(&s, Credentials::Resolved(&missing)).unwrap_err();
+        assert!(err.message.contains("Secret cass has no key user"), "{err}");
+    }
+
+    #[test]
+    fn unroutable_views_are_reported() {
+        let s = store();
+        let mounted = backends(&s, Credentials::Mounted).unwrap();
+        let err = route(&s, &mounted, &view_def(&fv("nope")).unwrap()).unwrap_err();
+        assert!(err.contains("names no backend"), "{err}");
+    }
+
+    #[test]
+    fn conditions_keep_transition_time() {
+        let t0 = Time(k8s_openapi::jiff::Timestamp::from_second(100).unwrap());
+        let t1 = Time(k8s_openapi::jiff::Timestamp::from_second(200).unwrap());
+        let mut c = Vec::new();
+        set_condition(&mut c, "Ready", true, "Ok", "fine", Some(1), t0.clone());
+        set_condition(&mut c, "Ready", true, "Ok", "fine", Some(2), t1.clone());
+        assert_eq!(c[0].last_transition_time, t0);
+        set_condition(&mut c, "Ready", false, "Broken", "no", Some(2), t1.clone());
+        assert_eq!(c[0].last_transition_time, t1);
+        assert!(!is_true(&c, "Ready"));
+    }
 }
