@@ -169,47 +169,40 @@ pub fn read_registry(
         .map(|s| (s.name.as_str(), s))
         .collect();
     let mut out = RegistryContents::default();
-    for fv in reg.feature_views.iter().filter_map(|v| v.spec.as_ref()) {
-        if fv.project != project {
-            continue;
-        }
-        out.feature_views.push(view_def(
-            ViewParts {
-                name: &fv.name,
-                entities: &fv.entities,
-                features: &fv.features,
-                entity_columns: &fv.entity_columns,
-                tags: &fv.tags,
-                ttl: fv.ttl.as_ref(),
-                online: fv.online,
-                source: source_def(fv.batch_source.as_ref(), fv.stream_source.as_ref()),
-            },
-            &entities,
-            file,
-        )?);
-    }
-    for fv in reg
+    // Batch and stream feature views carry the same parts under different
+    // field numbers.
+    let batch = reg
+        .feature_views
+        .iter()
+        .filter_map(|v| v.spec.as_ref())
+        .filter(|fv| fv.project == project)
+        .map(|fv| ViewParts {
+            name: &fv.name,
+            entities: &fv.entities,
+            features: &fv.features,
+            entity_columns: &fv.entity_columns,
+            tags: &fv.tags,
+            ttl: fv.ttl.as_ref(),
+            online: fv.online,
+            source: source_def(fv.batch_source.as_ref(), fv.stream_source.as_ref()),
+        });
+    let stream = reg
         .stream_feature_views
         .iter()
         .filter_map(|v| v.spec.as_ref())
-    {
-        if fv.project != project {
-            continue;
-        }
-        out.feature_views.push(view_def(
-            ViewParts {
-                name: &fv.name,
-                entities: &fv.entities,
-                features: &fv.features,
-                entity_columns: &fv.entity_columns,
-                tags: &fv.tags,
-                ttl: fv.ttl.as_ref(),
-                online: fv.online,
-                source: source_def(fv.batch_source.as_ref(), fv.stream_source.as_ref()),
-            },
-            &entities,
-            file,
-        )?);
+        .filter(|fv| fv.project == project)
+        .map(|fv| ViewParts {
+            name: &fv.name,
+            entities: &fv.entities,
+            features: &fv.features,
+            entity_columns: &fv.entity_columns,
+            tags: &fv.tags,
+            ttl: fv.ttl.as_ref(),
+            online: fv.online,
+            source: source_def(fv.batch_source.as_ref(), fv.stream_source.as_ref()),
+        });
+    for parts in batch.chain(stream) {
+        out.feature_views.push(view_def(parts, &entities, file)?);
     }
     for fs in reg.feature_services.iter().filter_map(|s| s.spec.as_ref()) {
         if fs.project != project {
