@@ -601,3 +601,97 @@ async fn operator_end_to_end() {
         .await;
     cql(&format!("DROP KEYSPACE IF EXISTS {keyspace}")).await;
 }
+
+/// `kubectl apply -f examples/` (hosts pointed at the local servers): the
+/// seed's store with a Bigtable and a Cassandra backend reaches Ready, its
+/// FeatureView is provisioned in Bigtable and the ConfigMap routes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a kube-apiserver and backends: run tests/run.sh"]
+async fn examples_reach_ready() {
+    let client = Client::try_default().await.unwrap();
+    let ns = format!("examples-{}", std::process::id());
+    cql("CREATE KEYSPACE IF NOT EXISTS feast_keyspace WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 1}").await;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("hos-examples-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
+    let cassandra = format!("{}:{}", env("CASSANDRA_HOST"), env("CASSANDRA_PORT"));
+    for f in ["hybridonlinestore.yaml", "featureview.yaml"] {
+        let text = std::fs::read_to_string(format!("{root}/{f}")).unwrap();
+        let text = text
+            .replace("- cassandra1.example.com", &format!("- \"{cassandra}\""))
+            .replace("          - cassandra2.example.com\n", "");
+        std::fs::write(dir.join(f), text).unwrap();
+    }
+    let out = Command::new("kubectl")
+        .args(["apply", "-n", &ns, "-f"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _op = start_operator(&ns, "examples-op");
+    let stores: Api<HybridOnlineStore> = Api::namespaced(client.clone(), &ns);
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    wait_for(
+        "example store Ready=True",
+        Duration::from_secs(90),
+        || async {
+            let s = stores.get("my-feature-repo").await.ok()?;
+            let st = s.status?;
+            (condition(Some(&st.conditions), "Ready")?.0 == "True" && st.routed_views == Some(1))
+                .then_some(())
+        },
+    )
+    .await;
+    let cm = maps.get("my-feature-repo-routing").await.unwrap();
+    let table = RoutingTable::parse("configmap", &cm.data.unwrap()["routing.yaml"]).unwrap();
+    assert_eq!(table.project, "my_feature_repo");
+    assert_eq!(
+        backend_of(&table, "user_features").as_deref(),
+        Some("bigtable")
+    );
+    assert_eq!(table.backends.len(), 2);
+    let reasons: Vec<String> = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect();
+    assert!(reasons.contains(&"Provisioned".to_string()), "{reasons:?}");
+    let out = Command::new("kubectl")
+        .args(["get", "events", "-n", &ns])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Provisioned"));
+    let views: Api<FeatureView> = Api::namespaced(client.clone(), &ns);
+    for v in views.list(&ListParams::default()).await.unwrap() {
+        let _ = views
+            .patch(
+                &v.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+            )
+            .await;
+    }
+    let _ = stores
+        .patch(
+            "my-feature-repo",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
+        .await;
+}
