@@ -24,6 +24,21 @@ use crate::state::Snapshot;
 pub struct Limits {
     pub max_body_bytes: usize,
     pub max_entity_rows: usize,
+    /// Bound on one backend call; past it the views on that backend fail
+    /// with 503 instead of holding the request.
+    pub backend_timeout: std::time::Duration,
+}
+
+/// Runs a backend call under the request's time bound.
+pub(crate) async fn bounded<T>(
+    limit: std::time::Duration,
+    call: impl Future<Output = Result<T, backends::BackendError>>,
+) -> Result<T, backends::BackendError> {
+    tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
+        Err(backends::BackendError::Unavailable(format!(
+            "no answer within {limit:?}"
+        )))
+    })
 }
 
 const EPOCH: &str = "1970-01-01T00:00:00Z";
@@ -322,7 +337,7 @@ pub async fn get_online_features(
         reads.push(async move {
             let start = Instant::now();
             let res = match backend.store() {
-                Ok(store) => store.read(project, view, &keys, features).await,
+                Ok(store) => bounded(limits.backend_timeout, store.read(project, view, &keys, features)).await,
                 Err(e) => Err(e),
             };
             metrics.backend_call(&backend.name, "read", start.elapsed().as_secs_f64(), res.as_ref().err().map(|e| e.label()));

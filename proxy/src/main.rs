@@ -123,6 +123,9 @@ struct ServeArgs {
     /// Largest accepted request body, in bytes (larger: 413).
     #[arg(long, env = "HOS_MAX_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
     max_body_bytes: usize,
+    /// Milliseconds one backend call may take before its views answer 503.
+    #[arg(long, env = "HOS_BACKEND_TIMEOUT_MS", default_value_t = 5000)]
+    backend_timeout_ms: u64,
     /// Most entity rows per request (more: 413).
     #[arg(long, env = "HOS_MAX_ENTITY_ROWS", default_value_t = 10_000)]
     max_entity_rows: usize,
@@ -202,6 +205,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         limits: Limits {
             max_body_bytes: args.max_body_bytes,
             max_entity_rows: args.max_entity_rows,
+            backend_timeout: Duration::from_millis(args.backend_timeout_ms.max(1)),
         },
     });
     let listener = tokio::net::TcpListener::bind(args.listen)

@@ -149,7 +149,13 @@ async fn write_view(
     })?;
     let start = Instant::now();
     let res = match backend.store() {
-        Ok(store) => store.write(&snap.table.project, view, rows).await,
+        Ok(store) => {
+            crate::features::bounded(
+                limits.backend_timeout,
+                store.write(&snap.table.project, view, rows),
+            )
+            .await
+        }
         Err(e) => Err(e),
     };
     metrics.backend_call(

@@ -74,6 +74,7 @@ async fn start(limits: Limits) -> Proxy {
 const DEFAULT_LIMITS: Limits = Limits {
     max_body_bytes: 1 << 20,
     max_entity_rows: 100,
+    backend_timeout: std::time::Duration::from_secs(5),
 };
 
 impl Proxy {
@@ -233,6 +234,7 @@ async fn malformed_requests_get_4xx_naming_the_problem() {
     let p = start(Limits {
         max_body_bytes: 4096,
         max_entity_rows: 5,
+        backend_timeout: std::time::Duration::from_secs(5),
     })
     .await;
     let cases: Vec<(Value, u16, &str)> = vec![
