@@ -7,7 +7,7 @@ use api::crd::{FeatureView, FeatureViewSpec, HybridOnlineStore, OnlineStoreSpec}
 use api::credential::{Credential, CredentialRef};
 use api::entity_key::SerializationVersion;
 use api::error::ConfigError;
-use api::feast_config::{BackendConf, BackendType};
+use api::feast_config::BackendConf;
 use api::feature_view::{EntityDef, FeatureViewDef, FieldDef, parse_duration};
 use api::routing::{Backend, RoutedView, RoutingTable, SCHEMA_VERSION, resolve_backend};
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -324,11 +324,6 @@ pub fn views_per_backend(backends: &[Backend], views: &[RoutedView]) -> BTreeMap
         *m.entry(v.backend.clone()).or_default() += 1;
     }
     m
-}
-
-/// Short type names, for messages.
-pub fn type_name(t: BackendType) -> &'static str {
-    t.as_str()
 }
 
 /// Name of a store's proxy Deployment and Service.

@@ -1,0 +1,297 @@
+"""Turns bench/results/results.json into results.md and PNG plots.
+
+Usage: python report.py RESULTS_DIR [TOTAL_SECONDS]
+(bench/run.sh runs it in a small venv with matplotlib; it can be rerun on
+an existing results.json.)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+TARGETS = ["hos-proxy", "direct", "feast-serve"]
+COLORS = {"hos-proxy": "#d95f02", "direct": "#1b9e77", "feast-serve": "#7570b3"}
+LOADS = ["c1", "c8", "c32", "r200", "r1000"]
+LOAD_TEXT = {"c1": "1 conn.", "c8": "8 conn.", "c32": "32 conn.", "r200": "200 rps", "r1000": "1000 rps"}
+SCEN_TEXT = {
+    "read_1x50": "read 1 row x 50 features",
+    "read_100x50": "read 100 rows x 50 features",
+    "read_multi": "read 1 row, 3 views on 3 backends (16+16+16 features)",
+    "write_100x50": "write 100 rows x 50 features",
+}
+
+
+def ms(us):
+    return "n/a" if us is None or (isinstance(us, float) and math.isnan(us)) else f"{us / 1000:.3f}"
+
+
+def find(runs, scenario, backend, target, load):
+    for r in runs:
+        if (r["scenario"], r["backend"], r["target"], r["load"]) == (scenario, backend, target, load):
+            return r
+    return None
+
+
+def p(r, q="p99"):
+    return r["latency_us"].get(q) if r else None
+
+
+def main() -> int:
+    out = Path(sys.argv[1])
+    total = int(sys.argv[2]) if len(sys.argv) > 2 else None
+    res = json.loads((out / "results.json").read_text())
+    runs = res["runs"]
+    cfg = res["config"]
+    md = []
+    md.append("# hos-proxy benchmark results\n")
+    md.append(f"Run started {res['started_utc']}; harness {res.get('harness_seconds', '?')} s"
+              + (f", whole `bench/run.sh` {total} s" if total else "") + ". "
+              f"Each point: {cfg['duration_s']:g} s measured after {cfg['warmup_s']:g} s warm-up; "
+              f"{cfg['entities']:,} entities; feast serve with {cfg['feast_workers']} gunicorn workers. "
+              "Machine: see machine.md; command: command.txt.\n")
+    md.append("Loads: `cN` = closed loop, N connections (or N in-process workers for `direct`), each sending "
+              "its next request when the last is answered; `rR` = open loop at R requests/s over 32 connections, "
+              "latency measured from each request's scheduled time (queueing counts). `unsent` = open-loop "
+              "requests still not sent 1 s after the end (the target could not keep up). Latencies in ms.\n")
+    md.append("`direct` is the floor: the same lookup done in-process by the load generator (SQLite SELECT "
+              "through rusqlite, or pipelined Redis HMGET; same keys, same Value decoding, same JSON response "
+              "built), no HTTP. For the 3-backend scenario it does the three lookups one after another; "
+              "feast serve reads all three views from one SQLite file (Feast's hybrid store cannot hold two "
+              "SQLite backends).\n")
+
+    # ---- targets -----------------------------------------------------------
+    md.append("## Targets\n")
+    md.append("| target | measured | verdict |")
+    md.append("|---|---|---|")
+    verdicts = []
+    for fam in ("sqlite", "redis"):
+        pr, dr = find(runs, "read_1x50", fam, "hos-proxy", "c1"), find(runs, "read_1x50", fam, "direct", "c1")
+        if pr and dr:
+            ov = p(pr) - p(dr)
+            ok = ov < 300
+            verdicts.append(ok)
+            md.append(f"| proxy p99 overhead over direct < 0.3 ms, 1x50, {fam}, 1 conn. | "
+                      f"{ms(p(pr))} - {ms(p(dr))} = **{ms(ov)} ms** (p50: {ms(p(pr, 'p50'))} vs {ms(p(dr, 'p50'))}) | "
+                      f"{'met' if ok else 'NOT met'} |")
+    for fam in ("sqlite", "redis"):
+        for scen in ("read_1x50", "read_100x50"):
+            pr, fr = find(runs, scen, fam, "hos-proxy", "c32"), find(runs, scen, fam, "feast-serve", "c32")
+            if pr and fr and fr["throughput_rps"]:
+                ratio = pr["throughput_rps"] / fr["throughput_rps"]
+                ok = ratio >= 20 and p(pr) <= p(fr)
+                verdicts.append(ok)
+                md.append(f"| >= 20x feast serve throughput at equal or better p99, {scen}, {fam}, 32 conn. | "
+                          f"{pr['throughput_rps']:.0f} / {fr['throughput_rps']:.0f} rps = **{ratio:.1f}x**; "
+                          f"p99 {ms(p(pr))} vs {ms(p(fr))} ms | {'met' if ok else 'NOT met'} |")
+    for fam in ("sqlite", "redis"):
+        for load in ("c1", "c8"):
+            a, b = find(runs, "read_100x50", fam, "hos-proxy", load), find(runs, "read_1x50", fam, "hos-proxy", load)
+            if a and b:
+                ratio = p(a) / p(b)
+                ok = ratio < 2
+                verdicts.append(ok)
+                md.append(f"| proxy 100-row p99 < 2x 1-row p99, {fam}, {LOAD_TEXT[load]} | "
+                          f"{ms(p(a))} / {ms(p(b))} = **{ratio:.1f}x** | {'met' if ok else 'NOT met'} |")
+    rl = res.get("reload")
+    if rl:
+        rphases = [ph for ph in rl["phases"] if ph["mode"] != "none"]
+        errs = sum(ph["errors"] for ph in rl["phases"])
+        unsent = sum(ph["unsent"] for ph in rl["phases"])
+        reqs = sum(ph["ok"] for ph in rl["phases"])
+        rew = sum(ph["file_rewrites"] for ph in rphases)
+        rel = sum(ph["reloads_ok"] for ph in rphases)
+        ok = errs == 0 and unsent == 0 and all(ph["proxy_alive"] for ph in rl["phases"])
+        verdicts.append(ok)
+        md.append(f"| 0 errors during reloads (1,000 views) | **{errs} errors** in {reqs + errs:,} requests; "
+                  f"{rew} file rewrites, {rel:.0f} successful reloads | {'met' if ok else 'NOT met'} |")
+        rss = max(ph["server"].get("rss_kib_max", 0) for ph in rl["phases"])
+        still = [ph["server"].get("rss_kib_max", 0) for ph in rl["phases"] if ph["mode"] == "none"]
+        ok = rss < 50 * 1024
+        verdicts.append(ok)
+        md.append(f"| RSS < 50 MiB with 1,000 views | max VmRSS **{rss / 1024:.1f} MiB** during reloads"
+                  + (f", {still[0] / 1024:.1f} MiB with the same views and load before any reload" if still else "")
+                  + f" (sampled every 0.2 s) | {'met' if ok else 'NOT met'} |")
+    md.append("")
+
+    # ---- ratios ---------------------------------------------------------------
+    md.append("## Ratios (same run)\n")
+    md.append("| scenario | backend | load | proxy p99 - direct p99 (ms) | proxy/direct p50 | proxy/direct p99 "
+              "| proxy/feast throughput | proxy/feast p99 |")
+    md.append("|---|---|---|---|---|---|---|---|")
+    for scen in SCEN_TEXT:
+        for fam in ("sqlite", "redis", "hybrid"):
+            for load in LOADS:
+                pr = find(runs, scen, fam, "hos-proxy", load)
+                if not pr:
+                    continue
+                dr, fr = find(runs, scen, fam, "direct", load), find(runs, scen, fam, "feast-serve", load)
+
+                def ratio(a, b, f="{:.2f}"):
+                    return f.format(a / b) if a is not None and b else "n/a"
+
+                md.append(f"| {scen} | {fam} | {LOAD_TEXT[load]} | "
+                          f"{ms(p(pr) - p(dr)) if dr else 'n/a'} | "
+                          f"{ratio(p(pr, 'p50'), p(dr, 'p50') if dr else None)} | "
+                          f"{ratio(p(pr), p(dr) if dr else None)} | "
+                          f"{ratio(pr['throughput_rps'], fr['throughput_rps'] if fr else None, '{:.1f}')} | "
+                          f"{ratio(p(pr), p(fr) if fr else None)} |")
+    md.append("\nOpen-loop throughput ratios near 1 only mean both targets kept up with the offered rate.\n")
+
+    # ---- all runs ---------------------------------------------------------------
+    md.append("## All runs\n")
+    md.append("`other CPU` = the share of the machine's CPU time (all cores) used during the run by processes "
+              "other than the target server, the load generator and redis-server, from /proc/stat: "
+              "interference from whatever else ran on the machine. High values make that run's tail latencies "
+              "unreliable.\n")
+    md.append("| scenario | backend | load | target | throughput (rps) | p50 | p90 | p99 | p99.9 | max | errors "
+              "| unsent | server RSS max (MiB) | server CPU per request (µs) | other CPU (%) |")
+    md.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in runs:
+        lat = r["latency_us"]
+        srv = r.get("server") or {}
+        cpu = f"{srv['cpu_s'] / r['ok'] * 1e6:.0f}" if srv.get("cpu_s") is not None and r["ok"] else "-"
+        rss = f"{srv['rss_kib_max'] / 1024:.1f}" if srv.get("rss_kib_max") else "-"
+        errs = str(r["errors"]) + (f" ({', '.join(f'{k}: {v}' for k, v in r['error_kinds'].items())})"
+                                   if r["errors"] else "")
+        md.append(f"| {r['scenario']} | {r['backend']} | {LOAD_TEXT[r['load']]} | {r['target']} | "
+                  f"{r['throughput_rps']:.0f} | {ms(lat['p50'])} | {ms(lat['p90'])} | {ms(lat['p99'])} | "
+                  f"{ms(lat['p99.9'])} | {ms(lat['max'])} | {errs} | {r['unsent']} | {rss} | {cpu} | "
+                  f"{r.get('machine', {}).get('other_cpu_pct', '-')} |")
+    md.append("")
+
+    if rl:
+        md.append("## Hot reload (routing table with 1,000 views rewritten every second)\n")
+        md.append(f"`hos-proxy serve --routing-table FILE`, the table of the hybrid repo plus "
+                  f"{rl['feature_views'] - 3} copies of user_stats; two variants alternate (every synthetic "
+                  f"view moves between sqlite_a and sqlite_b and changes its TTL). File size "
+                  f"{rl['file_bytes'] / 1024:.0f} KiB. Read load: 1x50 from user_stats, 8 connections.\n")
+        md.append("| rewrite mode | requests ok | errors | p50 | p99 | p99.9 | max | rewrites | reloads ok "
+                  "| reloads rejected | routing versions seen | RSS max (MiB) |")
+        md.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for ph in rl["phases"]:
+            lat = ph["latency_us"]
+            mode = "none (baseline, 1,000 views)" if ph["mode"] == "none" else ph["mode"]
+            md.append(f"| {mode} | {ph['ok']:,} | {ph['errors']} | {ms(lat['p50'])} | {ms(lat['p99'])} | "
+                      f"{ms(lat['p99.9'])} | {ms(lat['max'])} | {ph['file_rewrites']} | {ph['reloads_ok']:.0f} | "
+                      f"{ph['reloads_error']:.0f} | {ph['routing_versions_seen']} | "
+                      f"{ph['server'].get('rss_kib_max', 0) / 1024:.1f} |")
+        base = find(runs, "read_1x50", "sqlite", "hos-proxy", "c8")
+        if base:
+            md.append(f"\nFor comparison, read_1x50 at 8 connections on the sqlite repo (3 views, another "
+                      f"process): p50 {ms(p(base, 'p50'))}, p99 {ms(p(base))}, p99.9 {ms(p(base, 'p99.9'))} ms, "
+                      f"RSS max {(base.get('server') or {}).get('rss_kib_max', 0) / 1024:.1f} MiB.\n")
+        md.append("\nA rewrite in place can be read half-written; such a file is rejected (`reloads rejected`) "
+                  "and the previous table keeps serving.\n")
+
+    md.append("## Data and checks\n")
+    d = res.get("data", {})
+    md.append(f"- Loading through Feast (seconds): {json.dumps(d.get('timings', {}))}; SQLite A holds "
+              f"{d.get('sqlite_a_rows_user_stats', '?'):,} user_stats rows, {d.get('sqlite_a_bytes', 0) / 2**20:.0f} MiB.")
+    for k, v in res.get("checks", {}).get("same_answers", {}).items():
+        md.append(f"- same answer before load, {k}: {v}")
+    md.append(f"- server RSS at start (KiB): {json.dumps(res.get('startup_rss_kib', {}))}")
+    md.append(f"- server RSS at end (KiB): {json.dumps(res.get('end_rss_kib', {}))}")
+    md.append(f"- proxy log WARN/ERROR lines: {json.dumps(res.get('server_logs_warn_lines', {}))}")
+    md.append("")
+    (out / "results.md").write_text("\n".join(md))
+
+    # ---- plots -----------------------------------------------------------------
+    plots = []
+    scen_fams = [(s, f) for s in SCEN_TEXT for f in ("sqlite", "redis", "hybrid")
+                 if any(r["scenario"] == s and r["backend"] == f for r in runs)]
+    if scen_fams:
+        n = len(scen_fams)
+        cols = 2
+        rows = math.ceil(n / cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(13, 3.6 * rows), squeeze=False)
+        for ax, (scen, fam) in zip(axes.flat, scen_fams):
+            loads = [lo for lo in LOADS if any(find(runs, scen, fam, t, lo) for t in TARGETS)]
+            width = 0.8 / len(TARGETS)
+            for i, t in enumerate(TARGETS):
+                xs, p50, p99 = [], [], []
+                for j, lo in enumerate(loads):
+                    r = find(runs, scen, fam, t, lo)
+                    if r and r["ok"]:
+                        xs.append(j + (i - 1) * width)
+                        p50.append(p(r, "p50") / 1000)
+                        p99.append(p(r) / 1000)
+                if xs:
+                    ax.bar(xs, p99, width, color=COLORS[t], alpha=0.35, label=f"{t} p99")
+                    ax.bar(xs, p50, width, color=COLORS[t], label=f"{t} p50")
+            ax.set_xticks(range(len(loads)), [LOAD_TEXT[lo] for lo in loads])
+            ax.set_yscale("log")
+            ax.set_ylabel("latency (ms, log)")
+            ax.set_title(f"{SCEN_TEXT[scen]} — {fam}", fontsize=10)
+            ax.grid(axis="y", which="both", alpha=0.3)
+        for ax in list(axes.flat)[n:]:
+            ax.axis("off")
+        handles, labels = axes.flat[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="upper center", ncol=6, fontsize=9)
+        fig.suptitle("Latency by load: p50 (solid) and p99 (light), lower is better", y=0.995, fontsize=12)
+        fig.tight_layout(rect=(0, 0, 1, 0.97))
+        fig.savefig(out / "latency.png", dpi=110)
+        plt.close(fig)
+        plots.append("latency.png")
+
+        fig, axes = plt.subplots(1, 2, figsize=(13, 4.2))
+        for ax, kind in zip(axes, ("closed", "open")):
+            loads = ["c1", "c8", "c32"] if kind == "closed" else ["r200", "r1000"]
+            groups = [(s, f, lo) for (s, f) in scen_fams for lo in loads
+                      if find(runs, s, f, "hos-proxy", lo)]
+            width = 0.8 / len(TARGETS)
+            for i, t in enumerate(TARGETS):
+                vals = [(find(runs, s, f, t, lo) or {}).get("throughput_rps", 0) for (s, f, lo) in groups]
+                ax.bar([j + (i - 1) * width for j in range(len(groups))], vals, width, color=COLORS[t], label=t)
+            ax.set_xticks(range(len(groups)),
+                          [f"{s.replace('read_', '').replace('write_', 'w')}\n{f}\n{LOAD_TEXT[lo]}"
+                           for (s, f, lo) in groups], fontsize=6.5)
+            ax.set_yscale("log")
+            ax.set_ylabel("requests/s (log)")
+            ax.set_title("closed loop: throughput" if kind == "closed" else
+                         "open loop: achieved rate (offered 200 / 1000 rps)", fontsize=10)
+            ax.grid(axis="y", which="both", alpha=0.3)
+            ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / "throughput.png", dpi=110)
+        plt.close(fig)
+        plots.append("throughput.png")
+
+    # Percentile ladder, 1x50 at 1 connection, and the reload runs.
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    qs = ["p50", "p90", "p99", "p99.9"]
+    for fam, style in (("sqlite", "-"), ("redis", "--")):
+        for t in TARGETS:
+            r = find(runs, "read_1x50", fam, t, "c1")
+            if r:
+                ax.plot(qs, [p(r, q) / 1000 for q in qs], style, marker="o", color=COLORS[t], label=f"{t}, {fam}")
+    if rl:
+        for ph, style in zip(rl["phases"], (":", "-.")):
+            ax.plot(qs, [ph["latency_us"][q] / 1000 for q in qs], style, marker="x", color="black",
+                    label=f"hos-proxy, 1,000 views, reloads ({ph['mode']}, 8 conn.)")
+    ax.set_yscale("log")
+    ax.set_ylabel("latency (ms, log)")
+    ax.set_title("read 1 row x 50 features, 1 connection: latency percentiles")
+    ax.grid(which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "percentiles_1x50.png", dpi=110)
+    plt.close(fig)
+    plots.append("percentiles_1x50.png")
+
+    with open(out / "results.md", "a") as f:
+        f.write("\n## Plots\n\n" + "\n".join(f"![{x}]({x})" for x in plots) + "\n")
+    met = sum(verdicts)
+    print(f"report: {met}/{len(verdicts)} targets met; wrote results.md and {', '.join(plots)}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
