@@ -648,6 +648,9 @@ def main() -> int:
     ap.add_argument("--warmup", type=float, default=1.0)
     ap.add_argument("--reload-duration", type=float, default=15.0)
     ap.add_argument("--feast-workers", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--max-other-cpu", type=float, default=10.0,
+                    help="repeat a run when other processes used more than this % of the machine's CPU")
+    ap.add_argument("--retry-budget", type=int, default=20, help="most repeated runs in the whole benchmark")
     ap.add_argument("--only", default="", help="comma-separated scenario names to run (default: all)")
     args = ap.parse_args()
 
@@ -656,6 +659,7 @@ def main() -> int:
     logdir.mkdir(parents=True, exist_ok=True)
     results = {"started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "config": {"duration_s": args.duration, "warmup_s": args.warmup,
+                          "max_other_cpu_pct": args.max_other_cpu, "retry_budget": args.retry_budget,
                           "reload_duration_s": args.reload_duration, "feast_workers": args.feast_workers,
                           "entities": N_ENTITIES, "loads": LOADS,
                           "views": {v: n for v, (_, n) in VIEWS.items()}},
@@ -742,11 +746,29 @@ def main() -> int:
         plan = [p for p in plan if not only or p[0] in only]
         write_plan = [p for p in write_plan if not only or p[0] in only]
 
+        retries = {"left": args.retry_budget}
+
         def execute(items):
             for i, (scen, fam, load, (tname, spec, proc)) in enumerate(items, 1):
                 label = f"{scen} {fam} {tname} {load}"
                 path = "/write-to-online-store" if scen.startswith("write") else "/get-online-features"
-                res = run_load(args, label, bodies[scen], spec, LOADS[load], proc, args.duration, path)
+                # A run during which other processes used more than
+                # --max-other-cpu % of the machine is repeated (bounded: at
+                # most 2 more tries, and --retry-budget for the whole run);
+                # the least disturbed attempt is kept and all are recorded.
+                attempts = []
+                while True:
+                    res = run_load(args, label, bodies[scen], spec, LOADS[load], proc, args.duration, path)
+                    attempts.append(res)
+                    other = res["machine"]["other_cpu_pct"]
+                    if other <= args.max_other_cpu or len(attempts) >= 3 or retries["left"] <= 0:
+                        break
+                    retries["left"] -= 1
+                    log(f"{label}: other processes used {other}% of the CPU; repeating the run")
+                    time.sleep(3)
+                res = min(attempts, key=lambda a: a["machine"]["other_cpu_pct"])
+                res["attempts_other_cpu_pct"] = [a["machine"]["other_cpu_pct"] for a in attempts]
+                res["disturbed"] = res["machine"]["other_cpu_pct"] > args.max_other_cpu
                 res.update({"scenario": scen, "backend": fam, "target": tname, "load": load,
                             "server_name": spec.get("server")})
                 results["runs"].append(res)
@@ -765,6 +787,7 @@ def main() -> int:
             results["reload"] = reload_scenario(args, work, repos["hybrid"], bodies["read_1x50"], logdir)
         log(f"{len(write_plan)} write runs")
         execute(write_plan)
+        results["retries_used"] = args.retry_budget - retries["left"]
         results["end_rss_kib"] = {n: sum(rss_kib(p) for p in s.proc.pids()) for n, s in servers.items()}
         results["server_logs_warn_lines"] = {
             n: sum(1 for line in s.proc.tail(100000).splitlines() if " WARN " in line or " ERROR " in line)

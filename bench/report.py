@@ -44,6 +44,25 @@ def p(r, q="p99"):
     return r["latency_us"].get(q) if r else None
 
 
+THRESHOLD = {"other_cpu_pct": 10.0}
+
+
+def disturbed(r):
+    return bool(r) and r.get("machine", {}).get("other_cpu_pct", 0) > THRESHOLD["other_cpu_pct"]
+
+
+def flag(r):
+    """A mark for a run disturbed by other processes on the machine."""
+    return " ⚠" if disturbed(r) else ""
+
+
+def cpu_per_req(r):
+    """Server CPU µs per request (the sampled CPU covers the warm-up too)."""
+    srv = (r or {}).get("server") or {}
+    n = r["sent"] + r.get("warmup_sent", 0) if r else 0
+    return srv["cpu_s"] / n * 1e6 if srv.get("cpu_s") is not None and n else None
+
+
 def main() -> int:
     out = Path(sys.argv[1])
     total = int(sys.argv[2]) if len(sys.argv) > 2 else None
@@ -57,6 +76,12 @@ def main() -> int:
               f"Each point: {cfg['duration_s']:g} s measured after {cfg['warmup_s']:g} s warm-up; "
               f"{cfg['entities']:,} entities; feast serve with {cfg['feast_workers']} gunicorn workers. "
               "Machine: see machine.md; command: command.txt.\n")
+    THRESHOLD["other_cpu_pct"] = cfg.get("max_other_cpu_pct", 10.0)
+    dist = [r for r in runs if disturbed(r)]
+    md.append(f"Runs during which other processes on the machine used more than "
+              f"{cfg.get('max_other_cpu_pct', 10):g}% of its CPU were repeated (up to 3 tries, "
+              f"{res.get('retries_used', 0)} repeats in all) and the least disturbed try kept; "
+              f"{len(dist)} of {len(runs)} runs stayed above it and are marked ⚠.\n")
     md.append("Loads: `cN` = closed loop, N connections (or N in-process workers for `direct`), each sending "
               "its next request when the last is answered; `rR` = open loop at R requests/s over 32 connections, "
               "latency measured from each request's scheduled time (queueing counts). `unsent` = open-loop "
@@ -79,7 +104,8 @@ def main() -> int:
             ok = ov < 300
             verdicts.append(ok)
             md.append(f"| proxy p99 overhead over direct < 0.3 ms, 1x50, {fam}, 1 conn. | "
-                      f"{ms(p(pr))} - {ms(p(dr))} = **{ms(ov)} ms** (p50: {ms(p(pr, 'p50'))} vs {ms(p(dr, 'p50'))}) | "
+                      f"{ms(p(pr))} - {ms(p(dr))} = **{ms(ov)} ms** (p50: {ms(p(pr, 'p50'))} vs {ms(p(dr, 'p50'))})"
+                      f"{flag(pr) or flag(dr)} | "
                       f"{'met' if ok else 'NOT met'} |")
     for fam in ("sqlite", "redis"):
         for scen in ("read_1x50", "read_100x50"):
@@ -88,9 +114,11 @@ def main() -> int:
                 ratio = pr["throughput_rps"] / fr["throughput_rps"]
                 ok = ratio >= 20 and p(pr) <= p(fr)
                 verdicts.append(ok)
+                cp, cf = cpu_per_req(pr), cpu_per_req(fr)
+                cpu = f"; server CPU per request {cp:.0f} vs {cf:.0f} µs ({cf / cp:.1f}x)" if cp and cf else ""
                 md.append(f"| >= 20x feast serve throughput at equal or better p99, {scen}, {fam}, 32 conn. | "
                           f"{pr['throughput_rps']:.0f} / {fr['throughput_rps']:.0f} rps = **{ratio:.1f}x**; "
-                          f"p99 {ms(p(pr))} vs {ms(p(fr))} ms | {'met' if ok else 'NOT met'} |")
+                          f"p99 {ms(p(pr))} vs {ms(p(fr))} ms{cpu}{flag(pr) or flag(fr)} | {'met' if ok else 'NOT met'} |")
     for fam in ("sqlite", "redis"):
         for load in ("c1", "c8"):
             a, b = find(runs, "read_100x50", fam, "hos-proxy", load), find(runs, "read_1x50", fam, "hos-proxy", load)
@@ -98,8 +126,12 @@ def main() -> int:
                 ratio = p(a) / p(b)
                 ok = ratio < 2
                 verdicts.append(ok)
+                da, db = find(runs, "read_100x50", fam, "direct", load), find(runs, "read_1x50", fam, "direct", load)
+                floor = (f"; the direct floor's own ratio: {ms(p(da))} / {ms(p(db))} = {p(da) / p(db):.1f}x"
+                         if da and db else "")
                 md.append(f"| proxy 100-row p99 < 2x 1-row p99, {fam}, {LOAD_TEXT[load]} | "
-                          f"{ms(p(a))} / {ms(p(b))} = **{ratio:.1f}x** | {'met' if ok else 'NOT met'} |")
+                          f"{ms(p(a))} / {ms(p(b))} = **{ratio:.1f}x**{floor}{flag(a) or flag(b)} | "
+                          f"{'met' if ok else 'NOT met'} |")
     rl = res.get("reload")
     if rl:
         rphases = [ph for ph in rl["phases"] if ph["mode"] != "none"]
@@ -157,14 +189,15 @@ def main() -> int:
     for r in runs:
         lat = r["latency_us"]
         srv = r.get("server") or {}
-        cpu = f"{srv['cpu_s'] / r['ok'] * 1e6:.0f}" if srv.get("cpu_s") is not None and r["ok"] else "-"
+        c = cpu_per_req(r)
+        cpu = f"{c:.0f}" if c is not None else "-"
         rss = f"{srv['rss_kib_max'] / 1024:.1f}" if srv.get("rss_kib_max") else "-"
         errs = str(r["errors"]) + (f" ({', '.join(f'{k}: {v}' for k, v in r['error_kinds'].items())})"
                                    if r["errors"] else "")
         md.append(f"| {r['scenario']} | {r['backend']} | {LOAD_TEXT[r['load']]} | {r['target']} | "
                   f"{r['throughput_rps']:.0f} | {ms(lat['p50'])} | {ms(lat['p90'])} | {ms(lat['p99'])} | "
                   f"{ms(lat['p99.9'])} | {ms(lat['max'])} | {errs} | {r['unsent']} | {rss} | {cpu} | "
-                  f"{r.get('machine', {}).get('other_cpu_pct', '-')} |")
+                  f"{r.get('machine', {}).get('other_cpu_pct', '-')}{flag(r)} |")
     md.append("")
 
     if rl:
@@ -234,14 +267,15 @@ def main() -> int:
         for ax in list(axes.flat)[n:]:
             ax.axis("off")
         handles, labels = axes.flat[0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="upper center", ncol=6, fontsize=9)
-        fig.suptitle("Latency by load: p50 (solid) and p99 (light), lower is better", y=0.995, fontsize=12)
-        fig.tight_layout(rect=(0, 0, 1, 0.97))
+        fig.suptitle("Latency by load: p50 (solid) and p99 (light), lower is better", y=0.997, fontsize=12)
+        fig.legend(handles, labels, loc="upper center", ncol=6, fontsize=9, bbox_to_anchor=(0.5, 0.985))
+        fig.tight_layout(rect=(0, 0, 1, 0.955))
         fig.savefig(out / "latency.png", dpi=110)
         plt.close(fig)
         plots.append("latency.png")
 
-        fig, axes = plt.subplots(1, 2, figsize=(13, 4.2))
+        fig, axes = plt.subplots(2, 1, figsize=(14, 9))
+        short = {"c1": "c1", "c8": "c8", "c32": "c32", "r200": "200/s", "r1000": "1000/s"}
         for ax, kind in zip(axes, ("closed", "open")):
             loads = ["c1", "c8", "c32"] if kind == "closed" else ["r200", "r1000"]
             groups = [(s, f, lo) for (s, f) in scen_fams for lo in loads
@@ -251,14 +285,14 @@ def main() -> int:
                 vals = [(find(runs, s, f, t, lo) or {}).get("throughput_rps", 0) for (s, f, lo) in groups]
                 ax.bar([j + (i - 1) * width for j in range(len(groups))], vals, width, color=COLORS[t], label=t)
             ax.set_xticks(range(len(groups)),
-                          [f"{s.replace('read_', '').replace('write_', 'w')}\n{f}\n{LOAD_TEXT[lo]}"
-                           for (s, f, lo) in groups], fontsize=6.5)
+                          ["\n".join(s.replace("read_", "").split("_") + [f, short[lo]])
+                           for (s, f, lo) in groups], fontsize=7)
             ax.set_yscale("log")
             ax.set_ylabel("requests/s (log)")
-            ax.set_title("closed loop: throughput" if kind == "closed" else
-                         "open loop: achieved rate (offered 200 / 1000 rps)", fontsize=10)
+            ax.set_title("closed loop (cN = N connections): throughput, higher is better" if kind == "closed" else
+                         "open loop: achieved rate at an offered 200 or 1000 requests/s", fontsize=10, pad=24)
             ax.grid(axis="y", which="both", alpha=0.3)
-            ax.legend(fontsize=8)
+            ax.legend(fontsize=8, ncol=3, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
         fig.tight_layout()
         fig.savefig(out / "throughput.png", dpi=110)
         plt.close(fig)
@@ -272,10 +306,6 @@ def main() -> int:
             r = find(runs, "read_1x50", fam, t, "c1")
             if r:
                 ax.plot(qs, [p(r, q) / 1000 for q in qs], style, marker="o", color=COLORS[t], label=f"{t}, {fam}")
-    if rl:
-        for ph, style in zip(rl["phases"], (":", "-.")):
-            ax.plot(qs, [ph["latency_us"][q] / 1000 for q in qs], style, marker="x", color="black",
-                    label=f"hos-proxy, 1,000 views, reloads ({ph['mode']}, 8 conn.)")
     ax.set_yscale("log")
     ax.set_ylabel("latency (ms, log)")
     ax.set_title("read 1 row x 50 features, 1 connection: latency percentiles")
@@ -285,6 +315,32 @@ def main() -> int:
     fig.savefig(out / "percentiles_1x50.png", dpi=110)
     plt.close(fig)
     plots.append("percentiles_1x50.png")
+
+    if rl:
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.2), gridspec_kw={"width_ratios": [2, 1]})
+        qs2 = ["p50", "p90", "p99", "p99.9", "max"]
+        names = {"none": "no rewrites (baseline)", "atomic-rename": "rewrite by rename, 1/s",
+                 "in-place-rewrite": "rewrite in place, 1/s"}
+        for ph, style in zip(rl["phases"], ("-", "--", ":")):
+            a1.plot(qs2, [ph["latency_us"][q] / 1000 for q in qs2], style, marker="o", color="#d95f02",
+                    label=names.get(ph["mode"], ph["mode"]))
+        a1.set_yscale("log")
+        a1.set_ylabel("latency (ms, log)")
+        a1.set_title("hos-proxy, 1,000 views, read 1x50 at 8 connections", fontsize=10)
+        a1.grid(which="both", alpha=0.3)
+        a1.legend(fontsize=8)
+        short_names = {"none": "no rewrites", "atomic-rename": "by rename", "in-place-rewrite": "in place"}
+        a2.bar([short_names.get(ph["mode"], ph["mode"]) for ph in rl["phases"]],
+               [ph["server"].get("rss_kib_max", 0) / 1024 for ph in rl["phases"]], color="#d95f02")
+        a2.axhline(50, color="black", linestyle="--", linewidth=1)
+        a2.text(-0.4, 52, "target 50 MiB", fontsize=8)
+        a2.set_ylabel("max VmRSS (MiB)")
+        a2.set_title("proxy RSS", fontsize=10)
+        a2.tick_params(axis="x", labelsize=8)
+        fig.tight_layout()
+        fig.savefig(out / "reload.png", dpi=110)
+        plt.close(fig)
+        plots.append("reload.png")
 
     with open(out / "results.md", "a") as f:
         f.write("\n## Plots\n\n" + "\n".join(f"![{x}]({x})" for x in plots) + "\n")

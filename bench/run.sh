@@ -24,6 +24,9 @@
 #   BENCH_RELOAD_DURATION seconds of read load during routing-table rewrites (default 15)
 #   BENCH_FEAST_WORKERS   feast serve worker processes (default: nproc)
 #   BENCH_WAIT_IDLE_SECONDS  wait up to this long for a 1-minute load average below 1 before starting
+#   BENCH_MAX_OTHER_CPU   repeat a run (up to 2 more tries) when other processes used more than this
+#                         % of the machine's CPU during it (default 10)
+#   BENCH_RETRY_BUDGET    most repeated runs in the whole benchmark (default 15)
 #   BENCH_ONLY            comma-separated scenarios (read_1x50,read_100x50,read_multi,write_100x50,reload)
 #   HOS_PROXY_BIN         use this hos-proxy binary instead of building one
 #   HOS_BENCH_TARGET_DIR  cargo target dir for the release builds (default: <repo>/target)
@@ -44,12 +47,13 @@ log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 mkdir -p "$results"
 {
   printf 'cd %q && ' "$root"
-  for v in BENCH_DURATION BENCH_WARMUP BENCH_RELOAD_DURATION BENCH_FEAST_WORKERS BENCH_ONLY BENCH_WAIT_IDLE_SECONDS TMPDIR \
+  for v in BENCH_DURATION BENCH_WARMUP BENCH_RELOAD_DURATION BENCH_FEAST_WORKERS BENCH_ONLY BENCH_WAIT_IDLE_SECONDS \
+           BENCH_MAX_OTHER_CPU BENCH_RETRY_BUDGET TMPDIR \
            HOS_PROXY_BIN HOS_BENCH_TARGET_DIR HOS_BENCH_TOOLS HOS_CACHE; do
     if [[ -n "${!v:-}" ]]; then printf '%s=%q ' "$v" "${!v}"; fi
   done
   printf 'bench/run.sh'
-  printf ' %q' "$@"
+  if (( $# > 0 )); then printf ' %q' "$@"; fi
   printf '\n'
 } > "$results/command.txt"
 
@@ -134,7 +138,7 @@ fi
   echo "\$ uname -srvm"; uname -srvm
   echo "\$ rustc -V"; rustc -V
   echo "\$ cargo -V"; cargo -V
-  echo "\$ python (Feast venv)"; "$venv/bin/python" -V; "$venv/bin/feast" version 2>/dev/null | tail -n 1
+  echo "\$ python (Feast venv)"; "$venv/bin/python" -V; "$venv/bin/feast" version 2>/dev/null | tail -n 1 | sed 's/\x1b\[[0-9;]*m//g'
   echo "\$ redis-server --version"; redis-server --version
   echo "\$ hos-proxy --version"; "$proxy" --version
   echo "hos-proxy binary: $proxy (modified $(date -u -r "$proxy" +%Y-%m-%dT%H:%M:%SZ))"
@@ -154,6 +158,7 @@ log "running the harness"
   --duration "${BENCH_DURATION:-7}" --warmup "${BENCH_WARMUP:-1}" \
   --reload-duration "${BENCH_RELOAD_DURATION:-15}" \
   --feast-workers "${BENCH_FEAST_WORKERS:-$(nproc)}" \
+  --max-other-cpu "${BENCH_MAX_OTHER_CPU:-10}" --retry-budget "${BENCH_RETRY_BUDGET:-15}" \
   --only "${BENCH_ONLY:-}"
 
 log "writing results.md and plots"

@@ -286,7 +286,11 @@ fn parse_direct(line: &str) -> Result<DirectReq, String> {
                 fs.len() - 1
             }
         };
-        let name = if full { format!("{v}__{f}") } else { f.to_string() };
+        let name = if full {
+            format!("{v}__{f}")
+        } else {
+            f.to_string()
+        };
         columns.push((vi, fi, name));
     }
     // Feast groups columns by view, in order of first appearance.
@@ -361,7 +365,8 @@ impl HttpClient {
 
     fn post_inner(&mut self, body: &[u8]) -> Result<(u16, usize), String> {
         if self.conn.is_none() {
-            self.connect().map_err(|e| format!("connect: {}", io_kind(&e)))?;
+            self.connect()
+                .map_err(|e| format!("connect: {}", io_kind(&e)))?;
         }
         self.wbuf.clear();
         write!(
@@ -668,7 +673,10 @@ impl Direct {
         let mut names_out = Vec::new();
         let mut out = Vec::new();
         for (k, items) in &req.entities {
-            let values: Vec<Json> = items.iter().map(|j| value_to_json(&json_value(j))).collect();
+            let values: Vec<Json> = items
+                .iter()
+                .map(|j| value_to_json(&json_value(j)))
+                .collect();
             names_out.push(Json::String(k.clone()));
             out.push(json!({
                 "values": values,
@@ -973,7 +981,8 @@ fn run_phase(
             Ok(n) => {
                 t.ok += 1;
                 t.bytes += n as u64;
-                t.latencies_ns.push(done.duration_since(due).as_nanos() as u64);
+                t.latencies_ns
+                    .push(done.duration_since(due).as_nanos() as u64);
             }
             Err(e) => *t.errors.entry(e).or_default() += 1,
         }
@@ -1041,10 +1050,11 @@ fn main() {
             let grace = Duration::from_secs_f64(args.grace);
             barrier.wait(); // A
             let ws = starts.lock().expect("lock").0;
+            let mut warm_sent = 0;
             if args.warmup > 0.0 {
                 // Warm-up writes carry times before the measured ones, so a
                 // measured write is never skipped as stale.
-                run_phase(
+                warm_sent = run_phase(
                     &mut target,
                     &bodies,
                     &warm,
@@ -1054,12 +1064,13 @@ fn main() {
                     Duration::ZERO,
                     base_secs - 10_000_000,
                     false,
-                );
+                )
+                .sent;
             }
             barrier.wait(); // B
             barrier.wait(); // C
             let ms = starts.lock().expect("lock").1;
-            run_phase(
+            let t = run_phase(
                 &mut target,
                 &bodies,
                 &meas,
@@ -1069,7 +1080,8 @@ fn main() {
                 grace,
                 base_secs,
                 true,
-            )
+            );
+            (warm_sent, t)
         }));
     }
     starts.lock().expect("lock").0 = Instant::now();
@@ -1079,8 +1091,10 @@ fn main() {
     barrier.wait(); // C
     let measure_start = starts.lock().expect("lock").1;
     let mut total = Tally::default();
+    let mut warmup_sent = 0;
     for h in handles {
-        let t = h.join().expect("worker panicked");
+        let (w, t) = h.join().expect("worker panicked");
+        warmup_sent += w;
         total.ok += t.ok;
         total.sent += t.sent;
         total.bytes += t.bytes;
@@ -1124,6 +1138,7 @@ fn main() {
         "elapsed_s": num(elapsed),
         "scheduled": scheduled,
         "sent": total.sent,
+        "warmup_sent": warmup_sent,
         "ok": total.ok,
         "errors": errors,
         "error_kinds": total.errors,
