@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
 
 use api::entity_key::{self, SerializationVersion};
 use api::json::{format_timestamp, infer_key_value, json_to_value, value_to_json};
@@ -16,6 +15,7 @@ use backends::ReadRow;
 use serde_json::{Map, Value as Json, json};
 
 use crate::error::ApiError;
+use crate::guard::Op;
 use crate::metrics::Metrics;
 use crate::state::Snapshot;
 
@@ -24,30 +24,31 @@ use crate::state::Snapshot;
 pub struct Limits {
     pub max_body_bytes: usize,
     pub max_entity_rows: usize,
-    /// Bound on one backend call; past it the views on that backend fail
-    /// with 503 instead of holding the request.
-    pub backend_timeout: std::time::Duration,
+    /// Most feature references (or feature-service features) per request.
+    pub max_features: usize,
+    /// Longest accepted entity key value (string or bytes), in bytes.
+    pub max_key_bytes: usize,
 }
 
-/// Runs a backend call under the request's time bound.
-pub(crate) async fn bounded<T>(
-    limit: std::time::Duration,
-    call: impl Future<Output = Result<T, backends::BackendError>>,
-) -> Result<T, backends::BackendError> {
-    tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
-        Err(backends::BackendError::Unavailable(format!(
-            "no answer within {limit:?}"
-        )))
-    })
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 16 * 1024 * 1024,
+            max_entity_rows: 10_000,
+            max_features: 1_000,
+            max_key_bytes: 4_096,
+        }
+    }
 }
 
 const EPOCH: &str = "1970-01-01T00:00:00Z";
 
 /// One requested feature column.
-struct Column {
-    view: Arc<RoutedView>,
-    feature: String,
-    name: String,
+pub(crate) struct Column {
+    pub view: Arc<RoutedView>,
+    pub feature: String,
+    /// The column's name in the response (`view__feature` with full names).
+    pub name: String,
 }
 
 /// Entity rows of a request, by join key, all of one length.
@@ -104,6 +105,7 @@ pub(crate) fn view_keys(
     entities: &EntityColumns<'_>,
     version: SerializationVersion,
     field: &str,
+    limits: &Limits,
 ) -> Result<Vec<Vec<u8>>, ApiError> {
     let join_keys: Vec<&api::routing::JoinKey> = view.join_keys().collect();
     if join_keys.is_empty() {
@@ -138,24 +140,99 @@ pub(crate) fn view_keys(
         values.push(col);
     }
     let names: Vec<&str> = join_keys.iter().map(|k| k.name.as_str()).collect();
-    let mut keys = Vec::with_capacity(entities.rows);
+    let columns: Vec<&[Value]> = values.iter().map(Vec::as_slice).collect();
+    encode_keys(&names, &columns, entities.rows, version, field, limits)
+}
+
+/// Serializes one key per row from per-join-key value columns (all of
+/// `rows` values), refusing oversized string and bytes values.
+pub(crate) fn encode_keys(
+    names: &[&str],
+    columns: &[&[Value]],
+    rows: usize,
+    version: SerializationVersion,
+    field: &str,
+    limits: &Limits,
+) -> Result<Vec<Vec<u8>>, ApiError> {
+    for (name, col) in names.iter().zip(columns) {
+        if col.len() != rows {
+            return Err(ApiError::invalid(format!(
+                "`{field}.{name}` has {} values, expected {rows}",
+                col.len()
+            )));
+        }
+        for (i, v) in col.iter().enumerate() {
+            let len = match &v.val {
+                Some(api::proto::Val::StringVal(s)) => s.len(),
+                Some(api::proto::Val::BytesVal(b)) => b.len(),
+                _ => 0,
+            };
+            if len > limits.max_key_bytes {
+                return Err(ApiError::too_large(format!(
+                    "`{field}.{name}` row {i} is {len} bytes long; entity key values are limited to {} bytes",
+                    limits.max_key_bytes
+                )));
+            }
+        }
+    }
+    let mut keys = Vec::with_capacity(rows);
     let mut row_values: Vec<&Value> = Vec::with_capacity(names.len());
-    for r in 0..entities.rows {
+    for r in 0..rows {
         row_values.clear();
-        row_values.extend(values.iter().map(|c| &c[r]));
+        row_values.extend(columns.iter().map(|c| &c[r]));
         let mut out = Vec::with_capacity(16 + 24 * names.len());
-        entity_key::serialize_into(&names, &row_values, version, &mut out)
+        entity_key::serialize_into(names, &row_values, version, &mut out)
             .map_err(|e| ApiError::invalid(format!("`{field}` row {r}: {e}")))?;
         keys.push(out);
     }
     Ok(keys)
 }
 
-fn resolve_columns(
+/// Which features a request selects.
+pub(crate) enum Selection<'a> {
+    Service(&'a str),
+    Refs(Vec<&'a str>),
+}
+
+/// The selection of a JSON body: `feature_service`, else `features`.
+fn json_selection(body: &Map<String, Json>) -> Result<Selection<'_>, ApiError> {
+    match body.get("feature_service") {
+        None | Some(Json::Null) => {}
+        Some(Json::String(s)) => return Ok(Selection::Service(s)),
+        Some(_) => return Err(ApiError::invalid("`feature_service` must be a string")),
+    }
+    let refs = match body.get("features") {
+        None | Some(Json::Null) => Vec::new(),
+        Some(Json::Array(a)) => a
+            .iter()
+            .map(|r| {
+                r.as_str().ok_or_else(|| {
+                    ApiError::invalid(format!("feature reference {r} must be a string"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "`features` must be a list of \"<feature_view>:<feature>\" strings",
+            ));
+        }
+    };
+    Ok(Selection::Refs(refs))
+}
+
+/// The requested columns, grouped by view as Feast orders them, and each
+/// view with the features to read from it.
+pub(crate) struct Selected {
+    pub cols: Vec<Column>,
+    pub order: Vec<(Arc<RoutedView>, Vec<String>)>,
+}
+
+pub(crate) fn select(
     snap: &Snapshot,
-    body: &Map<String, Json>,
+    selection: Selection<'_>,
     full_names: bool,
-) -> Result<Vec<Column>, ApiError> {
+    limits: &Limits,
+) -> Result<Selected, ApiError> {
     let project = &snap.table.project;
     let view = |name: &str| {
         snap.views
@@ -164,84 +241,75 @@ fn resolve_columns(
             .ok_or_else(|| ApiError::view_not_found(name, project))
     };
     let mut cols = Vec::new();
-    let service = match body.get("feature_service") {
-        None | Some(Json::Null) => None,
-        Some(Json::String(s)) => Some(s.as_str()),
-        Some(_) => return Err(ApiError::invalid("`feature_service` must be a string")),
-    };
-    if let Some(name) = service {
-        let svc = snap
-            .table
-            .feature_services
-            .iter()
-            .find(|s| s.name == name)
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    "FeatureServiceNotFoundException",
-                    format!("Feature service {name} does not exist in project {project}"),
-                )
-            })?;
-        for p in &svc.projections {
-            let v = view(&p.feature_view)?;
-            let prefix = p.alias.clone().unwrap_or_else(|| v.name.clone());
-            let features: Vec<String> = if p.features.is_empty() {
-                v.features.iter().map(|f| f.name.clone()).collect()
-            } else {
-                p.features.clone()
-            };
-            for f in features {
-                let name = if full_names {
-                    format!("{prefix}__{f}")
+    match selection {
+        Selection::Service(name) => {
+            let svc = snap
+                .table
+                .feature_services
+                .iter()
+                .find(|s| s.name == name)
+                .ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::NOT_FOUND,
+                        "FeatureServiceNotFoundException",
+                        format!("Feature service {name} does not exist in project {project}"),
+                    )
+                })?;
+            for p in &svc.projections {
+                let v = view(&p.feature_view)?;
+                let prefix = p.alias.clone().unwrap_or_else(|| v.name.clone());
+                let features: Vec<String> = if p.features.is_empty() {
+                    v.features.iter().map(|f| f.name.clone()).collect()
                 } else {
-                    f.clone()
+                    p.features.clone()
+                };
+                for f in features {
+                    let name = if full_names {
+                        format!("{prefix}__{f}")
+                    } else {
+                        f.clone()
+                    };
+                    cols.push(Column {
+                        view: Arc::clone(&v),
+                        feature: f,
+                        name,
+                    });
+                }
+            }
+        }
+        Selection::Refs(refs) => {
+            if refs.len() > limits.max_features {
+                return Err(ApiError::too_large(format!(
+                    "{} feature references exceed the limit of {} per request",
+                    refs.len(),
+                    limits.max_features
+                )));
+            }
+            for s in refs {
+                let Some((vname, fname)) = s.split_once(':') else {
+                    return Err(ApiError::invalid(format!(
+                        "Invalid feature reference '{s}'. Expected format: '<feature_view>:<feature>'"
+                    )));
+                };
+                let v = view(vname)?;
+                if v.feature(fname).is_none() {
+                    return Err(ApiError::new(
+                        StatusCode::NOT_FOUND,
+                        "FeatureNotFoundException",
+                        format!("Feature {fname} not found in feature view {vname}"),
+                    ));
+                }
+                let name = if full_names {
+                    format!("{vname}__{fname}")
+                } else {
+                    fname.to_string()
                 };
                 cols.push(Column {
-                    view: Arc::clone(&v),
-                    feature: f,
+                    view: v,
+                    feature: fname.to_string(),
                     name,
                 });
             }
-        }
-    } else {
-        let refs = match body.get("features") {
-            None | Some(Json::Null) => Vec::new(),
-            Some(Json::Array(a)) => a.clone(),
-            Some(_) => {
-                return Err(ApiError::invalid(
-                    "`features` must be a list of \"<feature_view>:<feature>\" strings",
-                ));
-            }
-        };
-        for r in &refs {
-            let Some(s) = r.as_str() else {
-                return Err(ApiError::invalid(format!(
-                    "feature reference {r} must be a string"
-                )));
-            };
-            let Some((vname, fname)) = s.split_once(':') else {
-                return Err(ApiError::invalid(format!(
-                    "Invalid feature reference '{s}'. Expected format: '<feature_view>:<feature>'"
-                )));
-            };
-            let v = view(vname)?;
-            if v.feature(fname).is_none() {
-                return Err(ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    "FeatureNotFoundException",
-                    format!("Feature {fname} not found in feature view {vname}"),
-                ));
-            }
-            let name = if full_names {
-                format!("{vname}__{fname}")
-            } else {
-                fname.to_string()
-            };
-            cols.push(Column {
-                view: v,
-                feature: fname.to_string(),
-                name,
-            });
         }
     }
     if cols.is_empty() {
@@ -274,7 +342,144 @@ fn resolve_columns(
             ));
         }
     }
-    Ok(cols)
+    let mut order: Vec<(Arc<RoutedView>, Vec<String>)> = Vec::new();
+    for c in &cols {
+        match order.iter_mut().find(|(v, _)| v.name == c.view.name) {
+            Some((_, fs)) => {
+                if !fs.contains(&c.feature) {
+                    fs.push(c.feature.clone())
+                }
+            }
+            None => order.push((Arc::clone(&c.view), vec![c.feature.clone()])),
+        }
+    }
+    Ok(Selected { cols, order })
+}
+
+/// A view whose backend call failed; the request's other views still answer.
+#[derive(Debug, Clone)]
+pub(crate) struct ViewFailure {
+    pub view: String,
+    pub backend: String,
+    pub message: String,
+}
+
+/// One view's rows, or why its backend could not give them.
+pub(crate) type ViewRows = Result<Vec<Option<ReadRow>>, ViewFailure>;
+
+/// Reads every selected view from its backend concurrently, each call under
+/// its backend's guard. One failing backend fails only its views; when every
+/// view failed the request fails with 503 naming the backends.
+pub(crate) async fn read_views(
+    snap: &Snapshot,
+    selected: &Selected,
+    keys: Vec<Vec<Vec<u8>>>,
+    metrics: &Metrics,
+) -> Result<Vec<ViewRows>, ApiError> {
+    let project = snap.table.project.as_str();
+    let reads = selected
+        .order
+        .iter()
+        .zip(keys)
+        .map(|((view, features), keys)| async move {
+            let Some(backend) = snap.backend_of(view) else {
+                return Err(ViewFailure {
+                    view: view.name.clone(),
+                    backend: view.backend.clone(),
+                    message: format!("backend `{}` is not open", view.backend),
+                });
+            };
+            backend
+                .call(Op::Read, metrics, |store| {
+                    let keys = &keys;
+                    async move { store.read(project, view, keys, features).await }
+                })
+                .await
+                .map_err(|e| {
+                    tracing::warn!(backend = %backend.name, view = %view.name, error = %e, "backend read failed");
+                    ViewFailure {
+                        view: view.name.clone(),
+                        backend: backend.name.clone(),
+                        message: ApiError::backend(&backend.name, &e).message,
+                    }
+                })
+        });
+    let results = futures::future::join_all(reads).await;
+    let failures: Vec<&ViewFailure> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    if !results.is_empty() && failures.len() == results.len() {
+        let mut message = failures
+            .iter()
+            .map(|f| format!("feature view `{}`: {}", f.view, f.message))
+            .collect::<Vec<_>>()
+            .join("; ");
+        if failures.len() == 1 {
+            message = failures[0].message.clone();
+        }
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "BackendUnavailable",
+            message,
+        ));
+    }
+    Ok(results)
+}
+
+/// One response cell.
+pub(crate) enum Cell<'a> {
+    Present(&'a Value, backends::Timestamp),
+    NotFound,
+    /// Stored, but older than the view's ttl (Feast's Go server semantics:
+    /// null value, the stored event time).
+    OutsideMaxAge(backends::Timestamp),
+    /// The view's backend failed.
+    Invalid,
+}
+
+impl Cell<'_> {
+    pub fn status(&self) -> &'static str {
+        match self {
+            Cell::Present(..) => "PRESENT",
+            Cell::NotFound => "NOT_FOUND",
+            Cell::OutsideMaxAge(_) => "OUTSIDE_MAX_AGE",
+            Cell::Invalid => "INVALID",
+        }
+    }
+}
+
+/// Seconds since the epoch, now.
+pub(crate) fn now_seconds() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// The cells of one column, one per entity row. `ttl`: the view's
+/// `ttl_seconds` (None or 0: no limit); an event time older than
+/// `now - ttl` is outside the max age.
+pub(crate) fn column_cells<'a>(
+    rows: &'a ViewRows,
+    feature_index: usize,
+    entity_rows: usize,
+    ttl: Option<u64>,
+    now: i64,
+) -> impl Iterator<Item = Cell<'a>> + 'a {
+    let oldest = ttl
+        .filter(|t| *t > 0)
+        .map(|t| now.saturating_sub(i64::try_from(t).unwrap_or(i64::MAX)));
+    (0..entity_rows).map(move |r| match rows {
+        Err(_) => Cell::Invalid,
+        Ok(rows) => match rows.get(r).and_then(Option::as_ref).and_then(|row| {
+            row.values
+                .get(feature_index)?
+                .as_ref()
+                .map(|v| (v, row.event_ts))
+        }) {
+            None => Cell::NotFound,
+            Some((_, ts)) if oldest.is_some_and(|o| ts.seconds < o) => Cell::OutsideMaxAge(ts),
+            Some((v, ts)) => Cell::Present(v, ts),
+        },
+    })
 }
 
 /// Serves one `/get-online-features` request body.
@@ -305,56 +510,22 @@ pub async fn get_online_features(
         }
         None => return Err(ApiError::invalid("`entities` is required")),
     };
-    let cols = resolve_columns(snap, body, full_names)?;
+    let selected = select(snap, json_selection(body)?, full_names, limits)?;
     let version = snap.table.entity_key_serialization_version;
-
-    // Views in order of first appearance, each with its features.
-    let mut order: Vec<(Arc<RoutedView>, Vec<String>)> = Vec::new();
-    for c in &cols {
-        match order.iter_mut().find(|(v, _)| v.name == c.view.name) {
-            Some((_, fs)) => {
-                if !fs.contains(&c.feature) {
-                    fs.push(c.feature.clone())
-                }
-            }
-            None => order.push((Arc::clone(&c.view), vec![c.feature.clone()])),
-        }
-    }
-    let mut reads = Vec::with_capacity(order.len());
-    for (view, features) in &order {
-        let keys = view_keys(view, &entities, version, "entities")?;
-        let backend = snap.backend_of(view).cloned().ok_or_else(|| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "BackendUnavailable",
-                format!(
-                    "feature view `{}` routes to backend `{}`, which is not open",
-                    view.name, view.backend
-                ),
-            )
-        })?;
-        let project = snap.table.project.as_str();
-        reads.push(async move {
-            let start = Instant::now();
-            let res = match backend.store() {
-                Ok(store) => bounded(limits.backend_timeout, store.read(project, view, &keys, features)).await,
-                Err(e) => Err(e),
-            };
-            metrics.backend_call(&backend.name, "read", start.elapsed().as_secs_f64(), res.as_ref().err().map(|e| e.label()));
-            res.map_err(|e| {
-                tracing::warn!(backend = %backend.name, view = %view.name, error = %e, "backend read failed");
-                ApiError::backend(&backend.name, &e)
-            })
-        });
-    }
-    let results: Vec<Vec<Option<ReadRow>>> = futures::future::try_join_all(reads).await?;
-    let by_view: HashMap<&str, (&Vec<String>, &Vec<Option<ReadRow>>)> = order
+    let keys = selected
+        .order
+        .iter()
+        .map(|(view, _)| view_keys(view, &entities, version, "entities", limits))
+        .collect::<Result<Vec<_>, _>>()?;
+    let results = read_views(snap, &selected, keys, metrics).await?;
+    let by_view: HashMap<&str, (&Vec<String>, &ViewRows)> = selected
+        .order
         .iter()
         .zip(results.iter())
         .map(|((v, fs), rows)| (v.name.as_str(), (fs, rows)))
         .collect();
 
-    let mut names = Vec::with_capacity(entities.columns.len() + cols.len());
+    let mut names = Vec::with_capacity(entities.columns.len() + selected.cols.len());
     let mut out = Vec::with_capacity(names.capacity());
     // Join keys first, echoed in request order (typed where a view declares
     // the type); like Feast, keys that are no view's join key are dropped.
@@ -366,7 +537,8 @@ pub async fn get_online_features(
         if k == DUMMY_ENTITY_JOIN_KEY || !known {
             continue;
         }
-        let dtype = order
+        let dtype = selected
+            .order
             .iter()
             .flat_map(|(v, _)| v.join_keys())
             .find(|j| &j.name == k)
@@ -386,25 +558,26 @@ pub async fn get_online_features(
             "event_timestamps": vec![EPOCH; items.len()],
         }));
     }
-    for c in &cols {
+    let now = now_seconds();
+    for c in &selected.cols {
         let (features, rows) = by_view[c.view.name.as_str()];
         let fi = features.iter().position(|f| *f == c.feature).unwrap_or(0);
         let mut values = Vec::with_capacity(entities.rows);
         let mut statuses = Vec::with_capacity(entities.rows);
         let mut stamps = Vec::with_capacity(entities.rows);
-        for row in rows.iter() {
-            match row
-                .as_ref()
-                .and_then(|r| r.values[fi].as_ref().map(|v| (v, r.event_ts)))
-            {
-                Some((v, ts)) => {
+        for cell in column_cells(rows, fi, entities.rows, c.view.ttl_seconds, now) {
+            statuses.push(cell.status());
+            match cell {
+                Cell::Present(v, ts) => {
                     values.push(value_to_json(v));
-                    statuses.push("PRESENT");
                     stamps.push(Json::String(format_timestamp(ts.seconds, ts.nanos)));
                 }
-                None => {
+                Cell::OutsideMaxAge(ts) => {
                     values.push(Json::Null);
-                    statuses.push("NOT_FOUND");
+                    stamps.push(Json::String(format_timestamp(ts.seconds, ts.nanos)));
+                }
+                Cell::NotFound | Cell::Invalid => {
+                    values.push(Json::Null);
                     stamps.push(Json::String(EPOCH.to_string()));
                 }
             }
@@ -419,11 +592,20 @@ pub async fn get_online_features(
         .and_then(Json::as_bool)
         == Some(true)
     {
-        let views: Vec<Json> = order
+        let views: Vec<Json> = selected
+            .order
             .iter()
             .map(|(v, _)| json!({ "name": v.name }))
             .collect();
         metadata.insert("feature_view_metadata".into(), Json::Array(views));
+    }
+    let errors: Vec<Json> = results
+        .iter()
+        .filter_map(|r| r.as_ref().err())
+        .map(|f| json!({"feature_view": f.view, "backend": f.backend, "message": f.message}))
+        .collect();
+    if !errors.is_empty() {
+        metadata.insert("errors".into(), Json::Array(errors));
     }
     let mut resp = Map::new();
     resp.insert("results".into(), Json::Array(out));

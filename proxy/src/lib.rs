@@ -7,6 +7,7 @@ pub mod config;
 pub mod configmap;
 pub mod error;
 pub mod features;
+pub mod guard;
 pub mod metrics;
 pub mod server;
 pub mod state;

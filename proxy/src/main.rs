@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use proxy::config::ConfigSource;
 use proxy::configmap::ConfigMapSource;
 use proxy::features::Limits;
+use proxy::guard::GuardConfig;
 use proxy::server::{AppState, router};
 use proxy::state::{Shared, build_snapshot, provision, reload, spawn_reloader};
 
@@ -123,12 +124,31 @@ struct ServeArgs {
     /// Largest accepted request body, in bytes (larger: 413).
     #[arg(long, env = "HOS_MAX_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
     max_body_bytes: usize,
-    /// Milliseconds one backend call may take before its views answer 503.
+    /// Milliseconds one backend call may take (a read's retry included)
+    /// before its views fail (INVALID columns, or 503 when nothing else answers).
     #[arg(long, env = "HOS_BACKEND_TIMEOUT_MS", default_value_t = 5000)]
     backend_timeout_ms: u64,
+    /// Most calls in flight to one backend; more wait for a slot within the timeout.
+    #[arg(long, env = "HOS_BACKEND_MAX_IN_FLIGHT", default_value_t = 256)]
+    backend_max_in_flight: usize,
+    /// Consecutive failed calls that open a backend's circuit (0: no breaker).
+    #[arg(long, env = "HOS_BREAKER_FAILURES", default_value_t = 5)]
+    breaker_failures: u32,
+    /// Milliseconds an open circuit fails calls at once before one probe call.
+    #[arg(long, env = "HOS_BREAKER_COOLDOWN_MS", default_value_t = 2000)]
+    breaker_cooldown_ms: u64,
+    /// Retries of failed reads allowed per read (the retry budget's ratio; 0: no retries).
+    #[arg(long, env = "HOS_RETRY_RATIO", default_value_t = 0.1)]
+    retry_ratio: f64,
     /// Most entity rows per request (more: 413).
     #[arg(long, env = "HOS_MAX_ENTITY_ROWS", default_value_t = 10_000)]
     max_entity_rows: usize,
+    /// Most feature references per request (more: 413).
+    #[arg(long, env = "HOS_MAX_FEATURES", default_value_t = 1_000)]
+    max_features: usize,
+    /// Longest entity key value (string or bytes) accepted, in bytes (longer: 413).
+    #[arg(long, env = "HOS_MAX_KEY_BYTES", default_value_t = 4_096)]
+    max_key_bytes: usize,
     /// Seconds between checks of the configuration files, besides file-change events.
     #[arg(long, env = "HOS_POLL_SECONDS", default_value_t = 2.0)]
     poll_seconds: f64,
@@ -174,7 +194,19 @@ async fn shutdown_signal() {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let shared = Arc::new(Shared::new(args.source.secrets_dir.clone()));
+    let guard = GuardConfig {
+        timeout: Duration::from_millis(args.backend_timeout_ms.max(1)),
+        max_in_flight: args.backend_max_in_flight.max(1),
+        breaker_failures: args.breaker_failures,
+        breaker_cooldown: Duration::from_millis(args.breaker_cooldown_ms),
+        retry_ratio: args.retry_ratio.max(0.0),
+        retry_floor_per_sec: if args.retry_ratio > 0.0 { 5.0 } else { 0.0 },
+    };
+    let shared = Arc::new(
+        Shared::new(args.source.secrets_dir.clone())
+            .with_guard(guard)
+            .with_apply(args.apply),
+    );
     if let Some(spec) = &args.source.configmap {
         // Through the API: serve at once, ready when the first version loads.
         let source = ConfigMapSource::parse(
@@ -205,7 +237,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         limits: Limits {
             max_body_bytes: args.max_body_bytes,
             max_entity_rows: args.max_entity_rows,
-            backend_timeout: Duration::from_millis(args.backend_timeout_ms.max(1)),
+            max_features: args.max_features,
+            max_key_bytes: args.max_key_bytes,
         },
     });
     let listener = tokio::net::TcpListener::bind(args.listen)

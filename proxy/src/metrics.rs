@@ -62,6 +62,9 @@ pub struct Metrics {
     feature_views: Gauge<i64, std::sync::atomic::AtomicI64>,
     views_per_backend: Family<BackendNameLabels, Gauge>,
     backend_up: Family<BackendNameLabels, Gauge>,
+    backend_retries: Family<BackendLabels, Counter>,
+    backend_rejected: Family<BackendErrorLabels, Counter>,
+    circuit_open: Family<BackendNameLabels, Gauge>,
     known_backends: Mutex<Vec<String>>,
 }
 
@@ -130,8 +133,29 @@ impl Metrics {
             "1 when the backend is connected and healthy, else 0",
             backend_up.clone(),
         );
+        let backend_retries = Family::<BackendLabels, Counter>::default();
+        registry.register(
+            "backend_retries",
+            "Backend calls retried (idempotent reads only, within the retry budget)",
+            backend_retries.clone(),
+        );
+        let backend_rejected = Family::<BackendErrorLabels, Counter>::default();
+        registry.register(
+            "backend_rejected",
+            "Backend calls refused without reaching the backend (circuit_open, saturated)",
+            backend_rejected.clone(),
+        );
+        let circuit_open = Family::<BackendNameLabels, Gauge>::default();
+        registry.register(
+            "backend_circuit_open",
+            "1 while the backend's circuit breaker refuses calls, else 0",
+            circuit_open.clone(),
+        );
         Metrics {
             backend_up,
+            backend_retries,
+            backend_rejected,
+            circuit_open,
             registry,
             requests,
             request_seconds,
@@ -176,6 +200,39 @@ impl Metrics {
                 })
                 .inc();
         }
+    }
+
+    /// What the backend's guard did with one call.
+    pub fn backend_guarded(
+        &self,
+        backend: &str,
+        op: &'static str,
+        retries: u32,
+        rejected: Option<&'static str>,
+        circuit_open: bool,
+    ) {
+        if retries > 0 {
+            self.backend_retries
+                .get_or_create(&BackendLabels {
+                    backend: backend.to_string(),
+                    op,
+                })
+                .inc_by(u64::from(retries));
+        }
+        if let Some(reason) = rejected {
+            self.backend_rejected
+                .get_or_create(&BackendErrorLabels {
+                    backend: backend.to_string(),
+                    op,
+                    reason,
+                })
+                .inc();
+        }
+        self.circuit_open
+            .get_or_create(&BackendNameLabels {
+                backend: backend.to_string(),
+            })
+            .set(i64::from(circuit_open));
     }
 
     pub fn backend_up(&self, backend: &str, up: bool) {

@@ -133,22 +133,36 @@ async fn ready_handler(State(state): State<Arc<AppState>>) -> Response {
         Some(snap) => {
             let mut names: Vec<&String> = snap.backends.keys().collect();
             names.sort();
+            let mut up = 0;
             let backends: serde_json::Map<String, Json> = names
                 .into_iter()
                 .map(|n| {
-                    let detail = match snap.backends[n].down_reason() {
-                        None => json!({"ready": true}),
+                    let b = &snap.backends[n];
+                    let mut detail = match b.down_reason() {
+                        None => {
+                            up += 1;
+                            json!({"ready": true})
+                        }
                         Some(reason) => json!({"ready": false, "reason": reason}),
                     };
+                    if let Some(c) = b.guard.open_reason() {
+                        detail["circuit"] = Json::String(c);
+                    }
                     (n.clone(), detail)
                 })
                 .collect();
-            // The proxy is ready once routes are loaded: a backend that is
-            // down fails only its own views, which /ready details.
+            // Ready while routes are loaded and some backend answers: a
+            // backend that is down fails only its own views (detailed
+            // here); with every backend down nothing can be served.
+            let ready = up > 0 || snap.backends.is_empty();
             json_response(
-                StatusCode::OK,
+                if ready {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                },
                 json!({
-                    "ready": true,
+                    "ready": ready,
                     "routing_version": snap.version,
                     "project": snap.table.project,
                     "feature_views": snap.views.len(),

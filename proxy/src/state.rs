@@ -17,6 +17,7 @@ use notify::Watcher;
 use tokio::sync::mpsc;
 
 use crate::config::{ConfigSource, Loaded};
+use crate::guard::{Guard, GuardConfig, Op};
 use crate::metrics::Metrics;
 
 /// A backend of the routing table. It may be down (unreachable at start,
@@ -30,6 +31,8 @@ pub struct BackendHandle {
     store: ArcSwapOption<Arc<dyn OnlineStore>>,
     /// Why the backend is down; `None` while it is up.
     down: std::sync::Mutex<Option<String>>,
+    /// Bounds every call to it (time, concurrency, retries, circuit).
+    pub guard: Guard,
 }
 
 /// The cause of a failure, without the "backend unavailable" prefix the
@@ -61,20 +64,73 @@ impl BackendHandle {
         self.down.lock().ok().and_then(|d| d.clone())
     }
 
-    fn set_down(&self, reason: Option<String>, metrics: &Metrics) {
+    /// Records the backend's health; true when it just came back up.
+    fn set_down(&self, reason: Option<String>, metrics: &Metrics) -> bool {
         metrics.backend_up(&self.name, reason.is_none());
+        let mut recovered = false;
         if let Ok(mut d) = self.down.lock() {
             match (&*d, &reason) {
                 (None, Some(r)) => {
                     tracing::warn!(backend = %self.name, reason = %r, "backend down")
                 }
-                (Some(_), None) => tracing::info!(backend = %self.name, "backend up"),
+                (Some(_), None) => {
+                    tracing::info!(backend = %self.name, "backend up");
+                    recovered = true;
+                }
                 _ => {}
             }
             *d = reason;
         }
+        if recovered {
+            self.guard.reset();
+        }
+        recovered
     }
 
+    /// Runs one call against the backend under its guard, and records it.
+    pub async fn call<T, F, Fut>(
+        &self,
+        op: Op,
+        metrics: &Metrics,
+        mut f: F,
+    ) -> Result<T, backends::BackendError>
+    where
+        F: FnMut(Arc<dyn OnlineStore>) -> Fut,
+        Fut: Future<Output = Result<T, backends::BackendError>>,
+    {
+        let start = std::time::Instant::now();
+        let out = self
+            .guard
+            .run(op, || {
+                let call = self.store().map(&mut f);
+                async move {
+                    match call {
+                        Ok(fut) => fut.await,
+                        Err(e) => Err(e),
+                    }
+                }
+            })
+            .await;
+        metrics.backend_guarded(
+            &self.name,
+            op.label(),
+            out.retries,
+            out.rejected,
+            out.circuit_open,
+        );
+        metrics.backend_call(
+            &self.name,
+            op.label(),
+            start.elapsed().as_secs_f64(),
+            out.result
+                .as_ref()
+                .err()
+                .map(|e| out.rejected.unwrap_or(e.label())),
+        );
+        out.result
+    }
+
+    /// Opens the store; true when the backend was down and is now up.
     async fn connect(&self, metrics: &Metrics) -> bool {
         let b = api::routing::Backend {
             name: self.name.clone(),
@@ -84,8 +140,7 @@ impl BackendHandle {
         match backends::open(&b, &self.open_ctx).await {
             Ok(store) => {
                 self.store.store(Some(Arc::new(store)));
-                self.set_down(None, metrics);
-                true
+                self.set_down(None, metrics)
             }
             Err(e) => {
                 self.set_down(Some(reason(&e)), metrics);
@@ -103,14 +158,38 @@ fn spawn_monitor(handle: &Arc<BackendHandle>, shared_metrics: Arc<Shared>) {
             tokio::time::sleep(HEALTH_INTERVAL).await;
             let Some(h) = weak.upgrade() else { break };
             let metrics = &shared_metrics.metrics;
-            match h.store.load_full() {
-                None => {
-                    h.connect(metrics).await;
+            let recovered = match h.store.load_full() {
+                None => h.connect(metrics).await,
+                Some(store) => {
+                    let health = tokio::time::timeout(h.guard.config().timeout, store.check())
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(backends::BackendError::Unavailable(
+                                "health check timed out".into(),
+                            ))
+                        });
+                    match health {
+                        Ok(()) => h.set_down(None, metrics),
+                        Err(e) => h.set_down(Some(reason(&e)), metrics),
+                    }
                 }
-                Some(store) => match store.check().await {
-                    Ok(()) => h.set_down(None, metrics),
-                    Err(e) => h.set_down(Some(reason(&e)), metrics),
-                },
+            };
+            // A backend that comes back (a restarted server may have lost
+            // its schema) gets its views' tables again under `--apply`.
+            if recovered
+                && shared_metrics.apply
+                && let Some(snap) = shared_metrics.current.load_full()
+            {
+                match provision_backend(&snap, &h.name).await {
+                    Ok(done) => {
+                        for line in done {
+                            tracing::info!(object = %line, "provisioned after recovery");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(backend = %h.name, error = %e, "provisioning after recovery failed")
+                    }
+                }
             }
         }
     });
@@ -169,6 +248,7 @@ pub async fn build_snapshot(
                     open_ctx: open_ctx.clone(),
                     store: ArcSwapOption::empty(),
                     down: std::sync::Mutex::new(None),
+                    guard: Guard::new(shared.map(|s| s.guard).unwrap_or_default()),
                 });
                 match shared {
                     // Serving: a backend that is down now is retried in the
@@ -209,8 +289,20 @@ pub async fn build_snapshot(
 
 /// Creates every view's tables in its backend (standalone `--apply`).
 pub async fn provision(snapshot: &Snapshot) -> Result<Vec<String>, String> {
+    provision_views(snapshot, None).await
+}
+
+/// Creates the tables of the views routed to `backend`.
+pub async fn provision_backend(snapshot: &Snapshot, backend: &str) -> Result<Vec<String>, String> {
+    provision_views(snapshot, Some(backend)).await
+}
+
+async fn provision_views(snapshot: &Snapshot, only: Option<&str>) -> Result<Vec<String>, String> {
     let mut done = Vec::new();
     for view in snapshot.views.values() {
+        if only.is_some_and(|b| b != view.backend) {
+            continue;
+        }
         let Some(b) = snapshot.backend_of(view) else {
             continue;
         };
@@ -242,6 +334,10 @@ pub struct Shared {
     pub metrics: Metrics,
     /// Where credential files of the routing table resolve (`--secrets-dir`).
     pub secrets_dir: PathBuf,
+    /// Bounds of every backend call.
+    pub guard: GuardConfig,
+    /// `--apply`: provision tables on load and when a backend recovers.
+    pub apply: bool,
 }
 
 impl Shared {
@@ -250,7 +346,19 @@ impl Shared {
             current: ArcSwapOption::empty(),
             metrics: Metrics::new(),
             secrets_dir,
+            guard: GuardConfig::default(),
+            apply: false,
         }
+    }
+
+    pub fn with_guard(mut self, guard: GuardConfig) -> Shared {
+        self.guard = guard;
+        self
+    }
+
+    pub fn with_apply(mut self, apply: bool) -> Shared {
+        self.apply = apply;
+        self
     }
 }
 

@@ -2,7 +2,6 @@
 //! becomes rows written to the view's backend.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use api::json::{json_to_value, parse_timestamp};
 use api::routing::RoutedView;
@@ -12,6 +11,7 @@ use serde_json::{Map, Value as Json};
 
 use crate::error::ApiError;
 use crate::features::{Limits, entity_columns, view_keys};
+use crate::guard::Op;
 use crate::metrics::Metrics;
 use crate::state::Snapshot;
 
@@ -103,6 +103,7 @@ fn rows_from_df(
         &entities,
         snap.table.entity_key_serialization_version,
         "df",
+        limits,
     )?;
     let mut rows = Vec::with_capacity(entities.rows);
     for (r, entity_key) in keys.into_iter().enumerate() {
@@ -147,27 +148,18 @@ async fn write_view(
             format!("backend `{}` is not open", view.backend),
         )
     })?;
-    let start = Instant::now();
-    let res = match backend.store() {
-        Ok(store) => {
-            crate::features::bounded(
-                limits.backend_timeout,
-                store.write(&snap.table.project, view, rows),
-            )
-            .await
-        }
-        Err(e) => Err(e),
-    };
-    metrics.backend_call(
-        &backend.name,
-        "write",
-        start.elapsed().as_secs_f64(),
-        res.as_ref().err().map(|e| e.label()),
-    );
-    res.map_err(|e| {
-        tracing::warn!(backend = %backend.name, view = %view.name, error = %e, "backend write failed");
-        ApiError::backend(&backend.name, &e)
-    })
+    // Writes are not retried: the closure runs once and takes the rows.
+    let mut rows = Some(rows);
+    backend
+        .call(Op::Write, metrics, |store| {
+            let rows = rows.take().unwrap_or_default();
+            async move { store.write(&snap.table.project, view, rows).await }
+        })
+        .await
+        .map_err(|e| {
+            tracing::warn!(backend = %backend.name, view = %view.name, error = %e, "backend write failed");
+            ApiError::backend(&backend.name, &e)
+        })
 }
 
 fn df_of(body: &Map<String, Json>) -> Result<&Map<String, Json>, ApiError> {

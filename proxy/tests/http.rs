@@ -34,6 +34,12 @@ tags: {team: team_b}
 name: stats
 schema: [{name: active, dtype: int64}]
 tags: {team: team_b}
+---
+name: sessions
+entities: [{name: user, join_keys: [user_id], dtype: int64}]
+schema: [{name: clicks, dtype: int64}]
+ttl: 1h
+tags: {team: team_a}
 "#;
 
 struct Proxy {
@@ -74,7 +80,8 @@ async fn start(limits: Limits) -> Proxy {
 const DEFAULT_LIMITS: Limits = Limits {
     max_body_bytes: 1 << 20,
     max_entity_rows: 100,
-    backend_timeout: std::time::Duration::from_secs(5),
+    max_features: 50,
+    max_key_bytes: 256,
 };
 
 impl Proxy {
@@ -156,7 +163,7 @@ async fn routes_each_team_to_its_own_file_and_reads_back() {
 
     let a = p.dir.path().join("a.db");
     let b = p.dir.path().join("b.db");
-    assert_eq!(tables(&a), vec!["demo_users"]);
+    assert_eq!(tables(&a), vec!["demo_sessions", "demo_users"]);
     assert_eq!(tables(&b), vec!["demo_orders", "demo_stats"]);
     assert_eq!(rows(&a, "demo_users"), 6);
     assert_eq!(rows(&b, "demo_orders"), 1);
@@ -234,7 +241,8 @@ async fn malformed_requests_get_4xx_naming_the_problem() {
     let p = start(Limits {
         max_body_bytes: 4096,
         max_entity_rows: 5,
-        backend_timeout: std::time::Duration::from_secs(5),
+        max_features: 3,
+        max_key_bytes: 16,
     })
     .await;
     let cases: Vec<(Value, u16, &str)> = vec![
@@ -294,6 +302,16 @@ async fn malformed_requests_get_4xx_naming_the_problem() {
             "Feature service nope does not exist",
         ),
         (json!([1, 2]), 422, "must be a JSON object"),
+        (
+            json!({"features": ["users:age", "users:tags", "users:score", "orders:total"], "entities": {"user_id": [1]}}),
+            413,
+            "4 feature references exceed the limit of 3",
+        ),
+        (
+            json!({"features": ["orders:total"], "entities": {"user_id": [1], "shop_id": ["s".repeat(17)]}}),
+            413,
+            "`entities.shop_id` row 0 is 17 bytes long; entity key values are limited to 16 bytes",
+        ),
     ];
     for (body, status, msg) in cases {
         let (s, resp) = p.post_json("/get-online-features", body.clone()).await;
@@ -419,4 +437,121 @@ async fn bad_reload_keeps_serving_the_previous_routes() {
     .unwrap();
     assert_eq!(reload(&p.shared, &p.source, true).await.unwrap(), 2);
     assert!(tables(&p.dir.path().join("b.db")).contains(&"demo_users".to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ttl_at_retrieval_marks_old_values_outside_max_age() {
+    let p = start(DEFAULT_LIMITS).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    // ttl 1h: 59 minutes old is served, 61 minutes old is not.
+    let (s, body) = p
+        .post_json(
+            "/write-to-online-store",
+            json!({"feature_view_name": "sessions", "df": {
+                "user_id": [1, 2],
+                "clicks": [10, 20],
+                "event_timestamp": [now - 59 * 60, now - 61 * 60],
+            }}),
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+    let (s, body) = p
+        .post_json(
+            "/get-online-features",
+            json!({"features": ["sessions:clicks"], "entities": {"user_id": [1, 2, 3]}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+    let col = &body["results"][1];
+    assert_eq!(col["values"], json!([10, null, null]));
+    assert_eq!(
+        col["statuses"],
+        json!(["PRESENT", "OUTSIDE_MAX_AGE", "NOT_FOUND"])
+    );
+    // The expired cell keeps its stored event time, as Feast's Go server does.
+    let stamp = col["event_timestamps"][1].as_str().unwrap();
+    let ts = chrono::DateTime::parse_from_rfc3339(stamp).unwrap();
+    assert_eq!(ts.timestamp(), now - 61 * 60);
+    // A view without ttl serves any age (the old rows of the other tests).
+    let (s, _) = p
+        .post_json(
+            "/write-to-online-store",
+            json!({"feature_view_name": "users", "df": {
+                "user_id": [7], "age": [3], "tags": [["a"]], "score": [1.5],
+                "event_timestamp": ["2001-01-01T00:00:00Z"],
+            }}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (_, body) = p
+        .post_json(
+            "/get-online-features",
+            json!({"features": ["users:age"], "entities": {"user_id": [7]}}),
+        )
+        .await;
+    assert_eq!(body["results"][1]["statuses"], json!(["PRESENT"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_backend_fails_only_its_views() {
+    let p = start(DEFAULT_LIMITS).await;
+    let (s, _) = p
+        .post_json(
+            "/write-to-online-store",
+            json!({"feature_view_name": "users", "df": {
+                "user_id": [1], "age": [30], "tags": [["x"]], "score": [0.5],
+                "event_timestamp": ["2024-05-01T12:34:56Z"],
+            }}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    // team_b's store loses its tables behind the proxy's back.
+    let b = rusqlite::Connection::open(p.dir.path().join("b.db")).unwrap();
+    b.execute_batch("DROP TABLE demo_orders; DROP TABLE demo_stats;")
+        .unwrap();
+    let (s, body) = p
+        .post_json(
+            "/get-online-features",
+            json!({"features": ["users:age", "orders:total"], "entities": {"user_id": [1], "shop_id": ["s1"]}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(
+        body["metadata"]["feature_names"],
+        json!(["user_id", "shop_id", "age", "total"])
+    );
+    assert_eq!(body["results"][2]["values"], json!([30]));
+    assert_eq!(body["results"][2]["statuses"], json!(["PRESENT"]));
+    assert_eq!(body["results"][3]["values"], json!([null]));
+    assert_eq!(body["results"][3]["statuses"], json!(["INVALID"]));
+    let errors = body["metadata"]["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0]["feature_view"], "orders");
+    assert_eq!(errors[0]["backend"], "team_b");
+    let msg = errors[0]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("backend `team_b` failed") && msg.contains("demo_orders"),
+        "{msg}"
+    );
+    // Only failed views: 503 naming the backend.
+    let (s, body) = p
+        .post_json(
+            "/get-online-features",
+            json!({"features": ["stats:active"], "entities": {}}),
+        )
+        .await;
+    assert_eq!(s, 503, "{body}");
+    assert!(message(&body).contains("backend `team_b` failed"), "{body}");
+    // A healthy view alone carries no errors.
+    let (s, body) = p
+        .post_json(
+            "/get-online-features",
+            json!({"features": ["users:age"], "entities": {"user_id": [1]}}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert!(body["metadata"].get("errors").is_none(), "{body}");
 }

@@ -5,8 +5,9 @@ port (a free port nobody listens on). The proxy starts anyway:
 - GET /ready is 200 and its `backends` detail marks the Redis backend not
   ready, with a reason, and the SQLite backend ready;
 - hos_proxy_backend_up{backend=...} is 0 for Redis and 1 for SQLite;
-- views on SQLite serve normally; requests for views on Redis answer 503
-  with a Feast-shaped error whose message names the backend.
+- views on SQLite serve normally; requests for views on Redis alone answer
+  503 with a Feast-shaped error whose message names the backend; a request
+  for both answers 200 with the Redis columns INVALID and `metadata.errors`.
 """
 
 import sqlite3
@@ -94,11 +95,21 @@ def check_down_contract(proxy):
     cols = H.columns(r.json())
     assert cols["val"]["values"] == ["ok", None] and cols["n"]["statuses"] == ["PRESENT", "NOT_FOUND"], cols
 
-    # the Redis views: 503 naming the backend
+    # a read of both views: 200, the SQLite view's values, the Redis view's
+    # column INVALID, and metadata.errors naming the view and the backend
+    r = proxy.post("/get-online-features", {"features": ["sq_view:val", "rd_view:val"], "entities": {"user_id": [1]},
+                                            "full_feature_names": True})
+    assert r.status_code == 200, f"read of both views: {r.status_code} {r.text[:500]}"
+    cols = H.columns(r.json())
+    assert cols["sq_view__val"]["values"] == ["ok"] and cols["sq_view__val"]["statuses"] == ["PRESENT"], cols
+    assert cols["rd_view__val"]["values"] == [None] and cols["rd_view__val"]["statuses"] == ["INVALID"], cols
+    errors = r.json()["metadata"]["errors"]
+    assert [(e["feature_view"], e["backend"]) for e in errors] == [("rd_view", "cache_down")], errors
+    assert "cache_down" in errors[0]["message"], errors
+
+    # the Redis view alone: 503 naming the backend
     for what, path, body in [
         ("read", "/get-online-features", {"features": ["rd_view:val"], "entities": {"user_id": [1]}}),
-        ("read of both views", "/get-online-features",
-         {"features": ["sq_view:val", "rd_view:val"], "entities": {"user_id": [1]}, "full_feature_names": True}),
         ("write", "/write-to-online-store", {"feature_view_name": "rd_view", "df": {
             "user_id": [1], "val": ["x"], "n": [1], "event_timestamp": ["2024-05-01T00:00:00Z"]}}),
     ]:
