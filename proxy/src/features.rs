@@ -14,6 +14,7 @@ use axum::http::StatusCode;
 use backends::ReadRow;
 use serde_json::{Map, Value as Json, json};
 
+use crate::auth::{Access, Principal};
 use crate::error::ApiError;
 use crate::guard::Op;
 use crate::metrics::Metrics;
@@ -488,6 +489,7 @@ pub async fn get_online_features(
     body: &Json,
     limits: &Limits,
     metrics: &Metrics,
+    principal: &Principal,
 ) -> Result<Json, ApiError> {
     let Json::Object(body) = body else {
         return Err(ApiError::invalid("request body must be a JSON object"));
@@ -511,6 +513,11 @@ pub async fn get_online_features(
         None => return Err(ApiError::invalid("`entities` is required")),
     };
     let selected = select(snap, json_selection(body)?, full_names, limits)?;
+    principal.authorize(
+        snap,
+        selected.order.iter().map(|(v, _)| v.as_ref()),
+        Access::Read,
+    )?;
     let version = snap.table.entity_key_serialization_version;
     let keys = selected
         .order

@@ -3,10 +3,12 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod auth;
 pub mod config;
 pub mod configmap;
 pub mod error;
 pub mod features;
+pub mod grpc;
 pub mod guard;
 pub mod metrics;
 pub mod server;

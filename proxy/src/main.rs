@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use proxy::auth::Authenticator;
 use proxy::config::ConfigSource;
 use proxy::configmap::ConfigMapSource;
 use proxy::features::Limits;
 use proxy::guard::GuardConfig;
-use proxy::server::{AppState, router};
+use proxy::server::{AppState, TlsFiles, grpc_router, router, serve_listener, tls_config};
 use proxy::state::{Shared, build_snapshot, provision, reload, spawn_reloader};
 
 #[derive(Parser)]
@@ -31,7 +32,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve Feast's HTTP feature-server API.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Create every feature view's tables in the backend it routes to, then exit.
     Apply(SourceArgs),
     /// Drop the storage of the named feature views (all views if none are
@@ -152,6 +153,29 @@ struct ServeArgs {
     /// Seconds between checks of the configuration files, besides file-change events.
     #[arg(long, env = "HOS_POLL_SECONDS", default_value_t = 2.0)]
     poll_seconds: f64,
+    /// Also serve Feast's gRPC ServingService (GetOnlineFeatures) on this
+    /// address (Feast's Go/Java servers use 6566 for it).
+    #[arg(long, env = "HOS_GRPC_LISTEN")]
+    grpc_listen: Option<SocketAddr>,
+    /// PEM certificate chain: serve HTTP and gRPC over TLS (rustls). The
+    /// file pair is re-read when it changes (e.g. cert-manager renewal).
+    #[arg(long, env = "HOS_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "HOS_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Seconds between checks of the TLS files for a new certificate.
+    #[arg(long, env = "HOS_TLS_CHECK_SECONDS", default_value_t = 5.0)]
+    tls_check_seconds: f64,
+    /// Principals file (YAML, mount it from a Secret): bearer tokens and the
+    /// projects, teams and access each may use. Without it, no authentication.
+    #[arg(long, env = "HOS_AUTH_CONFIG")]
+    auth_config: Option<PathBuf>,
+    /// Verify bearer tokens not listed in --auth-config with a Kubernetes
+    /// TokenReview (in-cluster or $KUBECONFIG credentials); principals name
+    /// the reviewed users or groups.
+    #[arg(long, env = "HOS_AUTH_TOKEN_REVIEW", requires = "auth_config")]
+    auth_token_review: bool,
     /// Seconds to let in-flight requests finish on SIGTERM/SIGINT.
     #[arg(long, env = "HOS_SHUTDOWN_GRACE_SECONDS", default_value_t = 10.0)]
     shutdown_grace_seconds: f64,
@@ -232,6 +256,23 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             Duration::from_secs_f64(args.poll_seconds.max(0.05)),
         );
     }
+    let auth = match &args.auth_config {
+        None => None,
+        Some(path) => {
+            let review = if args.auth_token_review {
+                Some(
+                    kube::Client::try_default()
+                        .await
+                        .context("cannot reach the Kubernetes API for --auth-token-review")?,
+                )
+            } else {
+                None
+            };
+            let a = Arc::new(Authenticator::new(path.clone(), review)?);
+            a.spawn_reloader(Duration::from_secs_f64(args.poll_seconds.max(0.05)));
+            Some(a)
+        }
+    };
     let state = Arc::new(AppState {
         shared,
         limits: Limits {
@@ -240,29 +281,68 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_features: args.max_features,
             max_key_bytes: args.max_key_bytes,
         },
+        auth,
     });
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
-    tracing::info!(addr = %args.listen, "serving Feast feature-server API");
-    let grace = Duration::from_secs_f64(args.shutdown_grace_seconds.max(0.0));
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, router(state)).with_graceful_shutdown(async move {
-        shutdown_signal().await;
-        tracing::info!("shutting down: no new connections, draining in-flight requests");
-        let _ = stop_tx.send(());
-    });
-    let drain_deadline = async move {
-        if stop_rx.await.is_ok() {
-            tokio::time::sleep(grace).await;
-        } else {
-            std::future::pending::<()>().await;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let files = TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                check_every: Duration::from_secs_f64(args.tls_check_seconds.max(0.05)),
+            };
+            Some(
+                tls_config(&files)
+                    .await
+                    .with_context(|| format!("cannot load TLS files {}", cert.display()))?,
+            )
         }
+        _ => None,
     };
-    tokio::select! {
-        res = server => res.context("server failed")?,
-        _ = drain_deadline => tracing::warn!("grace period over; exiting with requests in flight"),
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut servers = tokio::task::JoinSet::new();
+    let bind = |addr: SocketAddr| {
+        std::net::TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))
+    };
+    let http = bind(args.listen)?;
+    tracing::info!(addr = %args.listen, scheme, "serving Feast feature-server API");
+    servers.spawn(serve_listener(
+        http,
+        router(Arc::clone(&state)),
+        tls.clone(),
+        stop_rx.clone(),
+    ));
+    if let Some(addr) = args.grpc_listen {
+        let grpc = bind(addr)?;
+        tracing::info!(addr = %addr, tls = tls.is_some(), "serving Feast gRPC ServingService");
+        servers.spawn(serve_listener(
+            grpc,
+            grpc_router(Arc::clone(&state)),
+            tls,
+            stop_rx,
+        ));
     }
+    let grace = Duration::from_secs_f64(args.shutdown_grace_seconds.max(0.0));
+    let finished = async {
+        while let Some(res) = servers.join_next().await {
+            res.context("server task failed")?
+                .context("server failed")?;
+        }
+        Ok::<(), anyhow::Error>(())
+    };
+    tokio::pin!(finished);
+    tokio::select! {
+        res = &mut finished => return res,
+        _ = shutdown_signal() => {}
+    }
+    tracing::info!("shutting down: no new connections, draining in-flight requests");
+    let _ = stop_tx.send(true);
+    match tokio::time::timeout(grace, finished).await {
+        Ok(res) => res?,
+        Err(_) => tracing::warn!("grace period over; exiting with requests in flight"),
+    }
+    tracing::info!("stopped");
     Ok(())
 }
 
@@ -359,7 +439,7 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve(a) => serve(a).await,
+            Command::Serve(a) => serve(*a).await,
             Command::Apply(a) => apply(a).await,
             Command::Teardown(a) => teardown(a).await,
             Command::RoutingTable(a) => {

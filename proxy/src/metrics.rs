@@ -19,6 +19,11 @@ pub struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabels {
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EndpointLabels {
     pub endpoint: &'static str,
 }
@@ -65,6 +70,7 @@ pub struct Metrics {
     backend_retries: Family<BackendLabels, Counter>,
     backend_rejected: Family<BackendErrorLabels, Counter>,
     circuit_open: Family<BackendNameLabels, Gauge>,
+    auth_failures: Family<StatusLabels, Counter>,
     known_backends: Mutex<Vec<String>>,
 }
 
@@ -151,7 +157,14 @@ impl Metrics {
             "1 while the backend's circuit breaker refuses calls, else 0",
             circuit_open.clone(),
         );
+        let auth_failures = Family::<StatusLabels, Counter>::default();
+        registry.register(
+            "auth_failures",
+            "Requests refused by authentication (401) or authorization at the door (403)",
+            auth_failures.clone(),
+        );
         Metrics {
+            auth_failures,
             backend_up,
             backend_retries,
             backend_rejected,
@@ -200,6 +213,12 @@ impl Metrics {
                 })
                 .inc();
         }
+    }
+
+    pub fn auth_failure(&self, status: u16) {
+        self.auth_failures
+            .get_or_create(&StatusLabels { status })
+            .inc();
     }
 
     /// What the backend's guard did with one call.

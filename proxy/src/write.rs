@@ -9,6 +9,7 @@ use axum::http::StatusCode;
 use backends::{Timestamp, WriteRow};
 use serde_json::{Map, Value as Json};
 
+use crate::auth::{Access, Principal};
 use crate::error::ApiError;
 use crate::features::{Limits, entity_columns, view_keys};
 use crate::guard::Op;
@@ -186,6 +187,7 @@ pub async fn write_to_online_store(
     body: &Json,
     limits: &Limits,
     metrics: &Metrics,
+    principal: &Principal,
 ) -> Result<(), ApiError> {
     let Json::Object(body) = body else {
         return Err(ApiError::invalid("request body must be a JSON object"));
@@ -199,6 +201,7 @@ pub async fn write_to_online_store(
             format!("Can't recognize feast object with a name {name}"),
         )
     })?;
+    principal.authorize(snap, [view.as_ref()], Access::Write)?;
     write_view(snap, view, df, limits, metrics).await
 }
 
@@ -208,6 +211,7 @@ pub async fn push(
     body: &Json,
     limits: &Limits,
     metrics: &Metrics,
+    principal: &Principal,
 ) -> Result<(), ApiError> {
     let Json::Object(body) = body else {
         return Err(ApiError::invalid("request body must be a JSON object"));
@@ -240,6 +244,7 @@ pub async fn push(
         ));
     }
     views.sort_by(|a, b| a.name.cmp(&b.name));
+    principal.authorize(snap, views.iter().map(|v| v.as_ref()), Access::Write)?;
     for v in views {
         write_view(snap, v, df, limits, metrics).await?;
     }

@@ -64,6 +64,7 @@ async fn start(limits: Limits) -> Proxy {
     let app = router(Arc::new(AppState {
         shared: Arc::clone(&shared),
         limits,
+        auth: None,
     }));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
