@@ -126,6 +126,35 @@ pub trait OnlineStore: Send + Sync {
     /// The objects `create`/`drop_view` manage for the view, without I/O.
     fn storage_objects(&self, project: &str, view: &RoutedView) -> Vec<StorageObject>;
 
+    /// Whether the view's storage exists. The default probes with a read of
+    /// one key: a missing table says no. Stores without per-view tables
+    /// (Redis) answer yes.
+    async fn storage_exists(&self, project: &str, view: &RoutedView) -> Result<bool, BackendError> {
+        let features: Vec<String> = view
+            .features
+            .iter()
+            .take(1)
+            .map(|f| f.name.clone())
+            .collect();
+        let empty = Value {
+            val: Some(api::proto::Val::StringVal(String::new())),
+        };
+        let mut probe = Vec::new();
+        api::entity_key::serialize_into(
+            &[api::keys::DUMMY_ENTITY_JOIN_KEY],
+            &[&empty],
+            api::entity_key::SerializationVersion::V3,
+            &mut probe,
+        )
+        .map_err(|e| BackendError::Query(e.to_string()))?;
+        let probe = vec![probe];
+        match self.read(project, view, &probe, &features).await {
+            Ok(_) => Ok(true),
+            Err(BackendError::MissingTable { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Whether the backend answers.
     async fn check(&self) -> Result<(), BackendError>;
 }

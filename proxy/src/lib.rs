@@ -11,6 +11,7 @@ pub mod features;
 pub mod grpc;
 pub mod guard;
 pub mod metrics;
+pub mod plan;
 pub mod server;
 pub mod state;
 pub mod write;

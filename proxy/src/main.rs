@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use api::routing::RoutingTable;
 use clap::{Args, Parser, Subcommand};
 use proxy::auth::Authenticator;
 use proxy::config::ConfigSource;
@@ -13,7 +14,7 @@ use proxy::configmap::ConfigMapSource;
 use proxy::features::Limits;
 use proxy::guard::GuardConfig;
 use proxy::server::{AppState, TlsFiles, grpc_router, router, serve_listener, tls_config};
-use proxy::state::{Shared, build_snapshot, provision, reload, spawn_reloader};
+use proxy::state::{Shared, Snapshot, build_snapshot, provision, reload, spawn_reloader};
 
 #[derive(Parser)]
 #[command(
@@ -33,8 +34,13 @@ struct Cli {
 enum Command {
     /// Serve Feast's HTTP feature-server API.
     Serve(Box<ServeArgs>),
-    /// Create every feature view's tables in the backend it routes to, then exit.
-    Apply(SourceArgs),
+    /// Show what `apply` would change (tables to create or drop, routes that
+    /// change), without changing anything.
+    Plan(PlanArgs),
+    /// Create every feature view's tables in the backend it routes to (with
+    /// --prune, also drop those of views removed or moved since the last
+    /// apply), record the applied routes, then exit.
+    Apply(ApplyArgs),
     /// Drop the storage of the named feature views (all views if none are
     /// named) in the backends they route to, then exit. Data is lost.
     Teardown(TeardownArgs),
@@ -101,6 +107,49 @@ impl SourceArgs {
             ),
         }
     }
+}
+
+#[derive(Args)]
+struct ApplyArgs {
+    #[command(flatten)]
+    source: SourceArgs,
+    /// Also drop the storage of views that left the configuration or moved
+    /// to another backend since the last apply (data is lost).
+    #[arg(long)]
+    prune: bool,
+    /// Where the applied routing table is recorded (default:
+    /// `<repo>/.hos-applied.yaml`, or `<routing table>.applied`).
+    #[arg(long)]
+    state: Option<PathBuf>,
+}
+
+impl ApplyArgs {
+    fn state_file(&self) -> anyhow::Result<PathBuf> {
+        if let Some(s) = &self.state {
+            return Ok(s.clone());
+        }
+        match (&self.source.repo, &self.source.routing_table) {
+            (Some(dir), _) => Ok(dir.join(".hos-applied.yaml")),
+            (None, Some(f)) => {
+                let mut name = f.as_os_str().to_owned();
+                name.push(".applied");
+                Ok(PathBuf::from(name))
+            }
+            _ => anyhow::bail!("give --repo or --routing-table"),
+        }
+    }
+}
+
+#[derive(Args)]
+struct PlanArgs {
+    #[command(flatten)]
+    apply: ApplyArgs,
+    /// Output format: `text` or `json`.
+    #[arg(long, default_value = "text")]
+    output: String,
+    /// Exit with status 2 when the plan has changes (0: none, 1: error).
+    #[arg(long)]
+    exit_code: bool,
 }
 
 #[derive(Args)]
@@ -346,12 +395,51 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn apply(args: SourceArgs) -> anyhow::Result<()> {
-    let loaded = args.source()?.load().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let snap = build_snapshot(loaded, 1, None, None, &args.secrets_dir).await?;
+/// Loads the configuration with every backend open, and the last applied
+/// routes, then computes the plan.
+async fn make_plan(
+    args: &ApplyArgs,
+) -> anyhow::Result<(Snapshot, Option<RoutingTable>, proxy::plan::Plan)> {
+    let loaded = args
+        .source
+        .source()?
+        .load()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let snap = build_snapshot(loaded, 1, None, None, &args.source.secrets_dir).await?;
+    let previous = proxy::plan::read_state(&args.state_file()?).map_err(|e| anyhow::anyhow!(e))?;
+    let plan = proxy::plan::compute(&snap, previous.as_ref(), args.prune).await;
+    Ok((snap, previous, plan))
+}
+
+async fn plan(args: PlanArgs) -> anyhow::Result<bool> {
+    let (_, _, plan) = make_plan(&args.apply).await?;
+    match args.output.as_str() {
+        "json" => println!("{}", serde_json::to_string_pretty(&plan)?),
+        "text" => print!("{}", plan.render()),
+        other => anyhow::bail!("--output must be text or json, not `{other}`"),
+    }
+    Ok(!plan.is_empty())
+}
+
+async fn apply(args: ApplyArgs) -> anyhow::Result<()> {
+    let (snap, previous, plan) = make_plan(&args).await?;
+    if !plan.unreachable.is_empty() {
+        anyhow::bail!(
+            "backends not reachable: {}; nothing applied",
+            plan.unreachable.join(", ")
+        );
+    }
+    print!("{}", plan.render());
+    for line in proxy::plan::execute_drops(&snap, previous.as_ref(), &plan)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?
+    {
+        println!("{line}");
+    }
     for line in provision(&snap).await.map_err(|e| anyhow::anyhow!(e))? {
         println!("created (if missing): {line}");
     }
+    proxy::plan::write_state(&args.state_file()?, &snap.table).map_err(|e| anyhow::anyhow!(e))?;
     Ok(())
 }
 
@@ -439,18 +527,23 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve(a) => serve(*a).await,
-            Command::Apply(a) => apply(a).await,
-            Command::Teardown(a) => teardown(a).await,
+            Command::Serve(a) => serve(*a).await.map(|()| 0),
+            Command::Apply(a) => apply(a).await.map(|()| 0),
+            Command::Plan(a) => {
+                let detailed = a.exit_code;
+                let changes = plan(a).await?;
+                Ok(if detailed && changes { 2 } else { 0 })
+            }
+            Command::Teardown(a) => teardown(a).await.map(|()| 0),
             Command::RoutingTable(a) => {
                 let loaded = a.source()?.load().map_err(|e| anyhow::anyhow!("{e}"))?;
                 print!("{}", loaded.table.to_yaml());
-                Ok(())
+                Ok(0)
             }
         }
     });
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => std::process::ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE

@@ -1,0 +1,306 @@
+//! `plan`: what `apply` would change, computed without changing anything.
+//!
+//! The desired state is the configuration (a repo or a routing table); the
+//! current state is the backends themselves (which tables exist) and the
+//! routing table the last `apply` recorded (its state file). A plan lists
+//! - the storage objects to create (views whose tables are missing);
+//! - with `--prune`, the storage objects to drop: views that left the
+//!   configuration or moved to another backend since the last apply;
+//! - the routes that change (new views, removed views, moved views).
+//!
+//! `apply` executes this plan (drops, then creates of whatever is missing)
+//! and records the new routing table, so `plan` after `apply` is empty.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use api::routing::{RoutedView, RoutingTable};
+use serde::Serialize;
+
+use crate::state::Snapshot;
+
+/// One storage object to create or drop.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct StorageChange {
+    pub backend: String,
+    pub view: String,
+    pub kind: String,
+    pub name: String,
+    pub location: String,
+    /// Set on drops of storage other views of the backend still use: only
+    /// the view's rows are deleted.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shared_with: Vec<String>,
+}
+
+/// A view whose backend changes; `None` on one side: added or removed.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct RouteChange {
+    pub view: String,
+    pub from: Option<String>,
+    pub to: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    pub project: String,
+    pub create: Vec<StorageChange>,
+    pub drop: Vec<StorageChange>,
+    pub routes: Vec<RouteChange>,
+    /// Backends that could not be inspected (down): their views are
+    /// listed as creates, which `apply` will attempt.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unreachable: Vec<String>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.create.is_empty() && self.drop.is_empty() && self.routes.is_empty()
+    }
+
+    /// The plan as text, one change per line.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if self.is_empty() {
+            out.push_str(&format!(
+                "No changes: project {} is up to date.\n",
+                self.project
+            ));
+        }
+        for c in &self.create {
+            out.push_str(&format!(
+                "+ create {} {} ({}) for view {} in backend {}\n",
+                c.kind, c.name, c.location, c.view, c.backend
+            ));
+        }
+        for c in &self.drop {
+            if c.shared_with.is_empty() {
+                out.push_str(&format!(
+                    "- drop {} {} ({}) of view {} in backend {}\n",
+                    c.kind, c.name, c.location, c.view, c.backend
+                ));
+            } else {
+                out.push_str(&format!(
+                    "- delete the rows of view {} from {} {} ({}) in backend {} (kept: shared with {})\n",
+                    c.view,
+                    c.kind,
+                    c.name,
+                    c.location,
+                    c.backend,
+                    c.shared_with.join(", ")
+                ));
+            }
+        }
+        for r in &self.routes {
+            match (&r.from, &r.to) {
+                (None, Some(to)) => out.push_str(&format!("~ route {}: (new) -> {to}\n", r.view)),
+                (Some(from), None) => {
+                    out.push_str(&format!("~ route {}: {from} -> (removed)\n", r.view))
+                }
+                (Some(from), Some(to)) => {
+                    out.push_str(&format!("~ route {}: {from} -> {to}\n", r.view))
+                }
+                (None, None) => {}
+            }
+        }
+        for b in &self.unreachable {
+            out.push_str(&format!(
+                "! backend {b} is unreachable: its existing tables are unknown\n"
+            ));
+        }
+        out
+    }
+}
+
+/// The routing table recorded by the last `apply`, if any.
+pub fn read_state(path: &Path) -> Result<Option<RoutingTable>, String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => RoutingTable::parse(&path.display().to_string(), &text)
+            .map(Some)
+            .map_err(|e| e.to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+/// Records the applied routing table (written whole, then renamed).
+pub fn write_state(path: &Path, table: &RoutingTable) -> Result<(), String> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, table.to_yaml())
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| {
+            format!(
+                "cannot record the applied routing table in {}: {e}",
+                path.display()
+            )
+        })
+}
+
+/// Computes the plan of `snap` (its backends open) against `previous`.
+pub async fn compute(snap: &Snapshot, previous: Option<&RoutingTable>, prune: bool) -> Plan {
+    let project = snap.table.project.clone();
+    let mut plan = Plan {
+        project: project.clone(),
+        ..Plan::default()
+    };
+    let mut unreachable = std::collections::BTreeSet::new();
+    for view in &snap.table.feature_views {
+        let Some(b) = snap.backend_of(view) else {
+            continue;
+        };
+        let Ok(store) = b.store() else {
+            unreachable.insert(b.name.clone());
+            continue;
+        };
+        let exists = match store.storage_exists(&project, view).await {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(backend = %b.name, view = %view.name, error = %e, "cannot inspect");
+                unreachable.insert(b.name.clone());
+                false
+            }
+        };
+        if !exists {
+            for o in store.storage_objects(&project, view) {
+                plan.create.push(StorageChange {
+                    backend: b.name.clone(),
+                    view: view.name.clone(),
+                    kind: o.kind.to_string(),
+                    name: o.name,
+                    location: o.location,
+                    shared_with: Vec::new(),
+                });
+            }
+        }
+    }
+    let before: BTreeMap<&str, &RoutedView> = previous
+        .map(|t| {
+            t.feature_views
+                .iter()
+                .map(|v| (v.name.as_str(), v))
+                .collect()
+        })
+        .unwrap_or_default();
+    let after: BTreeMap<&str, &RoutedView> = snap
+        .table
+        .feature_views
+        .iter()
+        .map(|v| (v.name.as_str(), v))
+        .collect();
+    for (name, v) in &after {
+        match before.get(name) {
+            None => plan.routes.push(RouteChange {
+                view: name.to_string(),
+                from: None,
+                to: Some(v.backend.clone()),
+            }),
+            Some(old) if old.backend != v.backend => plan.routes.push(RouteChange {
+                view: name.to_string(),
+                from: Some(old.backend.clone()),
+                to: Some(v.backend.clone()),
+            }),
+            Some(_) => {}
+        }
+    }
+    for (name, old) in &before {
+        let moved_or_gone = match after.get(name) {
+            None => {
+                plan.routes.push(RouteChange {
+                    view: name.to_string(),
+                    from: Some(old.backend.clone()),
+                    to: None,
+                });
+                true
+            }
+            Some(v) => v.backend != old.backend,
+        };
+        if !(prune && moved_or_gone) {
+            continue;
+        }
+        // Only backends still configured can be pruned.
+        let Some(b) = snap.backends.get(&old.backend) else {
+            continue;
+        };
+        let Ok(store) = b.store() else {
+            unreachable.insert(b.name.clone());
+            continue;
+        };
+        if !store.storage_exists(&project, old).await.unwrap_or(true) {
+            continue;
+        }
+        let staying: Vec<&RoutedView> = snap
+            .table
+            .feature_views
+            .iter()
+            .filter(|v| v.backend == old.backend)
+            .collect();
+        for o in store.storage_objects(&project, old) {
+            let shared_with: Vec<String> = staying
+                .iter()
+                .filter(|s| {
+                    store
+                        .storage_objects(&project, s)
+                        .iter()
+                        .any(|x| x.name == o.name)
+                })
+                .map(|s| s.name.clone())
+                .collect();
+            plan.drop.push(StorageChange {
+                backend: b.name.clone(),
+                view: old.name.clone(),
+                kind: o.kind.to_string(),
+                name: o.name,
+                location: o.location,
+                shared_with,
+            });
+        }
+    }
+    plan.create.sort();
+    plan.drop.sort();
+    plan.routes.sort();
+    plan.unreachable = unreachable.into_iter().collect();
+    plan
+}
+
+/// Executes the drops of `plan` (pruned views). Creation is
+/// [`crate::state::provision`], which creates whatever is missing.
+pub async fn execute_drops(
+    snap: &Snapshot,
+    previous: Option<&RoutingTable>,
+    plan: &Plan,
+) -> Result<Vec<String>, String> {
+    let project = &snap.table.project;
+    let mut done = Vec::new();
+    let mut dropped: Vec<(&str, &str)> = Vec::new();
+    for c in &plan.drop {
+        if dropped.contains(&(c.backend.as_str(), c.view.as_str())) {
+            continue;
+        }
+        dropped.push((&c.backend, &c.view));
+        let old = previous
+            .and_then(|t| t.view(&c.view))
+            .ok_or_else(|| format!("view `{}` is not in the applied routing table", c.view))?;
+        let b = snap
+            .backends
+            .get(&c.backend)
+            .ok_or_else(|| format!("backend `{}` is not configured", c.backend))?;
+        let store = b
+            .store()
+            .map_err(|e| format!("backend `{}`: {e}", b.name))?;
+        let remaining: Vec<&RoutedView> = snap
+            .table
+            .feature_views
+            .iter()
+            .filter(|v| v.backend == c.backend)
+            .collect();
+        store
+            .drop_view(project, old, &remaining)
+            .await
+            .map_err(|e| format!("dropping view `{}` in backend `{}`: {e}", c.view, c.backend))?;
+        done.push(format!(
+            "dropped view {} from backend {}",
+            c.view, c.backend
+        ));
+    }
+    Ok(done)
+}
