@@ -134,6 +134,11 @@ pub struct SqliteConf {
     pub text_search_enabled: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enable_openai_compatible_store: Option<bool>,
+    /// Extension (Feast's SQLite store has no such field): rows whose event
+    /// time is older than this many seconds are deleted by the proxy's
+    /// periodic sweep (`--sweep-seconds`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_ttl_seconds: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -193,6 +198,11 @@ pub struct BigtableConf {
     /// Extension: emulator address; `BIGTABLE_EMULATOR_HOST` also works.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub emulator_host: Option<String>,
+    /// Extension (Feast's Bigtable store has no such field): the feature
+    /// column family's GC rule also deletes cells older than this many
+    /// seconds (max age), set when tables are created or applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_ttl_seconds: Option<u64>,
 }
 
 fn default_keyspace() -> String {

@@ -37,6 +37,7 @@ pub struct BigtableStore {
     instance: String,
     family: String,
     max_versions: u32,
+    key_ttl_seconds: Option<u64>,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> BackendError {
@@ -136,6 +137,7 @@ impl BigtableStore {
                 .clone()
                 .unwrap_or_else(|| DEFAULT_FAMILY.to_string()),
             max_versions: conf.max_versions,
+            key_ttl_seconds: conf.key_ttl_seconds.filter(|t| *t > 0),
         })
     }
 
@@ -343,12 +345,31 @@ impl OnlineStore for BigtableStore {
     async fn create(&self, project: &str, view: &RoutedView) -> Result<(), BackendError> {
         let mut admin = self.admin()?;
         let name = self.full_table(project, view);
+        let versions = admin::GcRule {
+            rule: Some(admin::gc_rule::Rule::MaxNumVersions(
+                i32::try_from(self.max_versions).unwrap_or(2),
+            )),
+        };
+        // With key_ttl_seconds: also delete cells older than that (union:
+        // a cell goes when either rule says so).
+        let gc_rule = match self.key_ttl_seconds {
+            None => versions,
+            Some(ttl) => admin::GcRule {
+                rule: Some(admin::gc_rule::Rule::Union(admin::gc_rule::Union {
+                    rules: vec![
+                        versions,
+                        admin::GcRule {
+                            rule: Some(admin::gc_rule::Rule::MaxAge(prost_types::Duration {
+                                seconds: i64::try_from(ttl).unwrap_or(i64::MAX),
+                                nanos: 0,
+                            })),
+                        },
+                    ],
+                })),
+            },
+        };
         let family = admin::ColumnFamily {
-            gc_rule: Some(admin::GcRule {
-                rule: Some(admin::gc_rule::Rule::MaxNumVersions(
-                    i32::try_from(self.max_versions).unwrap_or(2),
-                )),
-            }),
+            gc_rule: Some(gc_rule),
             ..Default::default()
         };
         let existing = admin
@@ -359,15 +380,25 @@ impl OnlineStore for BigtableStore {
             .await;
         match existing {
             Ok(t) => {
-                if !t.into_inner().column_families.contains_key(&self.family) {
+                use admin::modify_column_families_request::modification::Mod;
+                let current = t.into_inner().column_families.get(&self.family).cloned();
+                let change = match current {
+                    None => Some(Mod::Create(family)),
+                    // Keep the GC rule in step with key_ttl_seconds.
+                    Some(c) if c.gc_rule != family.gc_rule => Some(Mod::Update(family)),
+                    Some(_) => None,
+                };
+                if let Some(m) = change {
                     admin
                         .modify_column_families(admin::ModifyColumnFamiliesRequest {
                             name,
-                            modifications: vec![admin::modify_column_families_request::Modification {
-                                id: self.family.clone(),
-                                r#mod: Some(admin::modify_column_families_request::modification::Mod::Create(family)),
-                                ..Default::default()
-                            }],
+                            modifications: vec![
+                                admin::modify_column_families_request::Modification {
+                                    id: self.family.clone(),
+                                    r#mod: Some(m),
+                                    ..Default::default()
+                                },
+                            ],
                             ..Default::default()
                         })
                         .await
@@ -381,13 +412,29 @@ impl OnlineStore for BigtableStore {
                         parent: self.instance_path(),
                         table_id: Self::table_id(project, view),
                         table: Some(admin::Table {
-                            column_families: HashMap::from([(self.family.clone(), family)]),
+                            column_families: HashMap::from([(self.family.clone(), family.clone())]),
                             ..Default::default()
                         }),
                         ..Default::default()
                     })
                     .await;
                 match created {
+                    // A max-age rule is also sent through ModifyColumnFamilies:
+                    // the same rule for Bigtable, and what starts the
+                    // emulator's garbage collector.
+                    Ok(_) if self.key_ttl_seconds.is_some() => admin
+                        .modify_column_families(admin::ModifyColumnFamiliesRequest {
+                            name,
+                            modifications: vec![admin::modify_column_families_request::Modification {
+                                id: self.family.clone(),
+                                r#mod: Some(admin::modify_column_families_request::modification::Mod::Update(family)),
+                                ..Default::default()
+                            }],
+                            ..Default::default()
+                        })
+                        .await
+                        .map(|_| ())
+                        .map_err(status_err),
                     Ok(_) => Ok(()),
                     // Created concurrently by another view of the same entity set.
                     Err(s) if s.code() == tonic::Code::AlreadyExists => Ok(()),

@@ -157,6 +157,13 @@ pub trait OnlineStore: Send + Sync {
 
     /// Whether the backend answers.
     async fn check(&self) -> Result<(), BackendError>;
+
+    /// Deletes the view's rows that expired under the store's
+    /// `key_ttl_seconds`, for stores whose server does not expire data by
+    /// itself (SQLite); returns how many rows went. Others: nothing to do.
+    async fn sweep_expired(&self, _project: &str, _view: &RoutedView) -> Result<u64, BackendError> {
+        Ok(0)
+    }
 }
 
 /// Context for opening backends: where relative paths resolve.

@@ -32,6 +32,8 @@ pub struct SqliteStore {
     next: AtomicUsize,
     /// Tables known to have Feast's `value_text` column.
     value_text: Arc<Mutex<HashMap<String, bool>>>,
+    /// Rows older than this (by event time) are swept.
+    key_ttl_seconds: Option<u64>,
 }
 
 fn quote(ident: &str) -> String {
@@ -85,6 +87,7 @@ impl SqliteStore {
             pool: Arc::new(pool),
             next: AtomicUsize::new(0),
             value_text: Arc::new(Mutex::new(HashMap::new())),
+            key_ttl_seconds: conf.key_ttl_seconds.filter(|t| *t > 0),
         })
     }
 
@@ -316,6 +319,36 @@ impl OnlineStore for SqliteStore {
         .await
     }
 
+    async fn sweep_expired(&self, project: &str, view: &RoutedView) -> Result<u64, BackendError> {
+        let Some(ttl) = self.key_ttl_seconds else {
+            return Ok(0);
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let cutoff = now.saturating_sub(i64::try_from(ttl).unwrap_or(i64::MAX));
+        // Feast writes event_ts as text (`YYYY-MM-DD HH:MM:SS[.ffffff]`,
+        // UTC), the proxy as epoch seconds: compare each in its own form.
+        let cutoff_text = api::json::format_timestamp(cutoff, 0)
+            .trim_end_matches('Z')
+            .replace('T', " ");
+        let table = view_table_name(project, &view.name);
+        self.with_conn(move |conn| {
+            let sql = format!(
+                "DELETE FROM {} WHERE (typeof(event_ts) IN ('integer', 'real') AND event_ts < ?1) \
+                 OR (typeof(event_ts) = 'text' AND event_ts < ?2)",
+                quote(&table)
+            );
+            match conn.execute(&sql, rusqlite::params![cutoff, cutoff_text]) {
+                Ok(n) => Ok(n as u64),
+                Err(e) if is_missing_table(&e) => Ok(0),
+                Err(e) => Err(query_err(e)),
+            }
+        })
+        .await
+    }
+
     async fn create(&self, project: &str, view: &RoutedView) -> Result<(), BackendError> {
         let table = view_table_name(project, &view.name);
         let cache = Arc::clone(&self.value_text);
@@ -415,6 +448,7 @@ mod tests {
             vector_len: None,
             text_search_enabled: None,
             enable_openai_compatible_store: None,
+            key_ttl_seconds: None,
         };
         let store = SqliteStore::open(&conf, dir.path()).unwrap();
         let v = view();

@@ -243,6 +243,7 @@ fn bigtable_conf() -> BigtableConf {
         max_versions: 2,
         feature_column_family: None,
         emulator_host: Some(env("BIGTABLE_EMULATOR_HOST")),
+        key_ttl_seconds: None,
     }
 }
 

@@ -14,7 +14,9 @@ use proxy::configmap::ConfigMapSource;
 use proxy::features::Limits;
 use proxy::guard::GuardConfig;
 use proxy::server::{AppState, TlsFiles, grpc_router, router, serve_listener, tls_config};
-use proxy::state::{Shared, Snapshot, build_snapshot, provision, reload, spawn_reloader};
+use proxy::state::{
+    Shared, Snapshot, build_snapshot, provision, reload, spawn_reloader, spawn_sweeper,
+};
 
 #[derive(Parser)]
 #[command(
@@ -225,6 +227,10 @@ struct ServeArgs {
     /// the reviewed users or groups.
     #[arg(long, env = "HOS_AUTH_TOKEN_REVIEW", requires = "auth_config")]
     auth_token_review: bool,
+    /// Seconds between sweeps deleting expired rows from SQLite backends that
+    /// set `key_ttl_seconds` (other stores expire data themselves).
+    #[arg(long, env = "HOS_SWEEP_SECONDS", default_value_t = 60.0)]
+    sweep_seconds: f64,
     /// Seconds to let in-flight requests finish on SIGTERM/SIGINT.
     #[arg(long, env = "HOS_SHUTDOWN_GRACE_SECONDS", default_value_t = 10.0)]
     shutdown_grace_seconds: f64,
@@ -305,6 +311,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             Duration::from_secs_f64(args.poll_seconds.max(0.05)),
         );
     }
+    spawn_sweeper(
+        Arc::clone(&shared),
+        Duration::from_secs_f64(args.sweep_seconds.max(0.05)),
+    );
     let auth = match &args.auth_config {
         None => None,
         Some(path) => {

@@ -71,6 +71,7 @@ pub struct Metrics {
     backend_rejected: Family<BackendErrorLabels, Counter>,
     circuit_open: Family<BackendNameLabels, Gauge>,
     auth_failures: Family<StatusLabels, Counter>,
+    expired_rows: Family<BackendNameLabels, Counter>,
     known_backends: Mutex<Vec<String>>,
 }
 
@@ -163,7 +164,14 @@ impl Metrics {
             "Requests refused by authentication (401) or authorization at the door (403)",
             auth_failures.clone(),
         );
+        let expired_rows = Family::<BackendNameLabels, Counter>::default();
+        registry.register(
+            "expired_rows",
+            "Rows deleted by the expiry sweep (stores with key_ttl_seconds that do not expire by themselves)",
+            expired_rows.clone(),
+        );
         Metrics {
+            expired_rows,
             auth_failures,
             backend_up,
             backend_retries,
@@ -213,6 +221,14 @@ impl Metrics {
                 })
                 .inc();
         }
+    }
+
+    pub fn expired(&self, backend: &str, rows: u64) {
+        self.expired_rows
+            .get_or_create(&BackendNameLabels {
+                backend: backend.to_string(),
+            })
+            .inc_by(rows);
     }
 
     pub fn auth_failure(&self, status: u16) {

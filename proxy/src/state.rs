@@ -417,6 +417,37 @@ pub async fn install(
     }
 }
 
+/// Periodically deletes expired rows from stores that do not expire data by
+/// themselves (SQLite with `key_ttl_seconds`), every `every`.
+pub fn spawn_sweeper(shared: Arc<Shared>, every: Duration) {
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(every);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            let Some(snap) = shared.current.load_full() else {
+                continue;
+            };
+            for view in snap.views.values() {
+                let Some(b) = snap.backend_of(view) else {
+                    continue;
+                };
+                let Ok(store) = b.store() else { continue };
+                match store.sweep_expired(&snap.table.project, view).await {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        shared.metrics.expired(&b.name, n);
+                        tracing::info!(backend = %b.name, view = %view.name, rows = n, "expired rows deleted");
+                    }
+                    Err(e) => {
+                        tracing::warn!(backend = %b.name, view = %view.name, error = %e, "sweep failed")
+                    }
+                }
+            }
+        }
+    });
+}
+
 /// Directories to watch for `source`: each file's directory and, when the
 /// file is a symlink (a Kubernetes ConfigMap mount: `f -> ..data/f`,
 /// `..data -> ..<timestamp>`), the directory it currently resolves into.
