@@ -102,6 +102,12 @@ pub struct HybridOnlineStoreSpec {
     /// Optional proxy Deployment and Service managed with the store.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy: Option<ProxySpec>,
+    /// Plan only: the operator changes nothing (no tables, no routing
+    /// ConfigMap, no proxy) and lists what it would do in each
+    /// FeatureView's `status.plan` and the store's `status.plan`. Set it
+    /// back to false to apply that plan.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
 }
 
 /// One backend of the store.
@@ -194,6 +200,10 @@ pub struct HybridOnlineStoreStatus {
     /// Name of the routing ConfigMap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub routing_config_map: Option<String>,
+    /// With `dryRun`: every change the operator would make, one per line
+    /// (`create <table> ... for view <v>`, `route <v>: <from> -> <to>`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plan: Vec<String>,
 }
 
 /// A Feast FeatureView served by a HybridOnlineStore.
@@ -302,6 +312,23 @@ pub struct FeatureViewStatus {
     /// Tables provisioned for the view in its backend.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tables: Vec<String>,
+    /// With the store's `dryRun`: what reconciling this view would change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<ViewPlan>,
+}
+
+/// The changes reconciling a FeatureView would make (dry run).
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ViewPlan {
+    /// Storage objects to create: `<kind> <name> (<location>)`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub create: Vec<String>,
+    /// Backend the view is served from now (none: not yet routed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route_from: Option<String>,
+    /// Backend the view would be served from.
+    pub route_to: String,
 }
 
 /// The CRD documents `crdgen` writes, as (file name, YAML).

@@ -205,6 +205,49 @@ async fn apply(store: Arc<HybridOnlineStore>, ctx: &Context, ns: &str) -> Result
         }
     };
 
+    // Dry run: collect the views' plans; change nothing.
+    if store.spec.dry_run {
+        let views_api: Api<FeatureView> = Api::namespaced(ctx.client.clone(), ns);
+        let mut lines = Vec::new();
+        for fv in views_api.list(&Default::default()).await? {
+            if fv.spec.store_ref != name || fv.metadata.deletion_timestamp.is_some() {
+                continue;
+            }
+            let view = plan::feast_name(&fv);
+            let Some(p) = fv.status.as_ref().and_then(|s| s.plan.as_ref()) else {
+                lines.push(format!("view {view}: not planned yet"));
+                continue;
+            };
+            for c in &p.create {
+                lines.push(format!(
+                    "create {c} for view {view} in backend {}",
+                    p.route_to
+                ));
+            }
+            if p.route_from.as_deref() != Some(p.route_to.as_str()) {
+                lines.push(format!(
+                    "route {view}: {} -> {}",
+                    p.route_from.as_deref().unwrap_or("(new)"),
+                    p.route_to
+                ));
+            }
+        }
+        lines.sort();
+        status.plan = lines;
+        status.routing_config_map = old.routing_config_map.clone();
+        plan::set_condition(
+            &mut status.conditions,
+            "Ready",
+            false,
+            "DryRun",
+            "dry run: nothing is applied; see status.plan",
+            generation,
+            t,
+        );
+        write_status(ctx, ns, &name, &old, status).await?;
+        return Ok(Action::requeue(Duration::from_secs(30)));
+    }
+
     // 3. Routes: provisioned views on the backend their status records.
     let views_api: Api<FeatureView> = Api::namespaced(ctx.client.clone(), ns);
     let mut routed = Vec::new();
@@ -378,12 +421,14 @@ async fn write_status(
     if *old == status {
         return Ok(());
     }
+    // A merge patch keeps absent fields: clear a finished plan explicitly.
+    let clear_plan = status.plan.is_empty();
+    let mut body = json!({ "status": status });
+    if clear_plan {
+        body["status"]["plan"] = serde_json::Value::Null;
+    }
     let api: Api<HybridOnlineStore> = Api::namespaced(ctx.client.clone(), ns);
-    api.patch_status(
-        name,
-        &PatchParams::default(),
-        &Patch::Merge(json!({ "status": status })),
-    )
-    .await?;
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(body))
+        .await?;
     Ok(())
 }

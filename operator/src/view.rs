@@ -150,6 +150,7 @@ async fn apply(fv: Arc<FeatureView>, ctx: &Context, ns: &str) -> Result<Action, 
         conditions: old.conditions.clone(),
         backend: old.backend.clone(),
         tables: old.tables.clone(),
+        plan: None,
     };
     let spec_error = Duration::from_secs(600);
     let transient = Duration::from_secs(30);
@@ -301,6 +302,20 @@ async fn apply(fv: Arc<FeatureView>, ctx: &Context, ns: &str) -> Result<Action, 
             .await;
         }
     };
+    if store.spec.dry_run {
+        return plan_only(
+            ctx,
+            &fv,
+            ns,
+            status,
+            &old,
+            &*store_conn,
+            &project,
+            &routed,
+            &target,
+        )
+        .await;
+    }
     if let Err(e) = store_conn.create(&project, &routed).await {
         let msg = format!("creating tables in backend {target}: {e}");
         return fail(
@@ -371,6 +386,66 @@ async fn apply(fv: Arc<FeatureView>, ctx: &Context, ns: &str) -> Result<Action, 
     );
     write_status(ctx, ns, &fv.name_any(), &old, status).await?;
     Ok(Action::requeue(Duration::from_secs(600)))
+}
+
+/// Dry run: records in `status.plan` what reconciling would change (the
+/// tables to create, the route), and changes nothing else.
+#[allow(clippy::too_many_arguments)]
+async fn plan_only(
+    ctx: &Context,
+    fv: &FeatureView,
+    ns: &str,
+    mut status: FeatureViewStatus,
+    old: &FeatureViewStatus,
+    store_conn: &dyn backends::OnlineStore,
+    project: &str,
+    routed: &api::routing::RoutedView,
+    target: &str,
+) -> Result<Action, Error> {
+    let exists = match store_conn.storage_exists(project, routed).await {
+        Ok(e) => e,
+        Err(e) => {
+            return fail(
+                ctx,
+                fv,
+                ns,
+                status,
+                old,
+                Failure {
+                    condition: "TablesProvisioned",
+                    reason: "BackendUnreachable",
+                    message: format!("backend {target}: {e}"),
+                    retry: Duration::from_secs(30),
+                },
+            )
+            .await;
+        }
+    };
+    let create = if exists {
+        Vec::new()
+    } else {
+        store_conn
+            .storage_objects(project, routed)
+            .into_iter()
+            .map(|o| format!("{} {} ({})", o.kind, o.name, o.location))
+            .collect()
+    };
+    status.plan = Some(api::crd::ViewPlan {
+        create,
+        route_from: old.backend.clone(),
+        route_to: target.to_string(),
+    });
+    plan::set_condition(
+        &mut status.conditions,
+        "Planned",
+        true,
+        "DryRun",
+        format!("dry run: would route to backend {target}; see status.plan"),
+        fv.metadata.generation,
+        now(),
+    );
+    write_status(ctx, ns, &fv.name_any(), old, status).await?;
+    Ok(Action::requeue(Duration::from_secs(60)))
 }
 
 async fn cleanup(fv: Arc<FeatureView>, ctx: &Context, ns: &str) -> Result<Action, Error> {
@@ -485,12 +560,14 @@ async fn write_status(
     if *old == status {
         return Ok(());
     }
+    // A merge patch keeps absent fields: clear a finished plan explicitly.
+    let clear_plan = status.plan.is_none();
+    let mut body = json!({ "status": status });
+    if clear_plan {
+        body["status"]["plan"] = serde_json::Value::Null;
+    }
     let api: Api<FeatureView> = Api::namespaced(ctx.client.clone(), ns);
-    api.patch_status(
-        name,
-        &PatchParams::default(),
-        &Patch::Merge(json!({ "status": status })),
-    )
-    .await?;
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(body))
+        .await?;
     Ok(())
 }

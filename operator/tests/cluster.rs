@@ -695,3 +695,238 @@ async fn examples_reach_ready() {
         )
         .await;
 }
+
+/// A distinctive secret value: it must never appear outside its Secret.
+const SECRET_PASSWORD: &str = "pw-7f3c9a1e-never-in-logs";
+
+/// Dry run, then apply: the store's `dryRun` plan lists the tables and
+/// routes, nothing changes while it is on, and turning it off makes exactly
+/// the planned changes. Along the way: a malformed FeatureView and a store
+/// with a bad backend conf fail alone, and the Cassandra password appears in
+/// no ConfigMap, event, status or operator log line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a kube-apiserver and backends: run tests/run.sh"]
+async fn dry_run_plan_then_apply_and_operator_safety() {
+    let client = Client::try_default().await.unwrap();
+    let ns = format!("plan-{}", std::process::id());
+    let keyspace = format!("plan_{}", std::process::id());
+    cql(&format!(
+        "CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = {{'class': 'SimpleStrategy', 'replication_factor': 1}}"
+    ))
+    .await;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let pp = PostParams::default();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let mut s = secret(&ns);
+    if let Some(d) = s.data.as_mut() {
+        d.insert(
+            "password".into(),
+            ByteString(SECRET_PASSWORD.as_bytes().to_vec()),
+        );
+    }
+    secrets.create(&pp, &s).await.unwrap();
+    let stores: Api<HybridOnlineStore> = Api::namespaced(client.clone(), &ns);
+    let mut store = store_manifest(&ns, &keyspace, "Delete");
+    store.spec.dry_run = true;
+    stores.create(&pp, &store).await.unwrap();
+    // A store whose Cassandra conf has an unknown field: InvalidSpec, alone.
+    let mut bad = store_manifest(&ns, &keyspace, "Delete");
+    bad.metadata.name = Some("bad-store".into());
+    bad.spec.online_stores[1].conf =
+        json!({"hosts": ["127.0.0.1"], "keyspace": keyspace, "no_such_field": 1});
+    stores.create(&pp, &bad).await.unwrap();
+    let views: Api<FeatureView> = Api::namespaced(client.clone(), &ns);
+    views
+        .create(&pp, &view_manifest(&ns, "users", "users", "cassandra"))
+        .await
+        .unwrap();
+    views
+        .create(&pp, &view_manifest(&ns, "clicks", "clicks", "bigtable"))
+        .await
+        .unwrap();
+    // Routes to no backend of the store: Unroutable, alone.
+    views
+        .create(&pp, &view_manifest(&ns, "broken", "broken", "nope"))
+        .await
+        .unwrap();
+
+    let log = std::env::temp_dir().join(format!("hos-plan-operator-{}.log", std::process::id()));
+    let op = Operator(
+        Command::new(env!("CARGO_BIN_EXE_hos-operator"))
+            .args(["--namespace", &ns, "--lease-namespace", &ns])
+            .args(["--identity", "plan-op", "--lease-seconds", "6"])
+            .args(["--metrics-addr", &format!("127.0.0.1:{}", free_port())])
+            .args(["--backend-timeout-seconds", "5"])
+            .env("RUST_LOG", "debug,kube=info,hyper=info,tower=info,h2=info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start hos-operator"),
+    );
+
+    // The plan, with the store in dry run.
+    let table_users = "e2e_users".to_string();
+    let bt_table = "e2e.user".to_string();
+    let plan = wait_for(
+        "the store's status.plan",
+        Duration::from_secs(60),
+        || async {
+            let p = stores.get("store").await.ok()?.status?.plan;
+            let count = |prefix: &str| p.iter().filter(|l| l.starts_with(prefix)).count();
+            (count("create ") == 2 && count("route ") == 2).then_some(p)
+        },
+    )
+    .await;
+    let create_users = plan
+        .iter()
+        .find(|l| l.starts_with(&format!("create cassandra table {table_users} ")))
+        .unwrap_or_else(|| panic!("no create of {table_users} in {plan:#?}"));
+    assert!(
+        create_users.ends_with("for view users in backend cassandra"),
+        "{create_users}"
+    );
+    assert!(
+        plan.iter().any(
+            |l| l.starts_with(&format!("create bigtable table {bt_table} "))
+                && l.ends_with("for view clicks in backend bigtable")
+        ),
+        "{plan:#?}"
+    );
+    assert!(
+        plan.contains(&"route users: (new) -> cassandra".to_string()),
+        "{plan:#?}"
+    );
+    assert!(
+        plan.contains(&"route clicks: (new) -> bigtable".to_string()),
+        "{plan:#?}"
+    );
+    assert!(
+        plan.contains(&"view broken: not planned yet".to_string()),
+        "{plan:#?}"
+    );
+    assert_eq!(plan.len(), 5, "{plan:#?}");
+    let fv = views.get("users").await.unwrap();
+    let vp = fv.status.unwrap().plan.unwrap();
+    assert_eq!(vp.route_to, "cassandra");
+    assert_eq!(vp.route_from, None);
+    // Nothing changed: no table, no ConfigMap, Ready=False/DryRun.
+    assert!(!cassandra_tables(&keyspace).await.contains(&table_users));
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    assert!(maps.get_opt("store-routing").await.unwrap().is_none());
+    let st = stores.get("store").await.unwrap().status.unwrap();
+    assert_eq!(
+        condition(Some(&st.conditions), "Ready").map(|c| c.1),
+        Some("DryRun".to_string())
+    );
+
+    // Apply: the observed changes are the planned ones.
+    stores
+        .patch(
+            "store",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"dryRun": false}})),
+        )
+        .await
+        .unwrap();
+    let table = wait_for(
+        "the ConfigMap routes users and clicks",
+        Duration::from_secs(60),
+        || async {
+            let (t, _) = routing(&maps).await?;
+            (t.feature_views.len() == 2).then_some(t)
+        },
+    )
+    .await;
+    assert_eq!(backend_of(&table, "users").as_deref(), Some("cassandra"));
+    assert_eq!(backend_of(&table, "clicks").as_deref(), Some("bigtable"));
+    assert!(cassandra_tables(&keyspace).await.contains(&table_users));
+    let clicks = views.get("clicks").await.unwrap().status.unwrap();
+    assert!(
+        clicks
+            .tables
+            .iter()
+            .any(|t| t.starts_with(&format!("bigtable table {bt_table} "))),
+        "{:?}",
+        clicks.tables
+    );
+    assert!(clicks.plan.is_none(), "the plan is cleared once applied");
+    let st = stores.get("store").await.unwrap().status.unwrap();
+    assert!(st.plan.is_empty());
+
+    // Malformed resources failed alone, with a message naming the problem.
+    let broken = views.get("broken").await.unwrap().status.unwrap();
+    let (status, reason, msg) = condition(Some(&broken.conditions), "Routed").unwrap();
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "Unroutable"),
+        "{msg}"
+    );
+    assert!(msg.contains("nope"), "{msg}");
+    let bad = wait_for("bad-store InvalidSpec", Duration::from_secs(30), || async {
+        let st = stores.get("bad-store").await.ok()?.status?;
+        condition(Some(&st.conditions), "Ready").filter(|c| c.1 == "InvalidSpec")
+    })
+    .await;
+    assert!(bad.2.contains("no_such_field"), "{}", bad.2);
+
+    // The password is in its Secret only.
+    let mut seen = Vec::new();
+    for cm in maps.list(&ListParams::default()).await.unwrap() {
+        seen.push(("configmap", serde_json::to_string(&cm.data).unwrap()));
+    }
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    for e in events.list(&ListParams::default()).await.unwrap() {
+        seen.push(("event", serde_json::to_string(&e).unwrap()));
+    }
+    for s in stores.list(&ListParams::default()).await.unwrap() {
+        seen.push(("store", serde_json::to_string(&s).unwrap()));
+    }
+    for v in views.list(&ListParams::default()).await.unwrap() {
+        seen.push(("view", serde_json::to_string(&v).unwrap()));
+    }
+    drop(op);
+    let log_text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        log_text.lines().count() > 20,
+        "operator log too short:\n{log_text}"
+    );
+    seen.push(("operator log", log_text));
+    assert!(
+        seen.iter().any(|(k, _)| *k == "event"),
+        "no events to check"
+    );
+    for (kind, text) in &seen {
+        assert!(
+            !text.contains(SECRET_PASSWORD),
+            "the Cassandra password leaked into a {kind}"
+        );
+    }
+
+    for v in views.list(&ListParams::default()).await.unwrap() {
+        let _ = views
+            .patch(
+                &v.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+            )
+            .await;
+    }
+    for s in ["store", "bad-store"] {
+        let _ = stores
+            .patch(
+                s,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+            )
+            .await;
+    }
+    let _ = namespaces.delete(&ns, &DeleteParams::default()).await;
+    cql(&format!("DROP KEYSPACE IF EXISTS {keyspace}")).await;
+}

@@ -154,6 +154,9 @@ impl BackendHandle {
 fn spawn_monitor(handle: &Arc<BackendHandle>, shared_metrics: Arc<Shared>) {
     let weak = Arc::downgrade(handle);
     tokio::spawn(async move {
+        // Set when the backend comes back under `--apply`; cleared once its
+        // views' tables are provisioned (retried on every check until then).
+        let mut provision_pending = false;
         loop {
             tokio::time::sleep(HEALTH_INTERVAL).await;
             let Some(h) = weak.upgrade() else { break };
@@ -176,18 +179,20 @@ fn spawn_monitor(handle: &Arc<BackendHandle>, shared_metrics: Arc<Shared>) {
             };
             // A backend that comes back (a restarted server may have lost
             // its schema) gets its views' tables again under `--apply`.
-            if recovered
-                && shared_metrics.apply
+            provision_pending |= recovered && shared_metrics.apply;
+            if provision_pending
+                && h.down_reason().is_none()
                 && let Some(snap) = shared_metrics.current.load_full()
             {
                 match provision_backend(&snap, &h.name).await {
                     Ok(done) => {
+                        provision_pending = false;
                         for line in done {
                             tracing::info!(object = %line, "provisioned after recovery");
                         }
                     }
                     Err(e) => {
-                        tracing::warn!(backend = %h.name, error = %e, "provisioning after recovery failed")
+                        tracing::warn!(backend = %h.name, error = %e, "provisioning after recovery failed; retrying at the next check")
                     }
                 }
             }
