@@ -378,6 +378,10 @@ pub enum OnlineStoreConfig {
         online_stores: Vec<BackendSpec>,
         /// Extension: the backend for views that carry no routing tag.
         default_store: Option<String>,
+        /// Extension: route every view of a feature service to one backend
+        /// (that of the service's first view), so a feature-service read
+        /// touches a single store.
+        collocate_feature_services: bool,
     },
     /// A plain single store, served as the only backend.
     Single(Box<BackendSpec>),
@@ -448,6 +452,8 @@ struct RawHybrid {
     online_stores: Option<Vec<serde_yaml::Value>>,
     #[serde(default)]
     default_store: Option<String>,
+    #[serde(default)]
+    collocate_feature_services: bool,
 }
 
 fn default_routing_tag() -> String {
@@ -551,6 +557,7 @@ fn parse_online_store(
             routing_tag: raw.routing_tag,
             online_stores,
             default_store: raw.default_store,
+            collocate_feature_services: raw.collocate_feature_services,
         });
     }
     let t =

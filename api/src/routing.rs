@@ -468,27 +468,29 @@ impl RoutingTable {
         feature_services: Vec<FeatureService>,
         file: &str,
     ) -> Result<RoutingTable, ConfigError> {
-        let (routing_tag, specs, default_store): (String, Vec<BackendSpec>, Option<String>) =
-            match &config.online_store {
-                OnlineStoreConfig::Hybrid {
-                    routing_tag,
-                    online_stores,
-                    default_store,
-                } => (
-                    routing_tag.clone(),
-                    online_stores.clone(),
-                    default_store.clone(),
-                ),
-                // A single store serves every view.
-                OnlineStoreConfig::Single(spec) => {
-                    let name = backend_name(spec);
-                    (
-                        crate::feast_config::DEFAULT_ROUTING_TAG.to_string(),
-                        vec![(**spec).clone()],
-                        Some(name),
-                    )
-                }
-            };
+        let (routing_tag, specs, default_store, collocate) = match &config.online_store {
+            OnlineStoreConfig::Hybrid {
+                routing_tag,
+                online_stores,
+                default_store,
+                collocate_feature_services,
+            } => (
+                routing_tag.clone(),
+                online_stores.clone(),
+                default_store.clone(),
+                *collocate_feature_services,
+            ),
+            // A single store serves every view.
+            OnlineStoreConfig::Single(spec) => {
+                let name = backend_name(spec);
+                (
+                    crate::feast_config::DEFAULT_ROUTING_TAG.to_string(),
+                    vec![(**spec).clone()],
+                    Some(name),
+                    false,
+                )
+            }
+        };
         let mut backends: Vec<Backend> = Vec::with_capacity(specs.len());
         for (i, s) in specs.iter().enumerate() {
             let name = backend_name(s);
@@ -518,6 +520,9 @@ impl RoutingTable {
                     })?;
             feature_views.push(routed_view(v, backend.name.clone()));
         }
+        if collocate {
+            collocate_services(&mut feature_views, &feature_services, file)?;
+        }
         let mut table = RoutingTable {
             schema_version: SCHEMA_VERSION,
             project: config.project.clone(),
@@ -532,6 +537,52 @@ impl RoutingTable {
         table.validate(file)?;
         Ok(table)
     }
+}
+
+/// Moves every view of a feature service onto the backend of the service's
+/// first view. A view two services would move to different backends is an
+/// error naming both.
+fn collocate_services(
+    views: &mut [RoutedView],
+    services: &[FeatureService],
+    file: &str,
+) -> Result<(), ConfigError> {
+    let mut sorted: Vec<&FeatureService> = services.iter().collect();
+    sorted.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut placed: BTreeMap<String, (String, String)> = BTreeMap::new();
+    for svc in sorted {
+        let Some(first) = svc.projections.first() else {
+            continue;
+        };
+        let Some(target) = views
+            .iter()
+            .find(|v| v.name == first.feature_view)
+            .map(|v| v.backend.clone())
+        else {
+            continue;
+        };
+        for p in &svc.projections {
+            if let Some((other, backend)) = placed.get(&p.feature_view)
+                && *backend != target
+            {
+                return Err(ConfigError::new(
+                    file,
+                    "online_store.collocate_feature_services",
+                    format!(
+                        "feature view `{}` is in feature services `{other}` (backend `{backend}`) and `{}` (backend `{target}`); it cannot be collocated with both",
+                        p.feature_view, svc.name
+                    ),
+                ));
+            }
+            placed.insert(p.feature_view.clone(), (svc.name.clone(), target.clone()));
+        }
+    }
+    for v in views.iter_mut() {
+        if let Some((_, backend)) = placed.get(&v.name) {
+            v.backend = backend.clone();
+        }
+    }
+    Ok(())
 }
 
 /// A backend's name: its `name`, else its type name.

@@ -181,3 +181,63 @@ fn routing_table_rejects_bad_documents() {
         assert_eq!(err.path, path, "{err}");
     }
 }
+
+#[test]
+fn feature_services_collocate_on_request() {
+    use api::routing::{FeatureService, Projection};
+    let store = |collocate: bool| {
+        format!(
+            "project: p\nonline_store:\n  type: hybrid\n  routing_tag: team\n  collocate_feature_services: {collocate}\n  online_stores:\n    - {{name: a, type: sqlite, conf: {{path: a.db}}}}\n    - {{name: b, type: sqlite, conf: {{path: b.db}}}}\n"
+        )
+    };
+    let views = FeatureViewDef::parse_all(
+        "views.yaml",
+        "name: v1\ntags: {team: a}\n---\nname: v2\ntags: {team: b}\n---\nname: v3\ntags: {team: b}\n",
+    )
+    .unwrap();
+    let svc = |name: &str, vs: &[&str]| FeatureService {
+        name: name.into(),
+        projections: vs
+            .iter()
+            .map(|v| Projection {
+                feature_view: v.to_string(),
+                alias: None,
+                features: Vec::new(),
+            })
+            .collect(),
+    };
+    let backends = |t: &RoutingTable| {
+        t.feature_views
+            .iter()
+            .map(|v| (v.name.clone(), v.backend.clone()))
+            .collect::<Vec<_>>()
+    };
+    let off = RepoConfig::parse("fs.yaml", &store(false), no_env).unwrap();
+    let t =
+        RoutingTable::from_feast(&off, &views, vec![svc("s", &["v1", "v2"])], "fs.yaml").unwrap();
+    assert_eq!(
+        backends(&t),
+        [("v1", "a"), ("v2", "b"), ("v3", "b")].map(|(v, b)| (v.to_string(), b.to_string()))
+    );
+    // On: the service's views follow its first view; others keep their tag.
+    let on = RepoConfig::parse("fs.yaml", &store(true), no_env).unwrap();
+    let t =
+        RoutingTable::from_feast(&on, &views, vec![svc("s", &["v1", "v2"])], "fs.yaml").unwrap();
+    assert_eq!(
+        backends(&t),
+        [("v1", "a"), ("v2", "a"), ("v3", "b")].map(|(v, b)| (v.to_string(), b.to_string()))
+    );
+    // A view pulled to two backends by two services is an error naming both.
+    let err = RoutingTable::from_feast(
+        &on,
+        &views,
+        vec![svc("s1", &["v1", "v2"]), svc("s2", &["v3", "v2"])],
+        "fs.yaml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("`v2`") && err.contains("`s1`") && err.contains("`s2`"),
+        "{err}"
+    );
+}
