@@ -52,6 +52,9 @@ step "Feast interop: the proxy against the real Feast 0.67.0 SDK and feast serve
 cargo build -p proxy
 HOS_PROXY_BIN="$PWD/target/debug/hos-proxy" tests/interop/run.sh
 
+step "Fault drills (each server stopped and restarted under load) and SIGTERM durability"
+HOS_PROXY_BIN="$PWD/target/debug/hos-proxy" tests/faults/run.sh
+
 if [[ -z "${HOS_SKIP_K8S:-}" ]]; then
   step "CRDs against a real kube-apiserver"
   tests/scripts/k8s-build.sh >/dev/null

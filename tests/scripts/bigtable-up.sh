@@ -20,6 +20,10 @@
 #                                /usr/lib/google-cloud-sdk/platform/bigtable-emulator/cbtemulator)
 #        CBT                     cbt CLI (default: cbt on PATH)
 #        BIGTABLE_READY_TIMEOUT  seconds to wait (default: 30)
+#        BIGTABLE_FIXED_PORT     listen on this port instead of a free one: a
+#                                restart in place (after bigtable-down.sh on the
+#                                same STATE_DIR) keeps the address clients were
+#                                given (the data, in memory, is gone)
 # On failure the emulator is stopped (via bigtable-down.sh) and the log tail
 # is printed; the log stays in STATE_DIR.
 set -euo pipefail
@@ -52,8 +56,14 @@ fi
 command -v "${CBT}" >/dev/null || die "cbt not found (CBT=${CBT})"
 command -v python3 >/dev/null || die "python3 not found"
 
-# A free loopback port chosen by the kernel (small window until it binds).
-PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+# A free loopback port chosen by the kernel (small window until it binds), or
+# the one asked for.
+if [[ -n "${BIGTABLE_FIXED_PORT:-}" ]]; then
+  [[ "${BIGTABLE_FIXED_PORT}" =~ ^[0-9]+$ ]] || die "BIGTABLE_FIXED_PORT is not a port: ${BIGTABLE_FIXED_PORT}"
+  PORT="${BIGTABLE_FIXED_PORT}"
+else
+  PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+fi
 HOSTPORT="127.0.0.1:${PORT}"
 
 started=0

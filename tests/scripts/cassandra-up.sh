@@ -32,6 +32,10 @@
 #                                 AllowAllAuthenticator (no credentials)
 #        CASSANDRA_HEAP           -Xms/-Xmx (default: 1G)
 #        CASSANDRA_READY_TIMEOUT  seconds to wait for a CQL answer (default: 180)
+#        CASSANDRA_FIXED_PORT     native (CQL) port to use instead of a free one:
+#                                 a restart in place (after cassandra-down.sh on
+#                                 the same STATE_DIR) keeps the address clients
+#                                 were given (the data is gone: down removes it)
 #        CASSANDRA_JAVA           java binary (default: java on PATH; JDK 17)
 #        MVN                      maven binary (default: mvn)
 # Readiness: a CQL `SELECT release_version FROM system.local` answered over
@@ -150,6 +154,15 @@ print(" ".join(str(s.getsockname()[1]) for s in socks))
 PY
 }
 read -r NATIVE_PORT STORAGE_PORT JMX_PORT <<<"$(free_ports 3)"
+if [[ -n "${CASSANDRA_FIXED_PORT:-}" ]]; then
+  [[ "${CASSANDRA_FIXED_PORT}" =~ ^[0-9]+$ ]] || die "CASSANDRA_FIXED_PORT is not a port: ${CASSANDRA_FIXED_PORT}"
+  NATIVE_PORT="${CASSANDRA_FIXED_PORT}"
+  # The other two must differ from it (it is free now, so the kernel may pick it).
+  for ((i = 0; i < 5; i++)); do
+    [[ "${STORAGE_PORT}" != "${NATIVE_PORT}" && "${JMX_PORT}" != "${NATIVE_PORT}" ]] && break
+    read -r STORAGE_PORT JMX_PORT <<<"$(free_ports 2)"
+  done
+fi
 
 DATA="${STATE_DIR}/data"
 CONF="${STATE_DIR}/conf"

@@ -23,6 +23,9 @@
 #        REDIS_CLI            redis-cli binary (default: redis-cli on PATH)
 #        REDIS_PASSWORD       if set, --requirepass it (the URL then carries it)
 #        REDIS_READY_TIMEOUT  seconds to wait for PONG (default: 30)
+#        REDIS_FIXED_PORT     listen on this port instead of a free one: a restart
+#                             in place (after redis-down.sh on the same STATE_DIR)
+#                             keeps the address clients were given
 # On failure the server is stopped (via redis-down.sh) and the log tail is
 # printed; the log stays in STATE_DIR.
 set -euo pipefail
@@ -79,8 +82,14 @@ command -v "${REDIS_SERVER}" >/dev/null || die "${REDIS_SERVER} not found"
 command -v "${REDIS_CLI}" >/dev/null || die "${REDIS_CLI} not found"
 
 # ---- start -------------------------------------------------------------------
-# A free loopback port chosen by the kernel (small window until Redis binds).
-PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+# A free loopback port chosen by the kernel (small window until Redis binds),
+# or the one asked for.
+if [[ -n "${REDIS_FIXED_PORT:-}" ]]; then
+  [[ "${REDIS_FIXED_PORT}" =~ ^[0-9]+$ ]] || die "REDIS_FIXED_PORT is not a port: ${REDIS_FIXED_PORT}"
+  PORT="${REDIS_FIXED_PORT}"
+else
+  PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+fi
 DATA="${STATE_DIR}/data"
 rm -rf "${DATA}"
 mkdir -p "${DATA}"
