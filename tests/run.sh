@@ -52,6 +52,9 @@ step "Feast interop: the proxy against the real Feast 0.67.0 SDK and feast serve
 cargo build -p proxy
 HOS_PROXY_BIN="$PWD/target/debug/hos-proxy" tests/interop/run.sh
 
+step "gRPC clients (Go, Java): the proxy's ServingService on every backend, reading what Feast Python wrote"
+HOS_PROXY_BIN="$PWD/target/debug/hos-proxy" tests/grpc/run.sh
+
 step "Fault drills (each server stopped and restarted under load) and SIGTERM durability"
 HOS_PROXY_BIN="$PWD/target/debug/hos-proxy" tests/faults/run.sh
 

@@ -195,22 +195,48 @@ impl Serving {
 
         let mut names = Vec::new();
         let mut vectors = Vec::new();
-        // Join keys first, in the order the views declare them.
+        // Join keys first: those of the selected views in the order they
+        // declare them, then (like Feast and the HTTP API) every other
+        // request key that is some view's join key, by name (a protobuf map
+        // has no order). Keys no view knows are dropped.
         let mut echoed: Vec<&str> = Vec::new();
         for (view, _) in &selected.order {
             for jk in view.join_keys() {
-                if echoed.contains(&jk.name.as_str()) {
-                    continue;
+                if !echoed.contains(&jk.name.as_str()) {
+                    echoed.push(jk.name.as_str());
                 }
-                echoed.push(jk.name.as_str());
-                let values = typed.get(jk.name.as_str()).cloned().unwrap_or_default();
-                names.push(jk.name.clone());
-                vectors.push(FeatureVector {
-                    statuses: vec![FieldStatus::Present as i32; values.len()],
-                    event_timestamps: vec![epoch(); values.len()],
-                    values,
-                });
             }
+        }
+        let mut others: Vec<&str> = req
+            .entities
+            .keys()
+            .map(String::as_str)
+            .filter(|k| {
+                !echoed.contains(k)
+                    && *k != api::keys::DUMMY_ENTITY_JOIN_KEY
+                    && snap
+                        .views
+                        .values()
+                        .any(|v| v.join_keys().any(|j| j.name == *k))
+            })
+            .collect();
+        others.sort_unstable();
+        echoed.extend(others);
+        for name in echoed {
+            let values = match typed.get(name) {
+                Some(v) => v.clone(),
+                None => req
+                    .entities
+                    .get(name)
+                    .map(|r| r.val.clone())
+                    .unwrap_or_default(),
+            };
+            names.push(name.to_string());
+            vectors.push(FeatureVector {
+                statuses: vec![FieldStatus::Present as i32; values.len()],
+                event_timestamps: vec![epoch(); values.len()],
+                values,
+            });
         }
         let now = now_seconds();
         for c in &selected.cols {
