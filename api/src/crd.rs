@@ -315,6 +315,38 @@ pub struct FeatureViewStatus {
     /// With the store's `dryRun`: what reconciling this view would change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<ViewPlan>,
+    /// A live move to another backend, while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration: Option<MigrationStatus>,
+}
+
+/// Progress of a live move between backends. Phases: `DualWrite` (writes
+/// to both, reads from `from`), `Backfill` (copying `from`'s rows to `to`,
+/// resumable from `cursor`), `Switched` (reads from `to`, writes to both),
+/// then the move ends: `from`'s tables go per the teardown policy.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MigrationStatus {
+    pub from: String,
+    pub to: String,
+    pub phase: String,
+    /// RFC 3339 time the phase began.
+    pub phase_since: String,
+    /// Entity keys of `from` examined so far (all passes).
+    #[serde(default)]
+    pub scanned_keys: i64,
+    /// Rows written to `to` by the backfill (missing or older there).
+    #[serde(default)]
+    pub copied_rows: i64,
+    /// 0: the copy; 1: a second pass catching rows changed during the first.
+    #[serde(default)]
+    pub pass: i32,
+    /// Where the backfill resumes (base64 of the backend's cursor).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+    /// Why the backfill was skipped, if it was (e.g. Bigtable sources).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// The changes reconciling a FeatureView would make (dry run).

@@ -168,6 +168,38 @@ pub struct RoutedView {
     /// Push source feeding this view (`POST /push`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub push_source: Option<String>,
+    /// Set while the view moves from another backend to `backend`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration: Option<Migration>,
+}
+
+/// A live move of a view between backends: writes go to both, reads stay
+/// on the old backend until the data has been copied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Migration {
+    /// The backend the view moves away from.
+    pub from: String,
+    /// `false`: reads from `from` (dual write, backfill); `true`: reads from
+    /// the new backend while writes still go to both.
+    #[serde(default)]
+    pub reads_switched: bool,
+}
+
+impl RoutedView {
+    /// The backend reads go to.
+    pub fn read_backend(&self) -> &str {
+        match &self.migration {
+            Some(m) if !m.reads_switched => &m.from,
+            _ => &self.backend,
+        }
+    }
+
+    /// The backends writes go to: the view's, then the one it is leaving.
+    pub fn write_backends(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.backend.as_str())
+            .chain(self.migration.as_ref().map(|m| m.from.as_str()))
+    }
 }
 
 fn yes() -> bool {
@@ -378,6 +410,17 @@ impl RoutingTable {
                     format!(
                         "feature view `{}` routes to unknown backend `{}`",
                         v.name, v.backend
+                    ),
+                ));
+            }
+            if let Some(m) = &v.migration
+                && (!names.contains(m.from.as_str()) || m.from == v.backend)
+            {
+                return Err(err(
+                    format!("{p}.migration.from"),
+                    format!(
+                        "feature view `{}` migrates from `{}`, which is not another backend of the table",
+                        v.name, m.from
                     ),
                 ));
             }
@@ -639,6 +682,7 @@ pub fn routed_view(v: &FeatureViewDef, backend: String) -> RoutedView {
         push_source: source
             .filter(|s| s.kind.as_deref() == Some("push"))
             .and_then(|s| s.name.clone()),
+        migration: None,
     }
 }
 

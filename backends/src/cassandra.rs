@@ -230,6 +230,59 @@ impl CassandraStore {
 
 #[async_trait::async_trait]
 impl OnlineStore for CassandraStore {
+    async fn scan_keys(
+        &self,
+        project: &str,
+        view: &RoutedView,
+        cursor: Option<Vec<u8>>,
+        limit: usize,
+    ) -> Result<crate::KeyPage, BackendError> {
+        let table = self.table(project, view)?;
+        // Partitions in token order; the cursor is the last token seen.
+        let after = match cursor.as_deref() {
+            Some(b) if b.len() == 8 => {
+                let mut t = [0u8; 8];
+                t.copy_from_slice(b);
+                i64::from_be_bytes(t)
+            }
+            Some(_) => return Err(BackendError::Query("bad scan cursor".into())),
+            None => i64::MIN,
+        };
+        let cql = format!(
+            "SELECT DISTINCT entity_key, token(entity_key) FROM {} WHERE token(entity_key) > ? LIMIT {}",
+            self.fq(&table),
+            limit.max(1)
+        );
+        let res = self
+            .session
+            .query_unpaged(cql, (after,))
+            .await
+            .map_err(|e| classify(e.to_string()))?;
+        let rows = res
+            .into_rows_result()
+            .map_err(|e| classify(e.to_string()))?;
+        let mut keys = Vec::new();
+        let mut last = None;
+        for row in rows
+            .rows::<(String, i64)>()
+            .map_err(|e| BackendError::Query(e.to_string()))?
+        {
+            let (hex_key, token) = row.map_err(|e| BackendError::Query(e.to_string()))?;
+            let key = hex::decode(&hex_key).map_err(|e| BackendError::Corrupt {
+                feature: "entity_key".into(),
+                message: e.to_string(),
+            })?;
+            keys.push(key);
+            last = Some(token);
+        }
+        let next = if keys.len() >= limit.max(1) {
+            last.map(|t| t.to_be_bytes().to_vec())
+        } else {
+            None
+        };
+        Ok(crate::KeyPage { keys, next })
+    }
+
     async fn read(
         &self,
         project: &str,

@@ -48,6 +48,14 @@ pub struct WriteRow {
     pub created_ts: Option<Timestamp>,
 }
 
+/// One page of a view's stored entity keys (for backfills).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct KeyPage {
+    pub keys: Vec<Vec<u8>>,
+    /// Where the next page starts; `None` after the last page.
+    pub next: Option<Vec<u8>>,
+}
+
 /// A storage object a backend would create or drop for a view.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct StorageObject {
@@ -157,6 +165,23 @@ pub trait OnlineStore: Send + Sync {
 
     /// Whether the backend answers.
     async fn check(&self) -> Result<(), BackendError>;
+
+    /// Lists the view's stored entity keys, a page of at most `limit` after
+    /// `cursor` (`None`: from the start). Resumable: a cursor stays valid
+    /// across calls and processes. Backends whose keys are not recoverable
+    /// from storage (Bigtable rows are keyed by a hash) refuse.
+    async fn scan_keys(
+        &self,
+        _project: &str,
+        view: &RoutedView,
+        _cursor: Option<Vec<u8>>,
+        _limit: usize,
+    ) -> Result<KeyPage, BackendError> {
+        Err(BackendError::Config(format!(
+            "cannot list the entity keys of view `{}` in this backend (needed to copy it elsewhere)",
+            view.name
+        )))
+    }
 
     /// Deletes the view's rows that expired under the store's
     /// `key_ttl_seconds`, for stores whose server does not expire data by

@@ -208,6 +208,48 @@ impl RedisStore {
 
 #[async_trait::async_trait]
 impl OnlineStore for RedisStore {
+    async fn scan_keys(
+        &self,
+        project: &str,
+        view: &RoutedView,
+        cursor: Option<Vec<u8>>,
+        limit: usize,
+    ) -> Result<crate::KeyPage, BackendError> {
+        // Keys are `<entity key><project>`; SCAN's cursor resumes the walk.
+        // Entities without this view's fields come back from `read` as
+        // missing, so the page needs no per-view filter.
+        let start: u64 = match cursor.as_deref() {
+            None => 0,
+            Some(b) => std::str::from_utf8(b)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| BackendError::Query("bad scan cursor".into()))?,
+        };
+        let mut pattern = glob_escape_bytes(project.as_bytes());
+        pattern.insert(0, b'*');
+        let (next, found): (u64, Vec<Vec<u8>>) = cmd(
+            &self.conn,
+            redis::cmd("SCAN")
+                .arg(start)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(limit.max(1)),
+        )
+        .await?;
+        let suffix = project.as_bytes();
+        let keys = found
+            .into_iter()
+            .filter(|k| k.ends_with(suffix) && k.len() > suffix.len())
+            .map(|k| k[..k.len() - suffix.len()].to_vec())
+            .collect();
+        let _ = view;
+        Ok(crate::KeyPage {
+            keys,
+            next: (next != 0).then(|| next.to_string().into_bytes()),
+        })
+    }
+
     async fn read(
         &self,
         project: &str,
@@ -365,6 +407,17 @@ impl OnlineStore for RedisStore {
         let _: String = cmd(&self.conn, &redis::cmd("PING")).await?;
         Ok(())
     }
+}
+
+fn glob_escape_bytes(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    for &c in s {
+        if matches!(c, b'*' | b'?' | b'[' | b']' | b'\\') {
+            out.push(b'\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 fn glob_escape(s: &str) -> String {

@@ -319,6 +319,42 @@ impl OnlineStore for SqliteStore {
         .await
     }
 
+    async fn scan_keys(
+        &self,
+        project: &str,
+        view: &RoutedView,
+        cursor: Option<Vec<u8>>,
+        limit: usize,
+    ) -> Result<crate::KeyPage, BackendError> {
+        let table = view_table_name(project, &view.name);
+        let location = self.location();
+        self.with_conn(move |conn| {
+            let sql = format!(
+                "SELECT DISTINCT entity_key FROM {} WHERE entity_key > ?1 ORDER BY entity_key LIMIT ?2",
+                quote(&table)
+            );
+            let mut stmt = conn.prepare(&sql).map_err(|e| {
+                if is_missing_table(&e) {
+                    BackendError::MissingTable {
+                        table: table.clone(),
+                        location: location.clone(),
+                    }
+                } else {
+                    query_err(e)
+                }
+            })?;
+            let after = cursor.unwrap_or_default();
+            let keys: Vec<Vec<u8>> = stmt
+                .query_map(rusqlite::params![after, limit as i64], |r| r.get::<_, Vec<u8>>(0))
+                .map_err(query_err)?
+                .collect::<Result<_, _>>()
+                .map_err(query_err)?;
+            let next = (keys.len() == limit).then(|| keys.last().cloned()).flatten();
+            Ok(crate::KeyPage { keys, next })
+        })
+        .await
+    }
+
     async fn sweep_expired(&self, project: &str, view: &RoutedView) -> Result<u64, BackendError> {
         let Some(ttl) = self.key_ttl_seconds else {
             return Ok(0);
@@ -426,6 +462,7 @@ mod tests {
             timestamp_field: None,
             created_timestamp_column: None,
             push_source: None,
+            migration: None,
         }
     }
 

@@ -45,6 +45,7 @@ fn view(name: &str) -> RoutedView {
         timestamp_field: None,
         created_timestamp_column: None,
         push_source: None,
+        migration: None,
     }
 }
 

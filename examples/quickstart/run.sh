@@ -24,9 +24,13 @@ for _ in $(seq 1 100); do
 done
 
 python3 - "$here/rows.json" "$port" <<'PY'
-import json, sys, urllib.request
+import datetime, json, sys, urllib.request
 rows, port = json.load(open(sys.argv[1])), sys.argv[2]
+# Event times are the load time: the views' ttl (1d, 7d) applies on reads.
+now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 for body in rows:
+    df = body["df"]
+    df["event_timestamp"] = [now] * len(df["event_timestamp"])
     req = urllib.request.Request(f"http://127.0.0.1:{port}/write-to-online-store",
                                  data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
     urllib.request.urlopen(req).read()

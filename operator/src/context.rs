@@ -23,6 +23,9 @@ pub struct Context {
     pub backend_timeout: Duration,
     /// Proxy image for stores that ask for a proxy without naming one.
     pub proxy_image: String,
+    /// How long a live move waits after each routing change before the next
+    /// phase, so every proxy has picked the change up.
+    pub migration_settle: Duration,
     connections: Mutex<HashMap<String, Arc<dyn OnlineStore>>>,
 }
 
@@ -33,6 +36,7 @@ impl Context {
         metrics: Arc<Metrics>,
         backend_timeout: Duration,
         proxy_image: String,
+        migration_settle: Duration,
     ) -> Context {
         Context {
             client,
@@ -40,6 +44,7 @@ impl Context {
             metrics,
             backend_timeout,
             proxy_image,
+            migration_settle,
             connections: Mutex::new(HashMap::new()),
         }
     }

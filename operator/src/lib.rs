@@ -7,6 +7,7 @@ pub mod context;
 pub mod error;
 pub mod leader;
 pub mod metrics;
+pub mod migrate;
 pub mod plan;
 pub mod store;
 pub mod view;

@@ -45,6 +45,12 @@ struct Cli {
     /// Seconds allowed to connect to and check a backend.
     #[arg(long, env = "HOS_BACKEND_TIMEOUT_SECONDS", default_value_t = 10)]
     backend_timeout_seconds: u64,
+    /// Seconds a live move waits after each routing change before its next
+    /// phase, so every proxy has the change (proxies watching the ConfigMap
+    /// see it at once; a mounted ConfigMap takes up to the kubelet's sync
+    /// period, about a minute).
+    #[arg(long, env = "HOS_MIGRATION_SETTLE_SECONDS", default_value_t = 90)]
+    migration_settle_seconds: u64,
     /// Image of the proxy Deployment for stores with `spec.proxy.enabled`
     /// and no `spec.proxy.image`.
     #[arg(
@@ -158,6 +164,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Arc::clone(&metrics),
         Duration::from_secs(cli.backend_timeout_seconds),
         cli.proxy_image.clone(),
+        Duration::from_secs(cli.migration_settle_seconds),
     ));
     let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
     let stop = |tx: &tokio::sync::broadcast::Sender<()>| {

@@ -28,6 +28,7 @@ pub struct Metrics {
     errors: Family<ErrorLabels, Counter>,
     duration: Family<ControllerLabels, Histogram, fn() -> Histogram>,
     leader: Gauge,
+    backfilled: Counter,
 }
 
 impl Default for Metrics {
@@ -64,7 +65,14 @@ impl Metrics {
             "1 while this replica holds the leader Lease",
             leader.clone(),
         );
+        let backfilled = Counter::default();
+        registry.register(
+            "backfill_rows",
+            "Rows copied to a view's new backend during live moves",
+            backfilled.clone(),
+        );
         Metrics {
+            backfilled,
             registry,
             reconciles,
             errors,
@@ -86,6 +94,10 @@ impl Metrics {
         self.errors
             .get_or_create(&ErrorLabels { controller, reason })
             .inc();
+    }
+
+    pub fn backfilled(&self, rows: u64) {
+        self.backfilled.inc_by(rows);
     }
 
     pub fn set_leader(&self, leader: bool) {

@@ -260,7 +260,23 @@ async fn apply(store: Arc<HybridOnlineStore>, ctx: &Context, ns: &str) -> Result
         let def = plan::view_def(&fv);
         match (backend, def) {
             (Some(b), Ok(def)) if mounted.iter().any(|m| m.name == b) => {
-                routed.push(plan::routed_view(&def, &b))
+                let mut view = plan::routed_view(&def, &b);
+                // A live move: writes to both backends, reads from the old
+                // one until the copy is done.
+                view.migration = fv
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.migration.as_ref())
+                    .filter(|m| {
+                        m.to == b
+                            && m.phase != crate::migrate::RETIRING
+                            && mounted.iter().any(|x| x.name == m.from)
+                    })
+                    .map(|m| api::routing::Migration {
+                        from: m.from.clone(),
+                        reads_switched: m.phase == crate::migrate::SWITCHED,
+                    });
+                routed.push(view)
             }
             _ => pending.push(plan::feast_name(&fv)),
         }

@@ -151,6 +151,7 @@ async fn apply(fv: Arc<FeatureView>, ctx: &Context, ns: &str) -> Result<Action, 
         backend: old.backend.clone(),
         tables: old.tables.clone(),
         plan: None,
+        migration: old.migration.clone(),
     };
     let spec_error = Duration::from_secs(600);
     let transient = Duration::from_secs(30);
@@ -333,6 +334,73 @@ async fn apply(fv: Arc<FeatureView>, ctx: &Context, ns: &str) -> Result<Action, 
         )
         .await;
     }
+    // A routing change under traffic: move the data live (see migrate.rs).
+    let moving_from = match &old.migration {
+        // Moved back to where it came from: writes reached both; just stop.
+        Some(m) if m.from == target => None,
+        Some(m) => Some(m.from.clone()),
+        None => old.backend.clone().filter(|b| *b != target),
+    };
+    let mut status = status;
+    status.migration = None;
+    if let Some(from) = moving_from
+        && let Some(source) = resolved.iter().find(|b| b.name == from)
+    {
+        status.migration = old.migration.clone();
+        let step = crate::migrate::step(
+            crate::migrate::Move {
+                ctx,
+                fv: &fv,
+                ns,
+                store: &store,
+                project: &project,
+                view: &routed,
+                from: source,
+                to: &target,
+                to_conn: &*store_conn,
+            },
+            status,
+        )
+        .await;
+        match step {
+            crate::migrate::Next::Continue(st, delay) => {
+                let mut st = st;
+                let phase = st
+                    .migration
+                    .as_ref()
+                    .map(|m| m.phase.clone())
+                    .unwrap_or_default();
+                plan::set_condition(
+                    &mut st.conditions,
+                    "Routed",
+                    true,
+                    "Migrating",
+                    format!("moving from backend {from} to {target}: phase {phase}"),
+                    generation,
+                    now(),
+                );
+                write_status(ctx, ns, &fv.name_any(), &old, st).await?;
+                return Ok(Action::requeue(delay));
+            }
+            crate::migrate::Next::Failed(st, reason, message) => {
+                return fail(
+                    ctx,
+                    &fv,
+                    ns,
+                    st,
+                    &old,
+                    Failure {
+                        condition: "Routed",
+                        reason,
+                        message,
+                        retry: transient,
+                    },
+                )
+                .await;
+            }
+            crate::migrate::Next::Done(st) => status = st,
+        }
+    }
     let tables: Vec<String> = store_conn
         .storage_objects(&project, &routed)
         .into_iter()
@@ -343,7 +411,7 @@ async fn apply(fv: Arc<FeatureView>, ctx: &Context, ns: &str) -> Result<Action, 
             .backend
             .as_ref()
             .filter(|b| **b != target)
-            .map(|b| format!(" (was routed to {b}; its tables are kept)"))
+            .map(|b| format!(" (moved from {b})"))
             .unwrap_or_default();
         ctx.event(
             fv.as_ref(),
@@ -354,7 +422,6 @@ async fn apply(fv: Arc<FeatureView>, ctx: &Context, ns: &str) -> Result<Action, 
         .await;
     }
     let t = now();
-    let mut status = status;
     status.backend = Some(target.clone());
     status.tables = tables;
     plan::set_condition(
@@ -562,9 +629,13 @@ async fn write_status(
     }
     // A merge patch keeps absent fields: clear a finished plan explicitly.
     let clear_plan = status.plan.is_none();
+    let clear_migration = status.migration.is_none();
     let mut body = json!({ "status": status });
     if clear_plan {
         body["status"]["plan"] = serde_json::Value::Null;
+    }
+    if clear_migration {
+        body["status"]["migration"] = serde_json::Value::Null;
     }
     let api: Api<FeatureView> = Api::namespaced(ctx.client.clone(), ns);
     api.patch_status(name, &PatchParams::default(), &Patch::Merge(body))

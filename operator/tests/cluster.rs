@@ -54,6 +54,7 @@ fn start_operator(ns: &str, identity: &str) -> Operator {
         ])
         .args(["--metrics-addr", &format!("127.0.0.1:{}", free_port())])
         .args(["--backend-timeout-seconds", "5"])
+        .args(["--migration-settle-seconds", "1"])
         .env("RUST_LOG", "info,kube=warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -350,7 +351,8 @@ async fn operator_end_to_end() {
         (r.status().as_u16() == 200).then_some(())
     })
     .await;
-    let write = json!({"feature_view_name": "users_bt", "df": {"user_id": [1], "age": [5], "country": ["DE"], "event_timestamp": ["2024-05-01T00:00:00Z"]}});
+    // Event time now: the view's ttl (1d) applies at retrieval.
+    let write = json!({"feature_view_name": "users_bt", "df": {"user_id": [1], "age": [5], "country": ["DE"], "event_timestamp": [chrono::Utc::now().to_rfc3339()]}});
     let r = http
         .post(format!("{base}/write-to-online-store"))
         .json(&write)
@@ -386,12 +388,16 @@ async fn operator_end_to_end() {
         )
         .await
         .unwrap();
+    // A live move: the new backend's tables first, writes to both, then
+    // reads switch; a Bigtable source cannot list its keys, so no rows are
+    // copied (BackfillSkipped) and the move finishes.
     wait_for(
-        "users_bt routed to cassandra",
-        Duration::from_secs(30),
+        "users_bt moved to cassandra",
+        Duration::from_secs(60),
         || async {
             let (t, _) = routing(&maps).await?;
-            (backend_of(&t, "users_bt").as_deref() == Some("cassandra")).then_some(())
+            let v = t.view("users_bt")?;
+            (v.backend == "cassandra" && v.migration.is_none()).then_some(())
         },
     )
     .await;
@@ -927,6 +933,302 @@ async fn dry_run_plan_then_apply_and_operator_safety() {
             )
             .await;
     }
+    let _ = namespaces.delete(&ns, &DeleteParams::default()).await;
+    cql(&format!("DROP KEYSPACE IF EXISTS {keyspace}")).await;
+}
+
+fn start_proxy(ns: &str, secrets_dir: &std::path::Path) -> (Operator, String) {
+    let port = free_port();
+    let child = Command::new(std::env::var("HOS_PROXY_BIN").unwrap_or_else(|_| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../target/debug/hos-proxy").into()
+    }))
+    .args(["serve", "--configmap", &format!("{ns}/store-routing")])
+    .args(["--listen", &format!("127.0.0.1:{port}")])
+    .arg("--secrets-dir")
+    .arg(secrets_dir)
+    .stdout(Stdio::null())
+    .stderr(Stdio::inherit())
+    .spawn()
+    .expect("start hos-proxy (build it with `cargo build -p proxy`)");
+    (Operator(child), format!("http://127.0.0.1:{port}"))
+}
+
+/// A view moves from Cassandra to Bigtable (routing tag changed) while a
+/// writer and a reader hammer it through a proxy: no read fails, the status
+/// shows DualWrite, Backfill and Switched, every acknowledged write is read
+/// back from Bigtable at the end, and the Cassandra table is dropped
+/// (teardownPolicy Delete).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs a kube-apiserver and backends: run tests/run.sh"]
+async fn live_move_under_load() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let client = Client::try_default().await.unwrap();
+    let ns = format!("move-{}", std::process::id());
+    let keyspace = format!("move_{}", std::process::id());
+    cql(&format!(
+        "CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = {{'class': 'SimpleStrategy', 'replication_factor': 1}}"
+    ))
+    .await;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let pp = PostParams::default();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    secrets.create(&pp, &secret(&ns)).await.unwrap();
+    let stores: Api<HybridOnlineStore> = Api::namespaced(client.clone(), &ns);
+    stores
+        .create(&pp, &store_manifest(&ns, &keyspace, "Delete"))
+        .await
+        .unwrap();
+    let views: Api<FeatureView> = Api::namespaced(client.clone(), &ns);
+    views
+        .create(&pp, &view_manifest(&ns, "moving", "moving", "cassandra"))
+        .await
+        .unwrap();
+    let _op = start_operator(&ns, "move-op");
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    wait_for(
+        "moving routed to cassandra",
+        Duration::from_secs(60),
+        || async {
+            let (t, _) = routing(&maps).await?;
+            (backend_of(&t, "moving").as_deref() == Some("cassandra")).then_some(())
+        },
+    )
+    .await;
+    let secrets_dir = std::env::temp_dir().join(format!("hos-move-secrets-{}", std::process::id()));
+    std::fs::create_dir_all(secrets_dir.join("cass-creds")).unwrap();
+    std::fs::write(secrets_dir.join("cass-creds/username"), "cassandra").unwrap();
+    std::fs::write(secrets_dir.join("cass-creds/password"), "cassandra").unwrap();
+    let (_proxy, base) = start_proxy(&ns, &secrets_dir);
+    let http = reqwest::Client::new();
+    wait_for("proxy ready", Duration::from_secs(30), || async {
+        let r = http.get(format!("{base}/ready")).send().await.ok()?;
+        (r.status().as_u16() == 200).then_some(())
+    })
+    .await;
+    let write = {
+        let (http, base) = (http.clone(), base.clone());
+        move |ids: Vec<i64>, ages: Vec<i64>| {
+            let http = http.clone();
+            let base = base.clone();
+            async move {
+                let n = ids.len();
+                let body = json!({"feature_view_name": "moving", "df": {
+                "user_id": ids, "age": ages, "country": vec!["DE"; n],
+                "event_timestamp": vec![chrono::Utc::now().to_rfc3339(); n]}});
+                http.post(format!("{base}/write-to-online-store"))
+                    .json(&body)
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16() == 200)
+                    .unwrap_or(false)
+            }
+        }
+    };
+    // 300 rows before the move: the backfill has to carry them.
+    assert!(write((1..=300).collect(), (1..=300).collect()).await);
+
+    // Bounded load: one writer (new entities and updates), one reader.
+    let acked: Arc<tokio::sync::Mutex<BTreeMap<i64, i64>>> =
+        Arc::new(tokio::sync::Mutex::new((1..=300).map(|i| (i, i)).collect()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let failed_reads = Arc::new(AtomicU64::new(0));
+    let reads = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let (acked, stop) = (Arc::clone(&acked), Arc::clone(&stop));
+        let write = write.clone();
+        tokio::spawn(async move {
+            let mut unacked = 0u64;
+            for i in 0..20_000i64 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                // A new entity, and an update of an old one.
+                let (new_id, old_id) = (1_000 + i, 1 + i % 300);
+                let (age_new, age_old) = (i, 100_000 + i);
+                if write(vec![new_id, old_id], vec![age_new, age_old]).await {
+                    let mut a = acked.lock().await;
+                    a.insert(new_id, age_new);
+                    a.insert(old_id, age_old);
+                } else {
+                    unacked += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            unacked
+        })
+    };
+    let reader = {
+        let (acked, stop) = (Arc::clone(&acked), Arc::clone(&stop));
+        let (failed, reads) = (Arc::clone(&failed_reads), Arc::clone(&reads));
+        let (http, base) = (http.clone(), base.clone());
+        tokio::spawn(async move {
+            let mut k = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let ids: Vec<i64> = {
+                    let a = acked.lock().await;
+                    let keys: Vec<i64> = a.keys().copied().collect();
+                    (0..20)
+                        .map(|j| keys[(k * 20 + j * 7) % keys.len()])
+                        .collect()
+                };
+                k += 1;
+                let body = json!({"features": ["moving:age"], "entities": {"user_id": ids}});
+                let ok = match http
+                    .post(format!("{base}/get-online-features"))
+                    .json(&body)
+                    .send()
+                    .await
+                {
+                    Ok(r) if r.status().as_u16() == 200 => {
+                        let v: serde_json::Value = r.json().await.unwrap_or_default();
+                        v["results"][1]["statuses"]
+                            .as_array()
+                            .is_some_and(|s| s.len() == 20 && s.iter().all(|x| x == "PRESENT"))
+                    }
+                    _ => false,
+                };
+                reads.fetch_add(1, Ordering::Relaxed);
+                if !ok {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                    eprintln!("failed read of {body}");
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Move it.
+    views
+        .patch(
+            "moving",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"tags": {"team": "bigtable"}}})),
+        )
+        .await
+        .unwrap();
+    let mut phases: Vec<String> = Vec::new();
+    let mut scanned = 0;
+    let started = Instant::now();
+    loop {
+        let st = views
+            .get("moving")
+            .await
+            .unwrap()
+            .status
+            .unwrap_or_default();
+        if let Some(m) = &st.migration {
+            if phases.last() != Some(&m.phase) {
+                phases.push(m.phase.clone());
+            }
+            scanned = scanned.max(m.scanned_keys);
+        }
+        let done = st.migration.is_none() && st.backend.as_deref() == Some("bigtable");
+        if done && !phases.is_empty() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the move did not finish; phases so far {phases:?}, status {st:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_for(
+        "ConfigMap routes moving to bigtable only",
+        Duration::from_secs(30),
+        || async {
+            let (t, _) = routing(&maps).await?;
+            let v = t.view("moving")?;
+            (v.backend == "bigtable" && v.migration.is_none()).then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    let unacked = writer.await.unwrap();
+    reader.await.unwrap();
+    let reads = reads.load(Ordering::Relaxed);
+    let failed = failed_reads.load(Ordering::Relaxed);
+    eprintln!(
+        "live move: phases {phases:?}, {scanned} keys scanned, {reads} reads ({failed} failed), {} acknowledged entities, {unacked} unacknowledged writes, {:?}",
+        acked.lock().await.len(),
+        started.elapsed()
+    );
+    assert_eq!(
+        phases,
+        vec![
+            "DualWrite".to_string(),
+            "Backfill".into(),
+            "Switched".into(),
+            "Retiring".into()
+        ],
+        "phases"
+    );
+    assert_eq!(
+        failed, 0,
+        "{failed} of {reads} reads failed during the move"
+    );
+    assert!(reads > 50, "too few reads ({reads}) to mean anything");
+    assert!(scanned >= 300, "the backfill examined {scanned} keys");
+
+    // Every acknowledged write, with its last acknowledged value, from Bigtable.
+    let acked = acked.lock().await.clone();
+    assert!(acked.len() > 300, "the writer got nothing acknowledged");
+    let all: Vec<(i64, i64)> = acked.into_iter().collect();
+    for chunk in all.chunks(200) {
+        let ids: Vec<i64> = chunk.iter().map(|(i, _)| *i).collect();
+        let want: Vec<serde_json::Value> = chunk.iter().map(|(_, a)| json!(a)).collect();
+        let r = http
+            .post(format!("{base}/get-online-features"))
+            .json(&json!({"features": ["moving:age"], "entities": {"user_id": ids}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(
+            v["results"][1]["values"],
+            json!(want),
+            "values read back from bigtable"
+        );
+    }
+    let st = views.get("moving").await.unwrap().status.unwrap();
+    assert!(
+        st.tables.iter().any(|t| t.starts_with("bigtable table")),
+        "{:?}",
+        st.tables
+    );
+    assert!(
+        !cassandra_tables(&keyspace)
+            .await
+            .contains(&"e2e_moving".to_string()),
+        "teardownPolicy Delete drops the old table"
+    );
+
+    for v in views.list(&ListParams::default()).await.unwrap() {
+        let _ = views
+            .patch(
+                &v.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+            )
+            .await;
+    }
+    let _ = stores
+        .patch(
+            "store",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
+        .await;
     let _ = namespaces.delete(&ns, &DeleteParams::default()).await;
     cql(&format!("DROP KEYSPACE IF EXISTS {keyspace}")).await;
 }

@@ -383,11 +383,12 @@ pub(crate) async fn read_views(
         .iter()
         .zip(keys)
         .map(|((view, features), keys)| async move {
-            let Some(backend) = snap.backend_of(view) else {
+            // During a live move reads stay on the old backend until switched.
+            let Some(backend) = snap.backends.get(view.read_backend()) else {
                 return Err(ViewFailure {
                     view: view.name.clone(),
-                    backend: view.backend.clone(),
-                    message: format!("backend `{}` is not open", view.backend),
+                    backend: view.read_backend().to_string(),
+                    message: format!("backend `{}` is not open", view.read_backend()),
                 });
             };
             backend

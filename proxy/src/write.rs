@@ -142,25 +142,39 @@ async fn write_view(
         tracing::info!(view = %view.name, "every feature value is null; nothing written");
         return Ok(());
     };
-    let backend = snap.backend_of(view).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "BackendUnavailable",
-            format!("backend `{}` is not open", view.backend),
-        )
-    })?;
-    // Writes are not retried: the closure runs once and takes the rows.
+    // During a live move the view is written to both backends (the new
+    // one first); the write is acknowledged only when both accepted it.
+    let targets: Vec<&str> = view.write_backends().collect();
+    let last = targets.len() - 1;
     let mut rows = Some(rows);
-    backend
-        .call(Op::Write, metrics, |store| {
-            let rows = rows.take().unwrap_or_default();
-            async move { store.write(&snap.table.project, view, rows).await }
-        })
-        .await
-        .map_err(|e| {
-            tracing::warn!(backend = %backend.name, view = %view.name, error = %e, "backend write failed");
-            ApiError::backend(&backend.name, &e)
-        })
+    for (i, name) in targets.into_iter().enumerate() {
+        let backend = snap.backends.get(name).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "BackendUnavailable",
+                format!("backend `{name}` is not open"),
+            )
+        })?;
+        // Writes are not retried: the closure runs once and takes the rows
+        // (a copy for every backend but the last).
+        let batch = if i == last {
+            rows.take().unwrap_or_default()
+        } else {
+            rows.clone().unwrap_or_default()
+        };
+        let mut batch = Some(batch);
+        backend
+            .call(Op::Write, metrics, |store| {
+                let rows = batch.take().unwrap_or_default();
+                async move { store.write(&snap.table.project, view, rows).await }
+            })
+            .await
+            .map_err(|e| {
+                tracing::warn!(backend = %backend.name, view = %view.name, error = %e, "backend write failed");
+                ApiError::backend(&backend.name, &e)
+            })?;
+    }
+    Ok(())
 }
 
 fn df_of(body: &Map<String, Json>) -> Result<&Map<String, Json>, ApiError> {
