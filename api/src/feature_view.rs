@@ -209,12 +209,35 @@ pub fn check_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Most FeatureView documents in one file.
+const MAX_DOCUMENTS: usize = 10_000;
+
 impl FeatureViewDef {
     /// Parses every YAML document in `text` as a feature view.
     pub fn parse_all(file: &str, text: &str) -> Result<Vec<FeatureViewDef>, ConfigError> {
+        // serde_yaml's document iterator keeps yielding the same error after
+        // a syntax error (found by fuzzing: an endless loop): read the
+        // documents one at a time and stop at the first that fails.
+        let mut docs = Vec::new();
+        for doc in serde_yaml::Deserializer::from_str(text) {
+            if docs.len() >= MAX_DOCUMENTS {
+                return Err(ConfigError::new(
+                    file,
+                    "",
+                    format!("more than {MAX_DOCUMENTS} YAML documents"),
+                ));
+            }
+            let value = serde_yaml::Value::deserialize(doc).map_err(|e| {
+                let path = if docs.is_empty() {
+                    String::new()
+                } else {
+                    format!("(document {})", docs.len() + 1)
+                };
+                ConfigError::new(file, path, e.to_string())
+            })?;
+            docs.push(value);
+        }
         let mut out = Vec::new();
-        let docs: Vec<serde_yaml::Deserializer> =
-            serde_yaml::Deserializer::from_str(text).collect();
         let many = docs.len() > 1;
         for (i, doc) in docs.into_iter().enumerate() {
             let fv: FeatureViewDef = serde_path_to_error::deserialize(doc).map_err(|e| {
@@ -315,6 +338,9 @@ mod tests {
         assert!(err.message.contains("int65"), "{err}");
         let err = FeatureViewDef::parse_all("fv.yaml", "name: v\ntgas: {}\n").unwrap_err();
         assert!(err.message.contains("unknown field `tgas`"), "{err}");
+        // Found by fuzzing: a syntax error used to loop forever.
+        let err = FeatureViewDef::parse_all("fv.yaml", "project: p\n name: [\n").unwrap_err();
+        assert!(err.to_string().contains("fv.yaml"), "{err}");
         let err = FeatureViewDef::parse_all("fv.yaml", "name: v\nttl: forever\n").unwrap_err();
         assert_eq!(err.path, "ttl");
         let err = FeatureViewDef::parse_all(
