@@ -136,6 +136,25 @@ fn read_ts(v: ValueRef<'_>) -> Timestamp {
     }
 }
 
+/// A cached statement on the view's table; a missing table is named.
+fn prepare<'c>(
+    conn: &'c Connection,
+    sql: &str,
+    table: &str,
+    location: &str,
+) -> Result<rusqlite::CachedStatement<'c>, BackendError> {
+    conn.prepare_cached(sql).map_err(|e| {
+        if is_missing_table(&e) {
+            BackendError::MissingTable {
+                table: table.to_string(),
+                location: location.to_string(),
+            }
+        } else {
+            query_err(e)
+        }
+    })
+}
+
 /// Python's `repr(float)`, for Feast's `value_text` column.
 fn python_float(f: f64) -> String {
     if f.is_nan() {
@@ -197,16 +216,7 @@ impl OnlineStore for SqliteStore {
                     quote(&table),
                     vec!["?"; chunk.len()].join(",")
                 );
-                let mut stmt = conn.prepare_cached(&sql).map_err(|e| {
-                    if is_missing_table(&e) {
-                        BackendError::MissingTable {
-                            table: table.clone(),
-                            location: location.clone(),
-                        }
-                    } else {
-                        query_err(e)
-                    }
-                })?;
+                let mut stmt = prepare(conn, &sql, &table, &location)?;
                 let mut rows = stmt.query(params_from_iter(chunk.iter())).map_err(query_err)?;
                 while let Some(row) = rows.next().map_err(query_err)? {
                     let key = match row.get_ref(0).map_err(query_err)? {
@@ -333,16 +343,7 @@ impl OnlineStore for SqliteStore {
                 "SELECT DISTINCT entity_key FROM {} WHERE entity_key > ?1 ORDER BY entity_key LIMIT ?2",
                 quote(&table)
             );
-            let mut stmt = conn.prepare(&sql).map_err(|e| {
-                if is_missing_table(&e) {
-                    BackendError::MissingTable {
-                        table: table.clone(),
-                        location: location.clone(),
-                    }
-                } else {
-                    query_err(e)
-                }
-            })?;
+            let mut stmt = prepare(conn, &sql, &table, &location)?;
             let after = cursor.unwrap_or_default();
             let keys: Vec<Vec<u8>> = stmt
                 .query_map(rusqlite::params![after, limit as i64], |r| r.get::<_, Vec<u8>>(0))

@@ -187,12 +187,10 @@ fn backend_of(t: &RoutingTable, view: &str) -> Option<String> {
     t.view(view).map(|v| v.backend.clone())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs a kube-apiserver and backends: run tests/run.sh"]
-async fn operator_end_to_end() {
-    let client = Client::try_default().await.unwrap();
-    let ns = format!("e2e-{}", std::process::id());
-    let keyspace = format!("e2e_{}", std::process::id());
+/// A fresh namespace `<prefix>-<pid>` and Cassandra keyspace `<prefix>_<pid>`.
+async fn fresh_namespace(client: &Client, prefix: &str) -> (String, String) {
+    let ns = format!("{prefix}-{}", std::process::id());
+    let keyspace = format!("{prefix}_{}", std::process::id());
     cql(&format!(
         "CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = {{'class': 'SimpleStrategy', 'replication_factor': 1}}"
     ))
@@ -205,6 +203,45 @@ async fn operator_end_to_end() {
         )
         .await
         .unwrap();
+    (ns, keyspace)
+}
+
+/// After a test (its operator stopped): drops the finalizers left on its
+/// views and stores, deletes the namespace and the keyspace.
+async fn release(client: &Client, ns: &str, keyspace: Option<&String>) {
+    let unfinalize = json!({"metadata": {"finalizers": null}});
+    let views: Api<FeatureView> = Api::namespaced(client.clone(), ns);
+    for v in views.list(&ListParams::default()).await.unwrap() {
+        let _ = views
+            .patch(
+                &v.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&unfinalize),
+            )
+            .await;
+    }
+    let stores: Api<HybridOnlineStore> = Api::namespaced(client.clone(), ns);
+    for s in stores.list(&ListParams::default()).await.unwrap() {
+        let _ = stores
+            .patch(
+                &s.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&unfinalize),
+            )
+            .await;
+    }
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let _ = namespaces.delete(ns, &DeleteParams::default()).await;
+    if let Some(ks) = keyspace {
+        cql(&format!("DROP KEYSPACE IF EXISTS {ks}")).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a kube-apiserver and backends: run tests/run.sh"]
+async fn operator_end_to_end() {
+    let client = Client::try_default().await.unwrap();
+    let (ns, keyspace) = fresh_namespace(&client, "e2e").await;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let stores: Api<HybridOnlineStore> = Api::namespaced(client.clone(), &ns);
     let views: Api<FeatureView> = Api::namespaced(client.clone(), &ns);
@@ -588,24 +625,7 @@ async fn operator_end_to_end() {
     )
     .await;
     drop(op2);
-    // Leave no finalizers behind for the namespace's deletion.
-    for v in views.list(&ListParams::default()).await.unwrap() {
-        let _ = views
-            .patch(
-                &v.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(json!({"metadata": {"finalizers": null}})),
-            )
-            .await;
-    }
-    let _ = stores
-        .patch(
-            "store",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
-        )
-        .await;
-    cql(&format!("DROP KEYSPACE IF EXISTS {keyspace}")).await;
+    release(&client, &ns, Some(&keyspace)).await;
 }
 
 /// `kubectl apply -f examples/` (hosts pointed at the local servers): the
@@ -615,16 +635,8 @@ async fn operator_end_to_end() {
 #[ignore = "needs a kube-apiserver and backends: run tests/run.sh"]
 async fn examples_reach_ready() {
     let client = Client::try_default().await.unwrap();
-    let ns = format!("examples-{}", std::process::id());
     cql("CREATE KEYSPACE IF NOT EXISTS feast_keyspace WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 1}").await;
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
-        )
-        .await
-        .unwrap();
+    let (ns, keyspace) = fresh_namespace(&client, "examples").await;
     let dir = std::env::temp_dir().join(format!("hos-examples-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
@@ -683,23 +695,7 @@ async fn examples_reach_ready() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("Provisioned"));
-    let views: Api<FeatureView> = Api::namespaced(client.clone(), &ns);
-    for v in views.list(&ListParams::default()).await.unwrap() {
-        let _ = views
-            .patch(
-                &v.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(json!({"metadata": {"finalizers": null}})),
-            )
-            .await;
-    }
-    let _ = stores
-        .patch(
-            "my-feature-repo",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
-        )
-        .await;
+    release(&client, &ns, Some(&keyspace)).await;
 }
 
 /// A distinctive secret value: it must never appear outside its Secret.
@@ -714,20 +710,7 @@ const SECRET_PASSWORD: &str = "pw-7f3c9a1e-never-in-logs";
 #[ignore = "needs a kube-apiserver and backends: run tests/run.sh"]
 async fn dry_run_plan_then_apply_and_operator_safety() {
     let client = Client::try_default().await.unwrap();
-    let ns = format!("plan-{}", std::process::id());
-    let keyspace = format!("plan_{}", std::process::id());
-    cql(&format!(
-        "CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = {{'class': 'SimpleStrategy', 'replication_factor': 1}}"
-    ))
-    .await;
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
-        )
-        .await
-        .unwrap();
+    let (ns, keyspace) = fresh_namespace(&client, "plan").await;
     let pp = PostParams::default();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let mut s = secret(&ns);
@@ -915,26 +898,7 @@ async fn dry_run_plan_then_apply_and_operator_safety() {
         );
     }
 
-    for v in views.list(&ListParams::default()).await.unwrap() {
-        let _ = views
-            .patch(
-                &v.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(json!({"metadata": {"finalizers": null}})),
-            )
-            .await;
-    }
-    for s in ["store", "bad-store"] {
-        let _ = stores
-            .patch(
-                s,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"metadata": {"finalizers": null}})),
-            )
-            .await;
-    }
-    let _ = namespaces.delete(&ns, &DeleteParams::default()).await;
-    cql(&format!("DROP KEYSPACE IF EXISTS {keyspace}")).await;
+    release(&client, &ns, Some(&keyspace)).await;
 }
 
 fn start_proxy(ns: &str, secrets_dir: &std::path::Path) -> (Operator, String) {
@@ -964,20 +928,7 @@ async fn live_move_under_load() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     let client = Client::try_default().await.unwrap();
-    let ns = format!("move-{}", std::process::id());
-    let keyspace = format!("move_{}", std::process::id());
-    cql(&format!(
-        "CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = {{'class': 'SimpleStrategy', 'replication_factor': 1}}"
-    ))
-    .await;
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
-        )
-        .await
-        .unwrap();
+    let (ns, keyspace) = fresh_namespace(&client, "move").await;
     let pp = PostParams::default();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     secrets.create(&pp, &secret(&ns)).await.unwrap();
@@ -1213,22 +1164,5 @@ async fn live_move_under_load() {
         "teardownPolicy Delete drops the old table"
     );
 
-    for v in views.list(&ListParams::default()).await.unwrap() {
-        let _ = views
-            .patch(
-                &v.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(json!({"metadata": {"finalizers": null}})),
-            )
-            .await;
-    }
-    let _ = stores
-        .patch(
-            "store",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
-        )
-        .await;
-    let _ = namespaces.delete(&ns, &DeleteParams::default()).await;
-    cql(&format!("DROP KEYSPACE IF EXISTS {keyspace}")).await;
+    release(&client, &ns, Some(&keyspace)).await;
 }

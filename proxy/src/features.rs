@@ -63,17 +63,31 @@ pub(crate) fn entity_columns<'a>(
     field: &str,
     limits: &Limits,
 ) -> Result<EntityColumns<'a>, ApiError> {
-    let mut rows: Option<(usize, &str)> = None;
+    let mut lengths = Vec::with_capacity(columns.len());
     for (k, v) in columns {
         let Json::Array(items) = v else {
             return Err(ApiError::invalid(format!("`{field}.{k}` must be a list")));
         };
+        lengths.push((k.as_str(), items.len()));
+    }
+    let rows = entity_rows(lengths, field, limits)?;
+    Ok(EntityColumns { columns, rows })
+}
+
+/// The number of entity rows of key columns with these lengths: all equal,
+/// within the limit (1 when there are no key columns).
+pub(crate) fn entity_rows<'a>(
+    lengths: impl IntoIterator<Item = (&'a str, usize)>,
+    field: &str,
+    limits: &Limits,
+) -> Result<usize, ApiError> {
+    let mut rows: Option<(usize, &str)> = None;
+    for (k, len) in lengths {
         match rows {
-            None => rows = Some((items.len(), k)),
-            Some((n, first)) if n != items.len() => {
+            None => rows = Some((len, k)),
+            Some((n, first)) if n != len => {
                 return Err(ApiError::invalid(format!(
-                    "`{field}` columns differ in length: `{first}` has {n} values, `{k}` has {}",
-                    items.len()
+                    "`{field}` columns differ in length: `{first}` has {n} values, `{k}` has {len}"
                 )));
             }
             Some(_) => {}
@@ -86,7 +100,7 @@ pub(crate) fn entity_columns<'a>(
             limits.max_entity_rows
         )));
     }
-    Ok(EntityColumns { columns, rows })
+    Ok(rows)
 }
 
 /// The serialized key of an entityless view's rows (Feast's dummy entity).

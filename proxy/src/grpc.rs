@@ -23,8 +23,8 @@ use tonic::{Request, Response, Status};
 use crate::auth::{Access, Principal};
 use crate::error::ApiError;
 use crate::features::{
-    Cell, Selection, ViewRows, column_cells, dummy_key, encode_keys, now_seconds, read_views,
-    select,
+    Cell, Selection, ViewRows, column_cells, dummy_key, encode_keys, entity_rows, now_seconds,
+    read_views, select,
 };
 use crate::server::{AppState, Caller};
 
@@ -127,27 +127,11 @@ impl Serving {
             selected.order.iter().map(|(v, _)| v.as_ref()),
             Access::Read,
         )?;
-        // Entity rows: every key column the same length.
-        let mut rows: Option<(usize, &str)> = None;
-        for (k, v) in &req.entities {
-            match rows {
-                None => rows = Some((v.val.len(), k)),
-                Some((n, first)) if n != v.val.len() => {
-                    return Err(ApiError::invalid(format!(
-                        "`entities` columns differ in length: `{first}` has {n} values, `{k}` has {}",
-                        v.val.len()
-                    )));
-                }
-                Some(_) => {}
-            }
-        }
-        let rows = rows.map(|(n, _)| n).unwrap_or(1);
-        if rows > limits.max_entity_rows {
-            return Err(ApiError::too_large(format!(
-                "{rows} entity rows exceed the limit of {} per request",
-                limits.max_entity_rows
-            )));
-        }
+        let rows = entity_rows(
+            req.entities.iter().map(|(k, v)| (k.as_str(), v.val.len())),
+            "entities",
+            limits,
+        )?;
         let version = snap.table.entity_key_serialization_version;
         let mut keys = Vec::with_capacity(selected.order.len());
         // Typed key columns, by join key, for the keys and the echo.

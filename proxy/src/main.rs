@@ -405,17 +405,22 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Loads the configuration for a one-shot command, every backend open (a
+/// backend that cannot be opened is an error).
+async fn open_all(source: &SourceArgs) -> anyhow::Result<Snapshot> {
+    let loaded = source
+        .source()?
+        .load()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(build_snapshot(loaded, 1, None, None, &source.secrets_dir).await?)
+}
+
 /// Loads the configuration with every backend open, and the last applied
 /// routes, then computes the plan.
 async fn make_plan(
     args: &ApplyArgs,
 ) -> anyhow::Result<(Snapshot, Option<RoutingTable>, proxy::plan::Plan)> {
-    let loaded = args
-        .source
-        .source()?
-        .load()
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let snap = build_snapshot(loaded, 1, None, None, &args.source.secrets_dir).await?;
+    let snap = open_all(&args.source).await?;
     let previous = proxy::plan::read_state(&args.state_file()?).map_err(|e| anyhow::anyhow!(e))?;
     let plan = proxy::plan::compute(&snap, previous.as_ref(), args.prune).await;
     Ok((snap, previous, plan))
@@ -454,12 +459,7 @@ async fn apply(args: ApplyArgs) -> anyhow::Result<()> {
 }
 
 async fn teardown(args: TeardownArgs) -> anyhow::Result<()> {
-    let loaded = args
-        .source
-        .source()?
-        .load()
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let snap = build_snapshot(loaded, 1, None, None, &args.source.secrets_dir).await?;
+    let snap = open_all(&args.source).await?;
     let project = snap.table.project.clone();
     let selected: Vec<&api::routing::RoutedView> = if args.views.is_empty() {
         snap.table.feature_views.iter().collect()

@@ -14,6 +14,8 @@
 #   HOS_PROXY_BIN    proxy binary (default target/debug/hos-proxy)
 #   FAULTS_PHASE_SECONDS  length of each load phase of a drill (default 8)
 #   FAULTS_RATE           requests/s of each of the 4 request kinds (default 50)
+#   FAULTS_P99_RETRIES    reruns of a drill whose only failure is the p99
+#                         bound (default 1)
 #   FAULTS_P99_RATIO, FAULTS_P99_FLOOR_MS
 #                    outage p99 of the other backends' views must stay within
 #                    RATIO x max(baseline p99, FLOOR) (defaults 2 and 2 ms)
