@@ -108,7 +108,8 @@ impl CassandraStore {
         }
         let mut profile = ExecutionProfile::builder().load_balancing_policy(policy.build());
         if let Some(t) = conf.request_timeout.filter(|t| *t > 0.0) {
-            profile = profile.request_timeout(Some(Duration::from_secs_f64(t)));
+            // A timeout too large for a Duration (`.inf`, `1e20`) means none.
+            profile = profile.request_timeout(Duration::try_from_secs_f64(t).ok());
         }
         let nodes: Vec<String> = hosts
             .iter()
