@@ -23,7 +23,7 @@ use api::crd::{
 };
 use api::routing::{Backend, RoutedView};
 use backends::{BackendError, OnlineStore, WriteRow};
-use kube::{Api, ResourceExt};
+use kube::ResourceExt;
 
 use crate::context::Context;
 
@@ -292,23 +292,9 @@ async fn retire(m: &Move<'_>) -> Result<(), String> {
         .connect(&scope, m.from)
         .await
         .map_err(|e| format!("backend {}: {e}", m.from.name))?;
-    let api: Api<FeatureView> = Api::namespaced(m.ctx.client.clone(), m.ns);
-    let others = api
-        .list(&Default::default())
+    let remaining = crate::view::staying_views(m.ctx, m.ns, m.fv, &m.from.name)
         .await
         .map_err(|e| e.to_string())?;
-    let remaining: Vec<RoutedView> = others
-        .items
-        .iter()
-        .filter(|o| {
-            o.spec.store_ref == m.fv.spec.store_ref
-                && o.name_any() != m.fv.name_any()
-                && o.status.as_ref().and_then(|s| s.backend.as_deref())
-                    == Some(m.from.name.as_str())
-        })
-        .filter_map(|o| crate::plan::view_def(o).ok())
-        .map(|d| crate::plan::routed_view(&d, &m.from.name))
-        .collect();
     let refs: Vec<&RoutedView> = remaining.iter().collect();
     src.drop_view(m.project, m.view, &refs)
         .await

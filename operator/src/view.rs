@@ -515,6 +515,31 @@ async fn plan_only(
     Ok(Action::requeue(Duration::from_secs(60)))
 }
 
+/// The other live views of `fv`'s store that route to `backend`: storage
+/// they share with `fv` (a Bigtable table per entity set) must stay when
+/// `fv`'s is dropped there.
+pub(crate) async fn staying_views(
+    ctx: &Context,
+    ns: &str,
+    fv: &FeatureView,
+    backend: &str,
+) -> Result<Vec<api::routing::RoutedView>, kube::Error> {
+    let views: Api<FeatureView> = Api::namespaced(ctx.client.clone(), ns);
+    Ok(views
+        .list(&Default::default())
+        .await?
+        .into_iter()
+        .filter(|o| o.name_any() != fv.name_any() && o.spec.store_ref == fv.spec.store_ref)
+        .filter(|o| o.metadata.deletion_timestamp.is_none())
+        .filter(|o| o.status.as_ref().and_then(|s| s.backend.as_deref()) == Some(backend))
+        .filter_map(|o| {
+            plan::view_def(&o)
+                .ok()
+                .map(|d| plan::routed_view(&d, backend))
+        })
+        .collect())
+}
+
 async fn cleanup(fv: Arc<FeatureView>, ctx: &Context, ns: &str) -> Result<Action, Error> {
     let stores: Api<HybridOnlineStore> = Api::namespaced(ctx.client.clone(), ns);
     let store = stores.get_opt(&fv.spec.store_ref).await?;
@@ -553,22 +578,7 @@ async fn cleanup(fv: Arc<FeatureView>, ctx: &Context, ns: &str) -> Result<Action
     };
     let routed = plan::routed_view(&def, &backend_name);
     // Views staying on this backend keep storage they share.
-    let views: Api<FeatureView> = Api::namespaced(ctx.client.clone(), ns);
-    let others: Vec<_> = views
-        .list(&Default::default())
-        .await?
-        .into_iter()
-        .filter(|o| o.name_any() != fv.name_any() && o.spec.store_ref == fv.spec.store_ref)
-        .filter(|o| o.metadata.deletion_timestamp.is_none())
-        .filter(|o| {
-            o.status.as_ref().and_then(|s| s.backend.as_deref()) == Some(backend_name.as_str())
-        })
-        .filter_map(|o| {
-            plan::view_def(&o)
-                .ok()
-                .map(|d| plan::routed_view(&d, &backend_name))
-        })
-        .collect();
+    let others = staying_views(ctx, ns, &fv, &backend_name).await?;
     let remaining: Vec<&api::routing::RoutedView> = others.iter().collect();
     let conn = match ctx
         .connect(&format!("{ns}/{}", store.name_any()), backend)
