@@ -90,15 +90,15 @@ fn env() -> &'static Env {
             .unwrap();
         let shared = Arc::new(Shared::new(dir.join("secrets")));
         rt.block_on(reload(&shared, &source, true)).unwrap();
-        let app = router(Arc::new(AppState {
+        let app = router(Arc::new(AppState::new(
             shared,
-            limits: Limits {
+            Limits {
                 max_body_bytes: 1 << 20,
                 max_entity_rows: 100,
                 ..Limits::default()
             },
-            auth: None,
-        }));
+            None,
+        )));
         Env { rt, app }
     })
 }

@@ -104,13 +104,10 @@ impl Principal {
         }
     }
 
-    /// Checks that this principal may `access` every view in `views`.
-    pub fn authorize<'a>(
-        &self,
-        snap: &Snapshot,
-        views: impl IntoIterator<Item = &'a RoutedView>,
-        access: Access,
-    ) -> Result<(), ApiError> {
+    /// Checks that this principal may `access` the snapshot's project at
+    /// all. Runs before any view is looked up, so a caller not allowed the
+    /// project gets the same 403 whether or not a view exists.
+    pub fn authorize_project(&self, snap: &Snapshot, access: Access) -> Result<(), ApiError> {
         let project = &snap.table.project;
         let allowed = match access {
             Access::Read => self.read,
@@ -134,6 +131,21 @@ impl Principal {
                 self.name
             )));
         }
+        Ok(())
+    }
+
+    /// Checks that this principal may `access` every view in `views`.
+    pub fn authorize<'a>(
+        &self,
+        snap: &Snapshot,
+        views: impl IntoIterator<Item = &'a RoutedView>,
+        access: Access,
+    ) -> Result<(), ApiError> {
+        self.authorize_project(snap, access)?;
+        let verb = match access {
+            Access::Read => "read",
+            Access::Write => "write",
+        };
         if let Some(teams) = &self.teams {
             for v in views {
                 let team = view_team(snap, v);
@@ -279,22 +291,34 @@ impl AuthConfig {
 /// The identity a TokenReview returned (None: not authenticated).
 type Reviewed = Option<(String, Vec<String>)>;
 
-/// How long a TokenReview answer is reused.
-const REVIEW_TTL: Duration = Duration::from_secs(30);
+/// Default of `--auth-cache-seconds`: how long a TokenReview answer is
+/// reused. Short, so a revoked token stops working soon.
+pub const DEFAULT_REVIEW_TTL: Duration = Duration::from_secs(10);
 const REVIEW_CACHE_MAX: usize = 10_000;
+
+/// How bearer tokens unknown to the auth file are reviewed.
+#[derive(Clone)]
+pub struct TokenReviewer {
+    pub client: kube::Client,
+    /// Audiences the token must be valid for (`--auth-audiences`); empty:
+    /// the API server's own audience.
+    pub audiences: Vec<String>,
+    /// How long an answer is reused (`--auth-cache-seconds`).
+    pub cache_ttl: Duration,
+}
 
 /// The authenticator requests go through.
 pub struct Authenticator {
     path: PathBuf,
     config: ArcSwap<AuthConfig>,
-    review: Option<kube::Client>,
+    review: Option<TokenReviewer>,
     cache: Mutex<HashMap<[u8; 32], (Instant, Reviewed)>>,
 }
 
 impl Authenticator {
     pub fn new(
         path: PathBuf,
-        review: Option<kube::Client>,
+        review: Option<TokenReviewer>,
     ) -> Result<Authenticator, AuthConfigError> {
         let config = AuthConfig::load(&path)?;
         Ok(Authenticator {
@@ -354,10 +378,10 @@ impl Authenticator {
         if let Some(p) = config.by_token.get(&digest) {
             return Ok(Arc::clone(p));
         }
-        let Some(client) = &self.review else {
+        let Some(reviewer) = &self.review else {
             return Err(unauthenticated("unknown bearer token"));
         };
-        let identity = self.review(client, token, digest).await?;
+        let identity = self.review(reviewer, token, digest).await?;
         match identity {
             None => Err(unauthenticated(
                 "the bearer token is not valid (TokenReview)",
@@ -374,22 +398,24 @@ impl Authenticator {
 
     async fn review(
         &self,
-        client: &kube::Client,
+        reviewer: &TokenReviewer,
         token: &str,
         digest: [u8; 32],
     ) -> Result<Reviewed, ApiError> {
+        let ttl = reviewer.cache_ttl;
         if let Ok(cache) = self.cache.lock()
             && let Some((at, who)) = cache.get(&digest)
-            && at.elapsed() < REVIEW_TTL
+            && at.elapsed() < ttl
         {
             return Ok(who.clone());
         }
         use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
-        let api: kube::Api<TokenReview> = kube::Api::all(client.clone());
+        let api: kube::Api<TokenReview> = kube::Api::all(reviewer.client.clone());
+        let wanted = (!reviewer.audiences.is_empty()).then(|| reviewer.audiences.clone());
         let review = TokenReview {
             spec: TokenReviewSpec {
                 token: Some(token.to_string()),
-                audiences: None,
+                audiences: wanted.clone(),
             },
             ..Default::default()
         };
@@ -408,12 +434,22 @@ impl Authenticator {
             if s.authenticated != Some(true) {
                 return None;
             }
+            // The API server answers with the audiences the token is valid
+            // for among those asked; none of ours means not for us.
+            if let Some(wanted) = &wanted
+                && !s
+                    .audiences
+                    .as_ref()
+                    .is_some_and(|got| got.iter().any(|a| wanted.contains(a)))
+            {
+                return None;
+            }
             let user = s.user?;
             Some((user.username?, user.groups.unwrap_or_default()))
         });
         if let Ok(mut cache) = self.cache.lock() {
             if cache.len() >= REVIEW_CACHE_MAX {
-                cache.retain(|_, (at, _)| at.elapsed() < REVIEW_TTL);
+                cache.retain(|_, (at, _)| at.elapsed() < ttl);
                 if cache.len() >= REVIEW_CACHE_MAX {
                     cache.clear();
                 }

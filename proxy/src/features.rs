@@ -20,25 +20,55 @@ use crate::guard::Op;
 use crate::metrics::Metrics;
 use crate::state::Snapshot;
 
-/// Request limits.
+/// Per-request size limits, checked where a request is decoded (HTTP and
+/// gRPC alike). Each is a `hos-proxy serve` flag of the same name.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
+    /// Largest request body (`--max-body-bytes`).
     pub max_body_bytes: usize,
+    /// Most entity rows per request (`--max-entity-rows`).
     pub max_entity_rows: usize,
-    /// Most feature references (or feature-service features) per request.
+    /// Most feature columns per request, feature services expanded
+    /// (`--max-features`).
     pub max_features: usize,
-    /// Longest accepted entity key value (string or bytes), in bytes.
+    /// Longest accepted entity key value (string or bytes), in bytes
+    /// (`--max-key-bytes`).
     pub max_key_bytes: usize,
+    /// Most cells (entity rows x feature columns) one request may read or
+    /// write (`--max-cells`); bounds the response as well.
+    pub max_cells: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_body_bytes: 16 * 1024 * 1024,
+            max_body_bytes: 4 * 1024 * 1024,
             max_entity_rows: 10_000,
             max_features: 1_000,
             max_key_bytes: 4_096,
+            max_cells: 200_000,
         }
+    }
+}
+
+impl Limits {
+    /// Refuses a request of `rows` entity rows x `features` columns over
+    /// the feature or cell limits.
+    pub(crate) fn check_cells(&self, rows: usize, features: usize) -> Result<(), ApiError> {
+        if features > self.max_features {
+            return Err(ApiError::too_large(format!(
+                "{features} feature columns exceed the limit of {} per request (--max-features)",
+                self.max_features
+            )));
+        }
+        let cells = rows.saturating_mul(features);
+        if cells > self.max_cells {
+            return Err(ApiError::too_large(format!(
+                "{rows} entity rows x {features} features = {cells} cells exceed the limit of {} cells per request (--max-cells)",
+                self.max_cells
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -96,7 +126,7 @@ pub(crate) fn entity_rows<'a>(
     let rows = rows.map(|(n, _)| n).unwrap_or(1);
     if rows > limits.max_entity_rows {
         return Err(ApiError::too_large(format!(
-            "{rows} entity rows exceed the limit of {} per request",
+            "{rows} entity rows exceed the limit of {} per request (--max-entity-rows)",
             limits.max_entity_rows
         )));
     }
@@ -242,10 +272,14 @@ pub(crate) struct Selected {
     pub order: Vec<(Arc<RoutedView>, Vec<String>)>,
 }
 
+/// Resolves the selection against the snapshot, for a request of `rows`
+/// entity rows: the feature and cell limits apply to the expanded columns
+/// (a feature service counts as all the features it selects).
 pub(crate) fn select(
     snap: &Snapshot,
     selection: Selection<'_>,
     full_names: bool,
+    rows: usize,
     limits: &Limits,
 ) -> Result<Selected, ApiError> {
     let project = &snap.table.project;
@@ -272,6 +306,12 @@ pub(crate) fn select(
                 })?;
             for p in &svc.projections {
                 let v = view(&p.feature_view)?;
+                let n = if p.features.is_empty() {
+                    v.features.len()
+                } else {
+                    p.features.len()
+                };
+                limits.check_cells(rows, cols.len().saturating_add(n))?;
                 let prefix = p.alias.clone().unwrap_or_else(|| v.name.clone());
                 let features: Vec<String> = if p.features.is_empty() {
                     v.features.iter().map(|f| f.name.clone()).collect()
@@ -293,13 +333,8 @@ pub(crate) fn select(
             }
         }
         Selection::Refs(refs) => {
-            if refs.len() > limits.max_features {
-                return Err(ApiError::too_large(format!(
-                    "{} feature references exceed the limit of {} per request",
-                    refs.len(),
-                    limits.max_features
-                )));
-            }
+            // Checked before resolving, so a huge list costs no lookups.
+            limits.check_cells(rows, refs.len())?;
             for s in refs {
                 let Some((vname, fname)) = s.split_once(':') else {
                     return Err(ApiError::invalid(format!(
@@ -527,7 +562,16 @@ pub async fn get_online_features(
         }
         None => return Err(ApiError::invalid("`entities` is required")),
     };
-    let selected = select(snap, json_selection(body)?, full_names, limits)?;
+    // The project is checked before any view is looked up: a caller not
+    // allowed the project learns nothing about which views exist.
+    principal.authorize_project(snap, Access::Read)?;
+    let selected = select(
+        snap,
+        json_selection(body)?,
+        full_names,
+        entities.rows,
+        limits,
+    )?;
     principal.authorize(
         snap,
         selected.order.iter().map(|(v, _)| v.as_ref()),

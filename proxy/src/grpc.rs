@@ -36,6 +36,8 @@ pub fn status_of(e: &ApiError) -> Status {
         StatusCode::FORBIDDEN => tonic::Code::PermissionDenied,
         StatusCode::PAYLOAD_TOO_LARGE => tonic::Code::ResourceExhausted,
         StatusCode::SERVICE_UNAVAILABLE => tonic::Code::Unavailable,
+        StatusCode::TOO_MANY_REQUESTS => tonic::Code::ResourceExhausted,
+        StatusCode::GATEWAY_TIMEOUT => tonic::Code::DeadlineExceeded,
         s if s.is_client_error() => tonic::Code::InvalidArgument,
         _ => tonic::Code::Internal,
     };
@@ -121,16 +123,19 @@ impl Serving {
             }
             None => Selection::Refs(Vec::new()),
         };
-        let selected = select(&snap, selection, req.full_feature_names, limits)?;
-        principal.authorize(
-            &snap,
-            selected.order.iter().map(|(v, _)| v.as_ref()),
-            Access::Read,
-        )?;
         let rows = entity_rows(
             req.entities.iter().map(|(k, v)| (k.as_str(), v.val.len())),
             "entities",
             limits,
+        )?;
+        // The project first: a caller not allowed it learns nothing about
+        // which views exist.
+        principal.authorize_project(&snap, Access::Read)?;
+        let selected = select(&snap, selection, req.full_feature_names, rows, limits)?;
+        principal.authorize(
+            &snap,
+            selected.order.iter().map(|(v, _)| v.as_ref()),
+            Access::Read,
         )?;
         let version = snap.table.entity_key_serialization_version;
         let mut keys = Vec::with_capacity(selected.order.len());

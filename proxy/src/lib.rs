@@ -10,6 +10,8 @@ pub mod error;
 pub mod features;
 pub mod grpc;
 pub mod guard;
+pub mod limits;
+pub mod listener;
 pub mod metrics;
 pub mod plan;
 pub mod server;

@@ -13,7 +13,8 @@ use proxy::config::ConfigSource;
 use proxy::configmap::ConfigMapSource;
 use proxy::features::Limits;
 use proxy::guard::GuardConfig;
-use proxy::server::{AppState, TlsFiles, grpc_router, router, serve_listener, tls_config};
+use proxy::listener::ConnLimits;
+use proxy::server::{AppState, TlsFiles, admin_router, grpc_router, router, tls_config};
 use proxy::state::{
     Shared, Snapshot, build_snapshot, provision, reload, spawn_reloader, spawn_sweeper,
 };
@@ -173,9 +174,50 @@ struct ServeArgs {
     /// Create missing tables for every routed view at start and on each reload.
     #[arg(long, env = "HOS_APPLY")]
     apply: bool,
-    /// Largest accepted request body, in bytes (larger: 413).
-    #[arg(long, env = "HOS_MAX_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
+    /// Address of the admin listener: `/health`, `/ready` with per-backend
+    /// details and `/metrics`, without authentication. Bind it where only
+    /// the kubelet and Prometheus reach it. With --auth-config and without
+    /// it, the client listener's `/ready` answers only `{"ready": bool}`
+    /// and its `/metrics` needs a bearer token.
+    #[arg(long, env = "HOS_ADMIN_LISTEN")]
+    admin_listen: Option<SocketAddr>,
+    /// Largest accepted request body, in bytes (larger: 413). A declared
+    /// Content-Length over it is refused before the body is read; a chunked
+    /// body is cut at it. Also the largest gRPC message.
+    #[arg(long, env = "HOS_MAX_BODY_BYTES", default_value_t = proxy::features::Limits::default().max_body_bytes)]
     max_body_bytes: usize,
+    /// Most cells (entity rows x feature columns, feature services
+    /// expanded) one request may read or write (more: 413). Bounds the
+    /// response size too.
+    #[arg(long, env = "HOS_MAX_CELLS", default_value_t = proxy::features::Limits::default().max_cells)]
+    max_cells: usize,
+    /// Most feature requests in flight in the whole proxy (HTTP and gRPC);
+    /// more are refused at once with 503 and `Retry-After` instead of queueing.
+    #[arg(long, env = "HOS_MAX_IN_FLIGHT", default_value_t = proxy::limits::DEFAULT_MAX_IN_FLIGHT)]
+    max_in_flight: usize,
+    /// Most feature requests in flight per principal (per client address
+    /// without --auth-config); more get 429 and `Retry-After`, so one team
+    /// cannot take every slot.
+    #[arg(long, env = "HOS_MAX_IN_FLIGHT_PER_PRINCIPAL", default_value_t = proxy::limits::DEFAULT_MAX_IN_FLIGHT_PER_PRINCIPAL)]
+    max_in_flight_per_principal: usize,
+    /// Milliseconds a feature request may take, body upload included (more: 504).
+    #[arg(long, env = "HOS_REQUEST_TIMEOUT_MS", default_value_t = proxy::limits::DEFAULT_REQUEST_TIMEOUT.as_millis() as u64)]
+    request_timeout_ms: u64,
+    /// Milliseconds a client has to send a request's headers (and to finish
+    /// the TLS handshake); slower connections are closed.
+    #[arg(long, env = "HOS_HEADER_READ_TIMEOUT_MS", default_value_t = proxy::listener::DEFAULT_HEADER_READ_TIMEOUT.as_millis() as u64)]
+    header_read_timeout_ms: u64,
+    /// Seconds a connection may stay open with no request in flight and no
+    /// bytes moving (keep-alive and HTTP/2 alike) before it is closed.
+    #[arg(long, env = "HOS_IDLE_TIMEOUT_SECONDS", default_value_t = proxy::listener::DEFAULT_IDLE_TIMEOUT.as_secs_f64())]
+    idle_timeout_seconds: f64,
+    /// Most client connections open at once per listener; more are closed
+    /// at accept.
+    #[arg(long, env = "HOS_MAX_CONNECTIONS", default_value_t = proxy::listener::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
+    /// Most concurrent streams on one HTTP/2 (gRPC) connection.
+    #[arg(long, env = "HOS_HTTP2_MAX_STREAMS", default_value_t = proxy::listener::DEFAULT_HTTP2_MAX_STREAMS)]
+    http2_max_streams: u32,
     /// Milliseconds one backend call may take (a read's retry included)
     /// before its views fail (INVALID columns, or 503 when nothing else answers).
     #[arg(long, env = "HOS_BACKEND_TIMEOUT_MS", default_value_t = 5000)]
@@ -227,6 +269,21 @@ struct ServeArgs {
     /// the reviewed users or groups.
     #[arg(long, env = "HOS_AUTH_TOKEN_REVIEW", requires = "auth_config")]
     auth_token_review: bool,
+    /// Audiences a reviewed token must be valid for (repeatable, or
+    /// comma-separated in the env var); none: the API server's own.
+    #[arg(
+        long = "auth-audience",
+        env = "HOS_AUTH_AUDIENCES",
+        value_delimiter = ','
+    )]
+    auth_audiences: Vec<String>,
+    /// Seconds a TokenReview answer (valid or not) is reused.
+    #[arg(long, env = "HOS_AUTH_CACHE_SECONDS", default_value_t = proxy::auth::DEFAULT_REVIEW_TTL.as_secs_f64())]
+    auth_cache_seconds: f64,
+    /// Failed authentications one client address may make per minute;
+    /// after that it gets 429 without its token being checked (0: no bound).
+    #[arg(long, env = "HOS_AUTH_FAILURES_PER_MINUTE", default_value_t = proxy::limits::DEFAULT_AUTH_FAILURES_PER_MINUTE)]
+    auth_failures_per_minute: u32,
     /// Seconds between sweeps deleting expired rows from SQLite backends that
     /// set `key_ttl_seconds` (other stores expire data themselves).
     #[arg(long, env = "HOS_SWEEP_SECONDS", default_value_t = 60.0)]
@@ -319,11 +376,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None => None,
         Some(path) => {
             let review = if args.auth_token_review {
-                Some(
-                    kube::Client::try_default()
+                Some(proxy::auth::TokenReviewer {
+                    client: kube::Client::try_default()
                         .await
                         .context("cannot reach the Kubernetes API for --auth-token-review")?,
-                )
+                    audiences: args.auth_audiences.clone(),
+                    cache_ttl: Duration::from_secs_f64(args.auth_cache_seconds.max(0.0)),
+                })
             } else {
                 None
             };
@@ -339,9 +398,22 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_entity_rows: args.max_entity_rows,
             max_features: args.max_features,
             max_key_bytes: args.max_key_bytes,
+            max_cells: args.max_cells,
         },
         auth,
+        admission: Arc::new(proxy::limits::Admission::new(
+            args.max_in_flight,
+            args.max_in_flight_per_principal,
+        )),
+        request_timeout: Duration::from_millis(args.request_timeout_ms.max(1)),
+        auth_failures: proxy::limits::FailureLimiter::new(args.auth_failures_per_minute),
     });
+    let conn_limits = ConnLimits {
+        max_connections: args.max_connections.max(1),
+        header_read_timeout: Duration::from_millis(args.header_read_timeout_ms.max(1)),
+        idle_timeout: Duration::from_secs_f64(args.idle_timeout_seconds.max(0.05)),
+        http2_max_streams: args.http2_max_streams.max(1),
+    };
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
             let _ = rustls::crypto::ring::default_provider().install_default();
@@ -366,19 +438,38 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let http = bind(args.listen)?;
     tracing::info!(addr = %args.listen, scheme, "serving Feast feature-server API");
-    servers.spawn(serve_listener(
+    servers.spawn(proxy::listener::serve(
         http,
         router(Arc::clone(&state)),
         tls.clone(),
+        conn_limits,
+        Arc::clone(&state),
         stop_rx.clone(),
     ));
     if let Some(addr) = args.grpc_listen {
         let grpc = bind(addr)?;
         tracing::info!(addr = %addr, tls = tls.is_some(), "serving Feast gRPC ServingService");
-        servers.spawn(serve_listener(
+        servers.spawn(proxy::listener::serve(
             grpc,
             grpc_router(Arc::clone(&state)),
+            tls.clone(),
+            conn_limits,
+            Arc::clone(&state),
+            stop_rx.clone(),
+        ));
+    }
+    if let Some(addr) = args.admin_listen {
+        let admin = bind(addr)?;
+        tracing::info!(addr = %addr, "serving the admin endpoints (/health, /ready, /metrics)");
+        servers.spawn(proxy::listener::serve(
+            admin,
+            admin_router(Arc::clone(&state)),
             tls,
+            ConnLimits {
+                max_connections: 64,
+                ..conn_limits
+            },
+            Arc::clone(&state),
             stop_rx,
         ));
     }

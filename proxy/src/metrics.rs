@@ -47,6 +47,11 @@ pub struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BackendNameLabels {
     pub backend: String,
 }
@@ -72,6 +77,9 @@ pub struct Metrics {
     circuit_open: Family<BackendNameLabels, Gauge>,
     auth_failures: Family<StatusLabels, Counter>,
     expired_rows: Family<BackendNameLabels, Counter>,
+    shed: Family<ReasonLabels, Counter>,
+    open_connections: Gauge,
+    connections_refused: Counter,
     known_backends: Mutex<Vec<String>>,
 }
 
@@ -170,7 +178,28 @@ impl Metrics {
             "Rows deleted by the expiry sweep (stores with key_ttl_seconds that do not expire by themselves)",
             expired_rows.clone(),
         );
+        let shed = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "requests_shed",
+            "Feature requests refused by a bound: global (--max-in-flight, 503), principal (--max-in-flight-per-principal, 429), timeout (--request-timeout-ms, 504)",
+            shed.clone(),
+        );
+        let open_connections = Gauge::default();
+        registry.register(
+            "open_connections",
+            "Client connections open now (HTTP and gRPC listeners)",
+            open_connections.clone(),
+        );
+        let connections_refused = Counter::default();
+        registry.register(
+            "connections_refused",
+            "Connections closed at accept because --max-connections were open",
+            connections_refused.clone(),
+        );
         Metrics {
+            shed,
+            open_connections,
+            connections_refused,
             expired_rows,
             auth_failures,
             backend_up,
@@ -229,6 +258,22 @@ impl Metrics {
                 backend: backend.to_string(),
             })
             .inc_by(rows);
+    }
+
+    pub fn shed(&self, reason: &'static str) {
+        self.shed.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    pub fn connection_opened(&self) {
+        self.open_connections.inc();
+    }
+
+    pub fn connection_closed(&self) {
+        self.open_connections.dec();
+    }
+
+    pub fn connection_refused(&self) {
+        self.connections_refused.inc();
     }
 
     pub fn auth_failure(&self, status: u16) {

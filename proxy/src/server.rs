@@ -1,14 +1,15 @@
 //! HTTP front end: Feast's feature-server endpoints plus health, readiness
 //! and metrics.
 
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::State;
-use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
-use axum::http::{Request, StatusCode};
+use axum::extract::{ConnectInfo, State};
+use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use axum::http::{HeaderValue, Request, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -18,6 +19,7 @@ use serde_json::{Value as Json, json};
 use crate::auth::{Authenticator, Principal};
 use crate::error::ApiError;
 use crate::features::{Limits, get_online_features};
+use crate::limits::{Admission, FailureLimiter, RETRY_AFTER_SECONDS, Tenant, too_many_failures};
 use crate::state::{Shared, Snapshot};
 use crate::write::{push, write_to_online_store};
 
@@ -27,6 +29,71 @@ pub struct AppState {
     pub limits: Limits,
     /// `None`: no authentication, every request may do everything.
     pub auth: Option<Arc<Authenticator>>,
+    /// Bounds on feature requests in flight (global and per principal).
+    pub admission: Arc<Admission>,
+    /// Longest a feature request may take, body upload included.
+    pub request_timeout: Duration,
+    /// Bound on failed authentications per client address.
+    pub auth_failures: FailureLimiter,
+}
+
+impl AppState {
+    /// State with the default bounds (tests and embedders).
+    pub fn new(shared: Arc<Shared>, limits: Limits, auth: Option<Arc<Authenticator>>) -> AppState {
+        AppState {
+            shared,
+            limits,
+            auth,
+            admission: Arc::new(Admission::new(
+                crate::limits::DEFAULT_MAX_IN_FLIGHT,
+                crate::limits::DEFAULT_MAX_IN_FLIGHT_PER_PRINCIPAL,
+            )),
+            request_timeout: crate::limits::DEFAULT_REQUEST_TIMEOUT,
+            auth_failures: FailureLimiter::new(crate::limits::DEFAULT_AUTH_FAILURES_PER_MINUTE),
+        }
+    }
+}
+
+impl crate::listener::ConnEvents for AppState {
+    fn opened(&self) {
+        self.shared.metrics.connection_opened();
+    }
+    fn closed(&self) {
+        self.shared.metrics.connection_closed();
+    }
+    fn refused(&self) {
+        self.shared.metrics.connection_refused();
+    }
+}
+
+/// Whether a request is gRPC (its errors are gRPC statuses, not JSON).
+pub fn is_grpc<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
+}
+
+/// `e` in the protocol of the request it answers.
+pub fn error_response<B>(req: &Request<B>, e: ApiError) -> Response {
+    if is_grpc(req) {
+        crate::grpc::status_of(&e).into_http()
+    } else {
+        e.into_response()
+    }
+}
+
+fn with_retry_after(mut resp: Response) -> Response {
+    resp.headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
+    resp
+}
+
+/// The client address of a request, as the listener recorded it.
+pub fn client_ip<B>(req: &Request<B>) -> Option<IpAddr> {
+    req.extensions()
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip())
 }
 
 /// The principal a request acts as (set by [`authenticate`]).
@@ -35,7 +102,8 @@ pub struct Caller(pub Arc<Principal>);
 
 /// Middleware: resolves the bearer token into a [`Caller`], or answers 401
 /// (for gRPC, status UNAUTHENTICATED). Without auth every caller is
-/// anonymous and allowed everything.
+/// anonymous and allowed everything. A client address that failed too
+/// often in the last minute gets 429 before its token is looked at.
 pub async fn authenticate(
     State(state): State<Arc<AppState>>,
     mut req: Request<Body>,
@@ -44,11 +112,25 @@ pub async fn authenticate(
     let principal = match &state.auth {
         None => Ok(Arc::new(Principal::anonymous())),
         Some(auth) => {
+            let ip = client_ip(&req);
+            if let Some(ip) = ip
+                && !state.auth_failures.allowed(ip)
+            {
+                state.shared.metrics.auth_failure(429);
+                let e = too_many_failures(state.auth_failures.per_minute());
+                return with_retry_after(error_response(&req, e));
+            }
             let header = req
                 .headers()
                 .get(AUTHORIZATION)
                 .and_then(|h| h.to_str().ok());
-            auth.authenticate(header).await
+            let result = auth.authenticate(header).await;
+            if let (Err(e), Some(ip)) = (&result, ip)
+                && e.status == StatusCode::UNAUTHORIZED
+            {
+                state.auth_failures.failed(ip);
+            }
+            result
         }
     };
     match principal {
@@ -57,20 +139,64 @@ pub async fn authenticate(
             next.run(req).await
         }
         Err(e) => {
-            let grpc = req
-                .headers()
-                .get(CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.starts_with("application/grpc"));
             state.shared.metrics.auth_failure(e.status.as_u16());
             tracing::debug!(status = e.status.as_u16(), error = %e.message, "request not authenticated");
+            error_response(&req, e)
+        }
+    }
+}
+
+/// Who a request counts against for the per-principal bound: its principal
+/// when authentication is on, else the client's address (without auth every
+/// request is the same anonymous principal, and one client must not starve
+/// the others).
+fn tenant_of(state: &AppState, req: &Request<Body>) -> Tenant {
+    if state.auth.is_some()
+        && let Some(c) = req.extensions().get::<Caller>()
+    {
+        return Tenant::Principal(c.0.name.clone());
+    }
+    match client_ip(req) {
+        Some(ip) => Tenant::Client(ip),
+        None => Tenant::Unknown,
+    }
+}
+
+/// Middleware (after [`authenticate`]): admits the request under the
+/// in-flight bounds, shedding with 503/429 + `Retry-After` instead of
+/// queueing, then runs it under the request deadline (504).
+pub async fn admit(State(state): State<Arc<AppState>>, req: Request<Body>, next: Next) -> Response {
+    let admitted = match state.admission.admit(tenant_of(&state, &req)) {
+        Ok(a) => a,
+        Err(shed) => {
+            state.shared.metrics.shed(shed.metric_label());
+            tracing::debug!(reason = shed.metric_label(), error = %shed, "request shed");
+            return with_retry_after(error_response(&req, shed.to_api_error()));
+        }
+    };
+    let deadline = state.request_timeout;
+    let grpc = is_grpc(&req);
+    let resp = match tokio::time::timeout(deadline, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => {
+            state.shared.metrics.shed("timeout");
+            let e = ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "RequestTimeout",
+                format!(
+                    "the request took longer than the proxy's limit of {} ms (--request-timeout-ms)",
+                    deadline.as_millis()
+                ),
+            );
             if grpc {
                 crate::grpc::status_of(&e).into_http()
             } else {
                 e.into_response()
             }
         }
-    }
+    };
+    drop(admitted);
+    resp
 }
 
 fn caller(req: &Request<Body>) -> Arc<Principal> {
@@ -80,26 +206,80 @@ fn caller(req: &Request<Body>) -> Arc<Principal> {
         .unwrap_or_else(|| Arc::new(Principal::anonymous()))
 }
 
-/// The proxy's routes.
+/// Which listener a router serves: the one clients use, or the admin
+/// listener (`--admin-listen`) for probes and Prometheus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    Client,
+    Admin,
+}
+
+/// The proxy's routes on the client listener. Feature endpoints go through
+/// authentication, then admission and the request deadline. `/health` is
+/// always open. With authentication on, `/ready` answers only
+/// `{"ready": bool}` (details, which name backends and their errors, are on
+/// the admin listener) and `/metrics` needs a valid bearer token.
 pub fn router(state: Arc<AppState>) -> Router {
     let features = Router::new()
         .route("/get-online-features", post(get_features_handler))
         .route("/write-to-online-store", post(write_handler))
         .route("/push", post(push_handler))
+        .route_layer(middleware::from_fn_with_state(Arc::clone(&state), admit))
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&state),
             authenticate,
         ));
+    let metrics = Router::new().route("/metrics", get(metrics_handler));
+    let metrics = if state.auth.is_some() {
+        metrics.route_layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            authenticate,
+        ))
+    } else {
+        metrics
+    };
+    let detailed = state.auth.is_none();
     Router::new()
         .merge(features)
+        .merge(metrics)
         .route("/health", get(|| async { StatusCode::OK }))
-        .route("/ready", get(ready_handler))
+        .route(
+            "/ready",
+            get(move |s: State<Arc<AppState>>| ready_handler(s, detailed)),
+        )
+        .with_state(state)
+}
+
+/// The admin listener's routes: `/health`, `/ready` with details and
+/// `/metrics`, without authentication. Bind it where only the kubelet and
+/// Prometheus reach it (a pod port a NetworkPolicy keeps from clients).
+pub fn admin_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/health", get(|| async { StatusCode::OK }))
+        .route(
+            "/ready",
+            get(|s: State<Arc<AppState>>| ready_handler(s, true)),
+        )
         .route("/metrics", get(metrics_handler))
         .with_state(state)
 }
 
 async fn body_json(state: &AppState, req: Request<Body>) -> Result<Json, ApiError> {
     let limit = state.limits.max_body_bytes;
+    // A declared length over the limit is refused before a byte is read;
+    // a chunked body is cut when it passes the limit (`to_bytes`), so no
+    // more than the limit is ever buffered.
+    if let Some(declared) = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        && declared > limit as u64
+    {
+        return Err(ApiError::too_large(format!(
+            "request body of {declared} bytes exceeds the limit of {limit} bytes (--max-body-bytes)"
+        )));
+    }
     let bytes: Bytes = axum::body::to_bytes(req.into_body(), limit)
         .await
         .map_err(|e| {
@@ -107,7 +287,9 @@ async fn body_json(state: &AppState, req: Request<Body>) -> Result<Json, ApiErro
                 .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
                 || e.to_string().contains("length limit")
             {
-                ApiError::too_large(format!("request body exceeds the limit of {limit} bytes"))
+                ApiError::too_large(format!(
+                    "request body exceeds the limit of {limit} bytes (--max-body-bytes)"
+                ))
             } else {
                 ApiError::invalid(format!("cannot read request body: {e}"))
             }
@@ -189,7 +371,7 @@ async fn push_handler(State(state): State<Arc<AppState>>, req: Request<Body>) ->
     .await
 }
 
-async fn ready_handler(State(state): State<Arc<AppState>>) -> Response {
+async fn ready_handler(State(state): State<Arc<AppState>>, detailed: bool) -> Response {
     match state.shared.current.load_full() {
         None => json_response(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -220,6 +402,16 @@ async fn ready_handler(State(state): State<Arc<AppState>>) -> Response {
             // backend that is down fails only its own views (detailed
             // here); with every backend down nothing can be served.
             let ready = up > 0 || snap.backends.is_empty();
+            if !detailed {
+                return json_response(
+                    if ready {
+                        StatusCode::OK
+                    } else {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    },
+                    json!({ "ready": ready }).to_string(),
+                );
+            }
             json_response(
                 if ready {
                     StatusCode::OK
@@ -259,6 +451,7 @@ pub fn grpc_router(state: Arc<AppState>) -> Router {
             "/feast.serving.ServingService/{*method}",
             crate::grpc::service(Arc::clone(&state)),
         )
+        .route_layer(middleware::from_fn_with_state(Arc::clone(&state), admit))
         .route_layer(middleware::from_fn_with_state(state, authenticate))
 }
 
@@ -300,38 +493,4 @@ pub async fn tls_config(files: &TlsFiles) -> Result<RustlsConfig, std::io::Error
         }
     });
     Ok(config)
-}
-
-/// Serves `app` on `listener` (over TLS when `tls` is set) until `stop`
-/// flips, then stops accepting and lets in-flight requests finish.
-pub async fn serve_listener(
-    listener: std::net::TcpListener,
-    app: Router,
-    tls: Option<RustlsConfig>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) -> std::io::Result<()> {
-    let stopped = async move {
-        let _ = stop.wait_for(|s| *s).await;
-    };
-    match tls {
-        None => {
-            listener.set_nonblocking(true)?;
-            let listener = tokio::net::TcpListener::from_std(listener)?;
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stopped)
-                .await
-        }
-        Some(config) => {
-            let handle = axum_server::Handle::new();
-            let h = handle.clone();
-            tokio::spawn(async move {
-                stopped.await;
-                h.graceful_shutdown(None);
-            });
-            axum_server::from_tcp_rustls(listener, config)?
-                .handle(handle)
-                .serve(app.into_make_service())
-                .await
-        }
-    }
 }

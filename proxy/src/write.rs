@@ -54,6 +54,7 @@ fn rows_from_df(
     limits: &Limits,
 ) -> Result<Option<Vec<WriteRow>>, ApiError> {
     let entities = entity_columns(df, "df", limits)?;
+    limits.check_cells(entities.rows, view.features.len())?;
     let ts_column = view.timestamp_field.as_deref().unwrap_or(DEFAULT_TS_COLUMN);
     let ts_values = df
         .get(ts_column)
@@ -208,6 +209,9 @@ pub async fn write_to_online_store(
     };
     let name = string_field(body, "feature_view_name")?;
     let df = df_of(body)?;
+    // The project first: a caller not allowed it learns nothing about
+    // which views exist.
+    principal.authorize_project(snap, Access::Write)?;
     let view = snap.views.get(name).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -232,6 +236,7 @@ pub async fn push(
     };
     let source = string_field(body, "push_source_name")?;
     let df = df_of(body)?;
+    principal.authorize_project(snap, Access::Write)?;
     match body.get("to").and_then(Json::as_str).unwrap_or("online") {
         "online" => {}
         other @ ("offline" | "online_and_offline") => {

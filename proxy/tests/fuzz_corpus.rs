@@ -73,15 +73,15 @@ async fn request_json_corpus() {
     );
     let shared = Arc::new(Shared::new(dir.path().join("secrets")));
     reload(&shared, &source, true).await.unwrap();
-    let app = router(Arc::new(AppState {
+    let app = router(Arc::new(AppState::new(
         shared,
-        limits: Limits {
+        Limits {
             max_body_bytes: 1 << 20,
             max_entity_rows: 100,
             ..Limits::default()
         },
-        auth: None,
-    }));
+        None,
+    )));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });

@@ -61,11 +61,7 @@ async fn start(limits: Limits) -> Proxy {
     );
     let shared = Arc::new(Shared::new(dir.path().join("secrets")));
     reload(&shared, &source, true).await.unwrap();
-    let app = router(Arc::new(AppState {
-        shared: Arc::clone(&shared),
-        limits,
-        auth: None,
-    }));
+    let app = router(Arc::new(AppState::new(Arc::clone(&shared), limits, None)));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -83,6 +79,7 @@ const DEFAULT_LIMITS: Limits = Limits {
     max_entity_rows: 100,
     max_features: 50,
     max_key_bytes: 256,
+    max_cells: 5_000,
 };
 
 impl Proxy {
@@ -244,6 +241,7 @@ async fn malformed_requests_get_4xx_naming_the_problem() {
         max_entity_rows: 5,
         max_features: 3,
         max_key_bytes: 16,
+        max_cells: 6,
     })
     .await;
     let cases: Vec<(Value, u16, &str)> = vec![
@@ -306,7 +304,12 @@ async fn malformed_requests_get_4xx_naming_the_problem() {
         (
             json!({"features": ["users:age", "users:tags", "users:score", "orders:total"], "entities": {"user_id": [1]}}),
             413,
-            "4 feature references exceed the limit of 3",
+            "4 feature columns exceed the limit of 3 per request (--max-features)",
+        ),
+        (
+            json!({"features": ["users:age", "users:tags", "users:score"], "entities": {"user_id": [1, 2, 3]}}),
+            413,
+            "3 entity rows x 3 features = 9 cells exceed the limit of 6 cells per request (--max-cells)",
         ),
         (
             json!({"features": ["orders:total"], "entities": {"user_id": [1], "shop_id": ["s".repeat(17)]}}),
@@ -325,7 +328,21 @@ async fn malformed_requests_get_4xx_naming_the_problem() {
     let (s, resp) = p.post("/get-online-features", "x".repeat(10_000)).await;
     assert_eq!(s, 413);
     assert!(
-        message(&resp).contains("exceeds the limit of 4096 bytes"),
+        message(&resp).contains("request body of 10000 bytes exceeds the limit of 4096 bytes"),
+        "{resp}"
+    );
+    // Without a Content-Length (chunked), the body is cut at the limit.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        (0..10).map(|_| Ok(vec![b' '; 1000])).collect();
+    let (s, resp) = p
+        .post(
+            "/get-online-features",
+            reqwest::Body::wrap_stream(futures::stream::iter(chunks)),
+        )
+        .await;
+    assert_eq!(s, 413);
+    assert!(
+        message(&resp).contains("request body exceeds the limit of 4096 bytes"),
         "{resp}"
     );
 

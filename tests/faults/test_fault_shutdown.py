@@ -219,7 +219,10 @@ def test_sigterm_under_write_load_keeps_acknowledged_writes(kind, procs, tmp_pat
     try:
         args = make_repo(tmp_path / "repo", kind, project)
         proxy = procs.proxy(args + ["--apply", "--shutdown-grace-seconds", str(GRACE),
-                                    "--max-entity-rows", str(BIG_MAX_ROWS)], name=f"hos-proxy-shutdown-{kind}")
+                                    "--max-entity-rows", str(BIG_MAX_ROWS),
+                                    # the big write goes past the default body and cell bounds
+                                    "--max-body-bytes", str(256 << 20), "--max-cells", str(BIG_MAX_ROWS * 64),
+                                    "--request-timeout-ms", "120000"], name=f"hos-proxy-shutdown-{kind}")
         big_rows, big_took, acked_pre, next_id = sized_big_write(proxy, 1)
 
         stop = threading.Event()

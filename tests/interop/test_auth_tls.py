@@ -105,6 +105,10 @@ def test_tokens_teams_and_access(procs, tmp_path):
     # probes stay open
     assert proxy.get("/health").status_code == 200
     assert proxy.get("/ready").status_code == 200
+    # With auth on, the client listener's /ready says only whether it is
+    # ready (details are on the admin listener) and /metrics needs a token.
+    assert proxy.get("/ready").json() == {"ready": True}
+    assert proxy.get("/metrics").status_code == 401
 
     # 401: no token, a malformed header, an unknown token
     for headers, msg in [({}, "missing `Authorization: Bearer <token>`"),
@@ -164,7 +168,7 @@ def test_tokens_teams_and_access(procs, tmp_path):
             break
         time.sleep(0.2)
     assert r.status_code == 200, f"new token not picked up: {r.status_code} {r.text[:300]}"
-    m = proxy.get("/metrics").text
+    m = requests.get(proxy.url + "/metrics", headers=bearer("tok-a"), timeout=10).text
     assert H.metric_value(m, "hos_proxy_auth_failures_total", {"status": "401"}) >= 9
 
 

@@ -143,7 +143,7 @@ def test_malformed_inputs_entity_row_limit_413(proxy):
 
 
 def test_malformed_inputs_body_limit_413(proxy):
-    # a 64 MiB body (default limit 16 MiB)
+    # a 64 MiB body (default limit 4 MiB)
     pad = 64 * 1024 * 1024
     body = b'{"features": ["user_features:f_int32"], "entities": {"user_id": [1]}, "pad": "' + b"x" * pad + b'"}'
     status, resp, sent, note = raw_post(proxy.port, READ, body)
