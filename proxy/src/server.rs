@@ -162,6 +162,17 @@ fn tenant_of(state: &AppState, req: &Request<Body>) -> Tenant {
     }
 }
 
+/// Largest body read (and dropped) from a shed request to keep its
+/// connection open.
+const SHED_DRAIN_BYTES: u64 = 64 * 1024;
+
+fn declared_length<B>(req: &Request<B>) -> Option<u64> {
+    req.headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
 /// Middleware (after [`authenticate`]): admits the request under the
 /// in-flight bounds, shedding with 503/429 + `Retry-After` instead of
 /// queueing, then runs it under the request deadline (504).
@@ -171,7 +182,14 @@ pub async fn admit(State(state): State<Arc<AppState>>, req: Request<Body>, next:
         Err(shed) => {
             state.shared.metrics.shed(shed.metric_label());
             tracing::debug!(reason = shed.metric_label(), error = %shed, "request shed");
-            return with_retry_after(error_response(&req, shed.to_api_error()));
+            let resp = with_retry_after(error_response(&req, shed.to_api_error()));
+            // HTTP/1.1 closes a connection whose request body was left
+            // unread; a small body is read and dropped so a shed client
+            // keeps its connection for the retry.
+            if declared_length(&req).is_some_and(|n| n <= SHED_DRAIN_BYTES) {
+                let _ = axum::body::to_bytes(req.into_body(), SHED_DRAIN_BYTES as usize).await;
+            }
+            return resp;
         }
     };
     let deadline = state.request_timeout;
@@ -269,11 +287,7 @@ async fn body_json(state: &AppState, req: Request<Body>) -> Result<Json, ApiErro
     // A declared length over the limit is refused before a byte is read;
     // a chunked body is cut when it passes the limit (`to_bytes`), so no
     // more than the limit is ever buffered.
-    if let Some(declared) = req
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
+    if let Some(declared) = declared_length(&req)
         && declared > limit as u64
     {
         return Err(ApiError::too_large(format!(
