@@ -58,6 +58,9 @@ HOS_PROXY_BIN="$PWD/target/debug/hos-proxy" tests/grpc/run.sh
 step "Fault drills (each server stopped and restarted under load) and SIGTERM durability"
 HOS_PROXY_BIN="$PWD/target/debug/hos-proxy" tests/faults/run.sh
 
+step "Security suite: hostile inputs against the real proxy and servers (tests/security)"
+HOS_PROXY_BIN="$PWD/target/debug/hos-proxy" tests/security/run.sh
+
 if [[ -z "${HOS_SKIP_K8S:-}" ]]; then
   step "CRDs against a real kube-apiserver"
   tests/scripts/k8s-build.sh >/dev/null
