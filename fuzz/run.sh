@@ -21,9 +21,11 @@ failed=()
 for t in $(cargo +nightly fuzz list); do
   mkdir -p "artifacts/$t/new-corpus"
   log="artifacts/$t/run.log"
-  # Only request_json needs the proxy crate; the others build without it.
+  # Only request_json needs the proxy crate and routing_table_paths the
+  # backends crate; the others build without them.
   features=(--no-default-features)
   [ "$t" = request_json ] && features=()
+  [ "$t" = routing_table_paths ] && features=(--no-default-features --features backends)
   echo "== $t: ${secs}s (log: fuzz/$log)"
   cargo +nightly fuzz run "${features[@]}" "$t" "artifacts/$t/new-corpus" "corpus/$t" -- \
     -max_total_time="$secs" -rss_limit_mb=2048 -print_final_stats=1 >"$log" 2>&1

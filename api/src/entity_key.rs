@@ -290,6 +290,50 @@ pub fn deserialize_v3(bytes: &[u8]) -> Result<EntityKey, EntityKeyError> {
     })
 }
 
+/// The length of the well-formed v3 entity key that `bytes` starts with,
+/// or `None` if it does not start with one. Stores that append to the key
+/// (Redis: `<entity key><project>`) use it to find where the key ends.
+pub fn v3_prefix_len(bytes: &[u8]) -> Option<usize> {
+    let mut r = Reader { buf: bytes, pos: 0 };
+    let declared = r.u32("key count").ok()?;
+    if declared as usize > bytes.len() / 16 {
+        return None;
+    }
+    for _ in 0..declared {
+        if r.u32("join key type").ok()? != ValueType::String as u32 {
+            return None;
+        }
+        let len = r.u32("join key length").ok()? as usize;
+        let at = r.pos;
+        let name = r.take(len, "join key").ok()?;
+        r.utf8(name, at, "join key").ok()?;
+    }
+    for _ in 0..declared {
+        r.value().ok()?;
+    }
+    Some(r.pos)
+}
+
+/// The length of the well-formed v2 entity key with `join_keys` (any
+/// order) that `bytes` starts with, or `None`.
+pub fn v2_prefix_len(bytes: &[u8], join_keys: &[&str]) -> Option<usize> {
+    let mut sorted: Vec<&str> = join_keys.to_vec();
+    sorted.sort_unstable();
+    let mut r = Reader { buf: bytes, pos: 0 };
+    for k in &sorted {
+        if r.u32("join key type").ok()? != ValueType::String as u32 {
+            return None;
+        }
+        if r.take(k.len(), "join key").ok()? != k.as_bytes() {
+            return None;
+        }
+    }
+    for _ in 0..sorted.len() {
+        r.value().ok()?;
+    }
+    Some(r.pos)
+}
+
 /// Reads a legacy v2 key whose join keys are known (v2 does not store their
 /// lengths). `join_keys` may be in any order.
 pub fn deserialize_v2(bytes: &[u8], join_keys: &[&str]) -> Result<EntityKey, EntityKeyError> {
@@ -416,6 +460,36 @@ mod tests {
     }
 
     #[test]
+    fn prefix_lengths_find_where_a_key_ends() {
+        let k = key(&[
+            ("user_id", Val::Int64Val(7)),
+            ("m", Val::StringVal("x".into())),
+        ]);
+        for (version, len) in [
+            (
+                SerializationVersion::V3,
+                v3_prefix_len as fn(&[u8]) -> Option<usize>,
+            ),
+            (SerializationVersion::V2, |b: &[u8]| {
+                v2_prefix_len(b, &["user_id", "m"])
+            }),
+        ] {
+            let bytes = serialize(&k, version).unwrap();
+            let mut with_suffix = bytes.clone();
+            with_suffix.extend_from_slice(b"project");
+            assert_eq!(len(&bytes), Some(bytes.len()), "{version:?}");
+            assert_eq!(len(&with_suffix), Some(bytes.len()), "{version:?}");
+            for cut in 0..bytes.len() {
+                assert_eq!(len(&bytes[..cut]), None, "{version:?} cut at {cut}");
+            }
+        }
+        assert_eq!(v3_prefix_len(b"project"), None);
+        assert_eq!(v3_prefix_len(&[]), None);
+        let v2 = serialize(&k, SerializationVersion::V2).unwrap();
+        assert_eq!(v2_prefix_len(&v2, &["user_id", "other"]), None);
+    }
+
+    #[test]
     fn v2_needs_matching_join_keys() {
         let k = key(&[("user_id", Val::Int64Val(7))]);
         let b = serialize(&k, SerializationVersion::V2).unwrap();
@@ -446,8 +520,10 @@ mod tests {
             let k = key(&pairs);
             let v3 = serialize(&k, SerializationVersion::V3).unwrap();
             prop_assert_eq!(deserialize_v3(&v3).unwrap(), k.clone());
+            prop_assert_eq!(v3_prefix_len(&v3), Some(v3.len()));
             let names: Vec<&str> = pairs.iter().map(|(k, _)| *k).collect();
             let v2 = serialize(&k, SerializationVersion::V2).unwrap();
+            prop_assert_eq!(v2_prefix_len(&v2, &names), Some(v2.len()));
             prop_assert_eq!(deserialize_v2(&v2, &names).unwrap(), k);
         }
 
@@ -455,6 +531,9 @@ mod tests {
         fn never_panics_on_garbage(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
             let _ = deserialize_v3(&bytes);
             let _ = deserialize_v2(&bytes, &["a", "b"]);
+            // A prefix is never longer than the input.
+            prop_assert!(v3_prefix_len(&bytes).is_none_or(|n| n <= bytes.len()));
+            prop_assert!(v2_prefix_len(&bytes, &["a", "b"]).is_none_or(|n| n <= bytes.len()));
         }
     }
 }

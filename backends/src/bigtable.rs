@@ -21,7 +21,7 @@ use googleapis_tonic_google_bigtable_admin_v2::google::bigtable::admin::v2 as ad
 use prost::Message;
 use tonic::transport::Channel;
 
-use crate::{BackendError, OnlineStore, ReadRow, StorageObject, Timestamp, WriteRow};
+use crate::{BackendError, OnlineStore, ReadRow, StorageObject, Timestamp, Trust, WriteRow};
 
 const DEFAULT_FAMILY: &str = "features";
 const EVENT_TS: &[u8] = b"event_ts";
@@ -73,19 +73,84 @@ fn iso_event_ts(ts: Timestamp) -> String {
     }
 }
 
+/// A literal for an RE2 pattern. Bigtable matches filters against raw
+/// bytes: ASCII punctuation is escaped with a backslash (what RE2 and the
+/// emulator's Go regexp read as the character itself; `_` is left alone,
+/// older RE2 refused `\_`), control characters (`\n` among them, which a
+/// `.` would not match) as `\x{..}`, and the rest stands for itself.
 fn regex_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
+    let mut out = String::with_capacity(s.len() + 8);
     for c in s.chars() {
-        if "\\.+*?()|[]{}^$".contains(c) {
+        if c.is_ascii_punctuation() && c != '_' {
             out.push('\\');
+            out.push(c);
+        } else if c.is_ascii_control() {
+            out.push_str(&format!("\\x{{{:02x}}}", c as u32));
+        } else {
+            out.push(c);
         }
-        out.push(c);
     }
     out
 }
 
+/// The pattern matching exactly the row keys of `view` (Feast's
+/// `<32 hex digits>#<view>`), anchored at both ends: an unanchored or
+/// `.*`-prefixed pattern would also match views whose name ends with this
+/// one (`a#v` ends with `#v`).
+fn view_row_key_regex(view: &str) -> String {
+    format!("^[0-9a-f]{{32}}#{}$", regex_escape(view))
+}
+
+/// `emulator_host` must be `host:port` (a DNS name, an IPv4 address or a
+/// bracketed IPv6 address); `bigtable_rs` panics on anything its URI parser
+/// refuses. A user's own repo may also name a Unix socket (`unix://path`),
+/// a routing table may not: it would reach any socket of the proxy's host.
+pub fn validate_emulator_host(host: &str, trust: Trust) -> Result<(), BackendError> {
+    let bad = |why: &str| {
+        Err(BackendError::Config(format!(
+            "conf.emulator_host `{}`: {why}; expected host:port",
+            host.escape_debug()
+        )))
+    };
+    if let Some(path) = host.strip_prefix("unix://") {
+        return match trust {
+            Trust::Owner if !path.is_empty() => Ok(()),
+            Trust::Owner => bad("empty socket path"),
+            Trust::Confined => bad("Unix sockets are refused in a routing table"),
+        };
+    }
+    let Some((name, port)) = host.rsplit_once(':') else {
+        return bad("no port");
+    };
+    if !port.bytes().all(|b| b.is_ascii_digit()) || !matches!(port.parse::<u16>(), Ok(1..)) {
+        return bad("bad port");
+    }
+    let ok_name = if let Some(v6) = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+        v6.parse::<std::net::Ipv6Addr>().is_ok()
+    } else {
+        !name.is_empty()
+            && name.len() <= 253
+            && name.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            })
+    };
+    if !ok_name {
+        return bad("bad host name");
+    }
+    // The same parser the client uses, so nothing that passed here can
+    // make it panic.
+    if Channel::from_shared(format!("http://{host}")).is_err() {
+        return bad("not a valid address");
+    }
+    Ok(())
+}
+
 impl BigtableStore {
-    pub async fn open(conf: &BigtableConf) -> Result<BigtableStore, BackendError> {
+    pub async fn open(conf: &BigtableConf, trust: Trust) -> Result<BigtableStore, BackendError> {
         let project_id = conf
             .project_id
             .clone()
@@ -98,6 +163,14 @@ impl BigtableStore {
         let timeout = Some(Duration::from_secs(10));
         let (conn, admin) = match &emulator {
             Some(host) => {
+                // BIGTABLE_EMULATOR_HOST is the proxy's own; only a configured
+                // host is held to the configuration's trust.
+                let trust = if conf.emulator_host.is_some() {
+                    trust
+                } else {
+                    Trust::Owner
+                };
+                validate_emulator_host(host, trust)?;
                 let conn = BigTableConnection::new_with_emulator(
                     host,
                     &project_id,
@@ -470,7 +543,6 @@ impl OnlineStore for BigtableStore {
         }
         // Other views keep the table: delete only this view's rows.
         let mut client = self.data.clone();
-        let suffix = format!("#{}", view.name);
         let rows = client
             .read_rows(data::ReadRowsRequest {
                 table_name: self.full_table(project, view),
@@ -479,7 +551,7 @@ impl OnlineStore for BigtableStore {
                         filters: vec![
                             data::RowFilter {
                                 filter: Some(data::row_filter::Filter::RowKeyRegexFilter(
-                                    format!(".*{}$", regex_escape(&suffix)).into_bytes(),
+                                    view_row_key_regex(&view.name).into_bytes(),
                                 )),
                             },
                             data::RowFilter {
@@ -569,5 +641,90 @@ mod tests {
             api::json::parse_timestamp("2024-05-01T12:34:56.789123+00:00"),
             Some((1714566896, 789_123_000))
         );
+    }
+
+    #[test]
+    fn row_key_patterns_are_escaped_and_anchored() {
+        assert_eq!(regex_escape("a.b_c"), "a\\.b_c");
+        assert_eq!(regex_escape("x\ny"), "x\\x{0a}y");
+        assert_eq!(regex_escape("(?s).*"), "\\(\\?s\\)\\.\\*");
+        let p = view_row_key_regex("v");
+        assert!(p.starts_with('^') && p.ends_with('$'), "{p}");
+        assert_eq!(p, "^[0-9a-f]{32}#v$");
+        // A view whose name ends like another's gets its own exact pattern.
+        assert_eq!(view_row_key_regex("a#v"), "^[0-9a-f]{32}#a\\#v$");
+    }
+
+    #[test]
+    fn emulator_hosts_are_checked_before_the_client_sees_them() {
+        for ok in [
+            "localhost:8086",
+            "127.0.0.1:8086",
+            "[::1]:8086",
+            "bt-emu.ns.svc:1",
+        ] {
+            validate_emulator_host(ok, Trust::Confined).unwrap();
+        }
+        for bad in [
+            "::::",
+            "localhost",
+            "localhost:",
+            "localhost:0",
+            "localhost:99999",
+            "host name:1",
+            "a/b:1",
+            "[::1:1",
+            "[zz]:1",
+            "h:+1",
+            ":8086",
+            "",
+            "unix://",
+            "unix:///var/run/docker.sock",
+            "user@host:1",
+        ] {
+            let e = validate_emulator_host(bad, Trust::Confined).unwrap_err();
+            assert!(matches!(e, BackendError::Config(_)), "{bad}: {e}");
+            assert!(e.to_string().contains("conf.emulator_host"), "{e}");
+        }
+        validate_emulator_host("unix:///tmp/bt.sock", Trust::Owner).unwrap();
+    }
+
+    /// What `bigtable_rs` does with hosts the check refuses: some of them
+    /// panic in its constructor, which is why `open` both checks and runs
+    /// the constructor in a task of its own.
+    #[tokio::test]
+    async fn bigtable_rs_panics_on_some_refused_hosts() {
+        let mut panicked = Vec::new();
+        for host in ["::::", "host name:1", "[::1:1"] {
+            let h = host.to_string();
+            let r = tokio::spawn(async move {
+                BigTableConnection::new_with_emulator(&h, "p", "i", false, 1, None).map(|_| ())
+            })
+            .await;
+            if r.is_err_and(|e| e.is_panic()) {
+                panicked.push(host);
+            }
+        }
+        // bigtable_rs 0.4.2 panics on all three ("invalid connection emulator uri").
+        assert!(
+            panicked.contains(&"::::"),
+            "bigtable_rs no longer panics on `::::` (panics on {panicked:?})"
+        );
+    }
+
+    #[tokio::test]
+    async fn open_refuses_a_bad_emulator_host_without_panicking() {
+        let conf = BigtableConf {
+            project_id: None,
+            instance: "i".into(),
+            max_versions: 1,
+            feature_column_family: None,
+            emulator_host: Some("::::".into()),
+            key_ttl_seconds: None,
+        };
+        for trust in [Trust::Owner, Trust::Confined] {
+            let e = BigtableStore::open(&conf, trust).await.err().unwrap();
+            assert!(matches!(e, BackendError::Config(_)), "{e}");
+        }
     }
 }

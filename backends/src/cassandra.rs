@@ -84,7 +84,7 @@ fn classify(message: String) -> BackendError {
 impl CassandraStore {
     pub async fn open(
         conf: &CassandraConf,
-        secrets_dir: &std::path::Path,
+        ctx: &crate::OpenContext,
     ) -> Result<CassandraStore, BackendError> {
         if conf.secure_bundle_path.is_some() {
             return Err(BackendError::Config(
@@ -128,12 +128,12 @@ impl CassandraStore {
         let username = conf
             .username
             .as_ref()
-            .map(|c| crate::credentials::resolve(c, "cassandra username", secrets_dir))
+            .map(|c| crate::credentials::resolve(c, "conf.username", ctx))
             .transpose()?;
         let password = conf
             .password
             .as_ref()
-            .map(|c| crate::credentials::resolve(c, "cassandra password", secrets_dir))
+            .map(|c| crate::credentials::resolve(c, "conf.password", ctx))
             .transpose()?;
         if let (Some(u), Some(p)) = (username, password) {
             builder = builder.user(u, p);

@@ -12,6 +12,7 @@ use api::routing::{Backend, RoutedView};
 
 pub mod bigtable;
 pub mod cassandra;
+pub mod confine;
 pub mod credentials;
 pub mod redis;
 pub mod sqlite;
@@ -191,29 +192,154 @@ pub trait OnlineStore: Send + Sync {
     }
 }
 
-/// Context for opening backends: where relative paths resolve.
-#[derive(Debug, Clone, Default)]
+/// Who wrote a backend's configuration, which decides how far its paths
+/// and credential references may reach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Trust {
+    /// A routing table (a `--routing-table` file or a routing ConfigMap,
+    /// written from CRs by other teams): credential files only under
+    /// `secrets_dir`, no environment variables, SQLite files only under
+    /// `base_dir` (the data directory), no emulator on a Unix socket.
+    #[default]
+    Confined,
+    /// The user's own standalone repo (`feature_store.yaml`), whose author
+    /// owns the process: Feast's semantics.
+    Owner,
+}
+
+/// Context for opening backends: where relative paths resolve, and how far
+/// they may reach.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OpenContext {
-    /// Relative SQLite paths resolve here.
+    /// Relative SQLite paths resolve here (the repo directory, or the data
+    /// directory of a routing table, which confined paths must stay in).
+    /// Empty: the working directory.
     pub base_dir: PathBuf,
     /// Relative credential files (`{file: <secret>/<key>}`, as the operator
     /// writes them) resolve here: where the Secrets are mounted.
     pub secrets_dir: PathBuf,
+    pub trust: Trust,
 }
 
-/// Opens a backend from its routing-table entry.
+/// Checks a backend's configuration against its context without opening
+/// anything: credential references and paths it may use, addresses a client
+/// library would choke on. A failure is a configuration to reject, as
+/// opposed to a backend that is down.
+pub fn validate(backend: &Backend, ctx: &OpenContext) -> Result<(), BackendError> {
+    let cred = |c: &Option<api::credential::Credential>, field: &str| match c {
+        Some(c) => credentials::check(c, field, ctx).map(|_| ()),
+        None => Ok(()),
+    };
+    match &backend.conf {
+        BackendConf::Sqlite(conf) => sqlite::database_path(conf, ctx).map(|_| ()),
+        BackendConf::Redis(conf) => {
+            redis::ConnectionString::parse(&conf.connection_string)?;
+            cred(&conf.password, "conf.password")
+        }
+        BackendConf::Bigtable(conf) => match &conf.emulator_host {
+            Some(host) => bigtable::validate_emulator_host(host, ctx.trust),
+            None => Ok(()),
+        },
+        BackendConf::Cassandra(conf) => {
+            cred(&conf.username, "conf.username")?;
+            cred(&conf.password, "conf.password")
+        }
+    }
+}
+
+/// Opens a backend from its routing-table entry, after [`validate`]. The
+/// client constructor runs in a task of its own: a client library that
+/// panics on input it does not like fails this backend with a
+/// configuration error instead of taking the caller down.
 pub async fn open(
     backend: &Backend,
     ctx: &OpenContext,
 ) -> Result<Arc<dyn OnlineStore>, BackendError> {
+    validate(backend, ctx)?;
+    let (b, c) = (backend.clone(), ctx.clone());
+    isolated(backend, async move { open_validated(&b, &c).await }).await
+}
+
+/// Runs a backend's constructor in a task of its own; a panic becomes a
+/// configuration error naming the backend.
+async fn isolated<T: Send + 'static>(
+    backend: &Backend,
+    constructor: impl Future<Output = Result<T, BackendError>> + Send + 'static,
+) -> Result<T, BackendError> {
+    match tokio::spawn(constructor).await {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => {
+            // The panic's text stays out of the error: it may quote any part
+            // of the configuration.
+            tracing::error!(backend = %backend.name, backend_type = backend.backend_type.as_str(), "backend client constructor panicked; configuration rejected");
+            Err(BackendError::Config(format!(
+                "backend `{}`: the {} client refused this configuration (its constructor panicked); check the addresses and options",
+                backend.name,
+                backend.backend_type.as_str()
+            )))
+        }
+        Err(_) => Err(BackendError::Unavailable(format!(
+            "backend `{}`: opening was cancelled",
+            backend.name
+        ))),
+    }
+}
+
+async fn open_validated(
+    backend: &Backend,
+    ctx: &OpenContext,
+) -> Result<Arc<dyn OnlineStore>, BackendError> {
     match &backend.conf {
-        BackendConf::Sqlite(conf) => Ok(Arc::new(sqlite::SqliteStore::open(conf, &ctx.base_dir)?)),
-        BackendConf::Redis(conf) => Ok(Arc::new(
-            redis::RedisStore::open(conf, &ctx.secrets_dir).await?,
+        BackendConf::Sqlite(conf) => Ok(Arc::new(sqlite::SqliteStore::open(conf, ctx)?)),
+        BackendConf::Redis(conf) => Ok(Arc::new(redis::RedisStore::open(conf, ctx).await?)),
+        BackendConf::Bigtable(conf) => Ok(Arc::new(
+            bigtable::BigtableStore::open(conf, ctx.trust).await?,
         )),
-        BackendConf::Bigtable(conf) => Ok(Arc::new(bigtable::BigtableStore::open(conf).await?)),
-        BackendConf::Cassandra(conf) => Ok(Arc::new(
-            cassandra::CassandraStore::open(conf, &ctx.secrets_dir).await?,
-        )),
+        BackendConf::Cassandra(conf) => {
+            Ok(Arc::new(cassandra::CassandraStore::open(conf, ctx).await?))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bigtable(host: &str) -> Backend {
+        Backend {
+            name: "team_bt".into(),
+            backend_type: api::feast_config::BackendType::Bigtable,
+            conf: BackendConf::Bigtable(api::feast_config::BigtableConf {
+                project_id: None,
+                instance: "i".into(),
+                max_versions: 1,
+                feature_column_family: None,
+                emulator_host: Some(host.into()),
+                key_ttl_seconds: None,
+            }),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_constructor_is_a_config_error_naming_the_backend() {
+        let b = bigtable("localhost:1");
+        let e = isolated::<()>(&b, async { panic!("secret-ish detail") })
+            .await
+            .unwrap_err();
+        assert!(matches!(e, BackendError::Config(_)), "{e}");
+        let msg = e.to_string();
+        assert!(msg.contains("team_bt") && msg.contains("bigtable"), "{msg}");
+        assert!(!msg.contains("secret-ish"), "{msg}");
+        // And the caller is still here to see it.
+        assert_eq!(isolated(&b, async { Ok(7) }).await.unwrap(), 7);
+    }
+
+    #[tokio::test]
+    async fn open_refuses_before_constructing() {
+        let e = open(&bigtable("::::"), &OpenContext::default())
+            .await
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("conf.emulator_host"), "{e}");
     }
 }

@@ -153,15 +153,11 @@ fn encode_ts(ts: Timestamp) -> Vec<u8> {
 impl RedisStore {
     pub async fn open(
         conf: &RedisConf,
-        secrets_dir: &std::path::Path,
+        ctx: &crate::OpenContext,
     ) -> Result<RedisStore, BackendError> {
         let mut cs = ConnectionString::parse(&conf.connection_string)?;
         if let Some(p) = &conf.password {
-            cs.password = Some(crate::credentials::resolve(
-                p,
-                "redis password",
-                secrets_dir,
-            )?);
+            cs.password = Some(crate::credentials::resolve(p, "conf.password", ctx)?);
         }
         let location = cs
             .nodes
@@ -216,8 +212,9 @@ impl OnlineStore for RedisStore {
         limit: usize,
     ) -> Result<crate::KeyPage, BackendError> {
         // Keys are `<entity key><project>`; SCAN's cursor resumes the walk.
-        // Entities without this view's fields come back from `read` as
-        // missing, so the page needs no per-view filter.
+        // MATCH only narrows the walk (`*b` also matches project `ab`);
+        // `entity_key_of` decides. Entities without this view's fields come
+        // back from `read` as missing, so the page needs no per-view filter.
         let start: u64 = match cursor.as_deref() {
             None => 0,
             Some(b) => std::str::from_utf8(b)
@@ -237,13 +234,11 @@ impl OnlineStore for RedisStore {
                 .arg(limit.max(1)),
         )
         .await?;
-        let suffix = project.as_bytes();
         let keys = found
-            .into_iter()
-            .filter(|k| k.ends_with(suffix) && k.len() > suffix.len())
-            .map(|k| k[..k.len() - suffix.len()].to_vec())
+            .iter()
+            .filter_map(|k| entity_key_of(k, project, view))
+            .map(<[u8]>::to_vec)
             .collect();
-        let _ = view;
         Ok(crate::KeyPage {
             keys,
             next: (next != 0).then(|| next.to_string().into_bytes()),
@@ -371,7 +366,12 @@ impl OnlineStore for RedisStore {
                 .arg("COUNT")
                 .arg(1000);
             let (next, keys): (u64, Vec<Vec<u8>>) = cmd(&self.conn, &scan).await?;
-            for k in keys {
+            // MATCH `*<project>` also matches every project whose name ends
+            // with this one; only exact keys of this project are touched.
+            for k in keys
+                .into_iter()
+                .filter(|k| entity_key_of(k, project, view).is_some())
+            {
                 let mut hdel = redis::cmd("HDEL");
                 hdel.arg(&k).arg(&fields);
                 let _: i64 = cmd(&self.conn, &hdel).await?;
@@ -407,6 +407,21 @@ impl OnlineStore for RedisStore {
         let _: String = cmd(&self.conn, &redis::cmd("PING")).await?;
         Ok(())
     }
+}
+
+/// The entity key part of a Redis key of `project`: the key must be exactly
+/// a well-formed serialized entity key followed by exactly the project's
+/// bytes. v3 keys are recognised by their own structure; legacy v2 keys
+/// (no lengths) by the view's join keys.
+fn entity_key_of<'k>(key: &'k [u8], project: &str, view: &RoutedView) -> Option<&'k [u8]> {
+    let entity = key.strip_suffix(project.as_bytes())?;
+    if api::entity_key::v3_prefix_len(entity) == Some(entity.len()) {
+        return Some(entity);
+    }
+    let join_keys: Vec<&str> = view.join_keys().map(|j| j.name.as_str()).collect();
+    (!join_keys.is_empty()
+        && api::entity_key::v2_prefix_len(entity, &join_keys) == Some(entity.len()))
+    .then_some(entity)
 }
 
 fn glob_escape_bytes(s: &[u8]) -> Vec<u8> {

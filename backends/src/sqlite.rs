@@ -18,7 +18,10 @@ use prost::Message;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, params_from_iter};
 
-use crate::{BackendError, OnlineStore, ReadRow, StorageObject, Timestamp, WriteRow};
+use crate::confine::confine;
+use crate::{
+    BackendError, OnlineStore, OpenContext, ReadRow, StorageObject, Timestamp, Trust, WriteRow,
+};
 
 const POOL_SIZE: usize = 4;
 /// Bound parameters per read statement, well under SQLite's limit.
@@ -54,14 +57,29 @@ fn query_err(e: rusqlite::Error) -> BackendError {
     }
 }
 
-impl SqliteStore {
-    /// Opens (creating if needed) the database at `conf.path`, relative to `base_dir`.
-    pub fn open(conf: &SqliteConf, base_dir: &Path) -> Result<SqliteStore, BackendError> {
-        let path = if Path::new(&conf.path).is_absolute() {
+/// Where the database of `conf` lives. A user's own repo keeps Feast's
+/// semantics (relative to the repo, absolute as written); a routing table's
+/// path must stay under the data directory (`ctx.base_dir`), symbolic
+/// links and `..` resolved.
+pub fn database_path(conf: &SqliteConf, ctx: &OpenContext) -> Result<PathBuf, BackendError> {
+    match ctx.trust {
+        Trust::Owner => Ok(if Path::new(&conf.path).is_absolute() {
             PathBuf::from(&conf.path)
         } else {
-            base_dir.join(&conf.path)
-        };
+            ctx.base_dir.join(&conf.path)
+        }),
+        Trust::Confined => confine(&ctx.base_dir, Path::new(&conf.path)).map_err(|e| {
+            BackendError::Config(format!(
+                "conf.path: SQLite database refused: {e} (a routing table's SQLite files must stay under --data-dir)"
+            ))
+        }),
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at [`database_path`].
+    pub fn open(conf: &SqliteConf, ctx: &OpenContext) -> Result<SqliteStore, BackendError> {
+        let path = database_path(conf, ctx)?;
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| {
                 BackendError::Unavailable(format!("cannot create {}: {e}", parent.display()))
@@ -488,7 +506,12 @@ mod tests {
             enable_openai_compatible_store: None,
             key_ttl_seconds: None,
         };
-        let store = SqliteStore::open(&conf, dir.path()).unwrap();
+        let ctx = OpenContext {
+            base_dir: dir.path().to_path_buf(),
+            secrets_dir: PathBuf::new(),
+            trust: Trust::Confined,
+        };
+        let store = SqliteStore::open(&conf, &ctx).unwrap();
         let v = view();
         let err = store
             .read("p", &v, &[b"k".to_vec()], &["a".into()])
@@ -539,5 +562,97 @@ mod tests {
                 .await
                 .is_err()
         );
+    }
+
+    fn conf(path: &str) -> SqliteConf {
+        SqliteConf {
+            path: path.into(),
+            vector_enabled: None,
+            vector_len: None,
+            text_search_enabled: None,
+            enable_openai_compatible_store: None,
+            key_ttl_seconds: None,
+        }
+    }
+
+    /// Every file and directory under `dir`, relative.
+    fn tree(dir: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let mut todo = vec![dir.to_path_buf()];
+        while let Some(d) = todo.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                out.push(p.strip_prefix(dir).unwrap().to_path_buf());
+                if p.is_dir() && !p.is_symlink() {
+                    todo.push(p);
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn routing_table_paths_stay_in_the_data_dir() {
+        let top = tempfile::tempdir().unwrap();
+        let data = top.path().join("data");
+        let outside = top.path().join("outside");
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(&outside, data.join("escape")).unwrap();
+        let ctx = OpenContext {
+            base_dir: data.clone(),
+            secrets_dir: PathBuf::new(),
+            trust: Trust::Confined,
+        };
+        let before = tree(top.path());
+        let outside_abs = outside.join("abs.db");
+        for path in [
+            "../outside.db".to_string(),
+            "../outside/new/dir/x.db".to_string(),
+            "sub/../../outside.db".to_string(),
+            outside_abs.to_string_lossy().into_owned(),
+            "/tmp/hos-never-created/outside.db".to_string(),
+            #[cfg(unix)]
+            "escape/x.db".to_string(),
+            #[cfg(unix)]
+            "escape/new/x.db".to_string(),
+        ] {
+            let err = SqliteStore::open(&conf(&path), &ctx)
+                .err()
+                .unwrap_or_else(|| panic!("{path}: opened"));
+            let msg = err.to_string();
+            assert!(matches!(err, BackendError::Config(_)), "{path}: {msg}");
+            assert!(
+                msg.contains("conf.path") && msg.contains("--data-dir"),
+                "{msg}"
+            );
+        }
+        assert_eq!(tree(top.path()), before, "something was created");
+        assert!(!Path::new("/tmp/hos-never-created").exists());
+        // Inside: created under the data dir, directories included.
+        let store = SqliteStore::open(&conf("teams/a/online.db"), &ctx).unwrap();
+        assert!(
+            store
+                .path()
+                .starts_with(std::fs::canonicalize(&data).unwrap())
+        );
+        assert!(data.join("teams/a/online.db").exists());
+    }
+
+    #[test]
+    fn a_users_repo_keeps_feast_semantics() {
+        let top = tempfile::tempdir().unwrap();
+        let repo = top.path().join("repo");
+        std::fs::create_dir_all(&repo).unwrap();
+        let ctx = OpenContext {
+            base_dir: repo.clone(),
+            secrets_dir: PathBuf::new(),
+            trust: Trust::Owner,
+        };
+        let store = SqliteStore::open(&conf("../beside.db"), &ctx).unwrap();
+        assert_eq!(store.path(), repo.join("../beside.db"));
+        assert!(top.path().join("beside.db").exists());
     }
 }

@@ -237,6 +237,70 @@ async fn redis_key_ttl_sets_expire() {
     );
 }
 
+/// Redis keys are `<entity key><project>`, and SCAN MATCH `*b` also
+/// matches project `ab`: dropping (or listing) project `b` must leave
+/// project `ab` and keys that are no well-formed entity key alone.
+#[tokio::test]
+#[ignore = "needs redis-server: run tests/run.sh"]
+async fn redis_drop_view_matches_the_exact_project() {
+    let store = open(BackendConf::Redis(redis_conf())).await;
+    let v = view("redis_suffix");
+    for project in ["b", "ab"] {
+        store.drop_view(project, &v, &[]).await.unwrap();
+        store
+            .write(project, &v, vec![row(1, 1, project, 1_000)])
+            .await
+            .unwrap();
+    }
+    // A hash whose name ends in `b` but is no entity key, with the view's field.
+    let client = redis::Client::open(env("REDIS_URL")).unwrap();
+    let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+    let junk: Vec<u8> = b"not-an-entity-key-b".to_vec();
+    let ts_field = api::keys::redis_ts_field("redis_suffix");
+    let _: () = redis::cmd("HSET")
+        .arg(&junk)
+        .arg(&ts_field)
+        .arg("x")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+
+    let page = store.scan_keys("b", &v, None, 10_000).await.unwrap();
+    let mut keys = page.keys;
+    let mut next = page.next;
+    while let Some(c) = next {
+        let p = store.scan_keys("b", &v, Some(c), 10_000).await.unwrap();
+        keys.extend(p.keys);
+        next = p.next;
+    }
+    assert_eq!(keys, vec![key(1)], "project b lists only its own key");
+
+    store.drop_view("b", &v, &[]).await.unwrap();
+    let f = vec!["country".to_string()];
+    assert!(store.read("b", &v, &[key(1)], &f).await.unwrap()[0].is_none());
+    assert_eq!(
+        store.read("ab", &v, &[key(1)], &f).await.unwrap()[0]
+            .as_ref()
+            .expect("project ab's row survived")
+            .values[0],
+        Some(Value {
+            val: Some(Val::StringVal("ab".into()))
+        })
+    );
+    let left: i64 = redis::cmd("HLEN")
+        .arg(&junk)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(left, 1, "a key that is no entity key was touched");
+    let _: () = redis::cmd("DEL")
+        .arg(&junk)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    store.drop_view("ab", &v, &[]).await.unwrap();
+}
+
 fn bigtable_conf() -> BigtableConf {
     BigtableConf {
         project_id: Some("itest-project".into()),
@@ -285,6 +349,40 @@ async fn bigtable_round_trip_and_shared_table_teardown() {
         store.read("itest", &b, &[key(1)], &f).await.is_err(),
         "table is gone"
     );
+}
+
+/// Row keys are `<hash>#<view>`: deleting the rows of view `v` from a
+/// shared table must not take those of view `a#v` (whose keys also end in
+/// `#v`) nor of `x.v` (which `.` would match).
+#[tokio::test]
+#[ignore = "needs the Bigtable emulator: run tests/run.sh"]
+async fn bigtable_row_filters_are_anchored() {
+    let store = open(BackendConf::Bigtable(bigtable_conf())).await;
+    let v = view("v");
+    let others = [view("a#v"), view("x.v"), view("xv")];
+    store.create("anchor", &v).await.unwrap();
+    store
+        .write("anchor", &v, vec![row(1, 1, "V", 10)])
+        .await
+        .unwrap();
+    for o in &others {
+        store
+            .write("anchor", o, vec![row(1, 2, "O", 10)])
+            .await
+            .unwrap();
+    }
+    let remaining: Vec<&RoutedView> = others.iter().collect();
+    store.drop_view("anchor", &v, &remaining).await.unwrap();
+    let f = vec!["age".to_string()];
+    assert!(store.read("anchor", &v, &[key(1)], &f).await.unwrap()[0].is_none());
+    for o in &others {
+        assert!(
+            store.read("anchor", o, &[key(1)], &f).await.unwrap()[0].is_some(),
+            "rows of view `{}` were deleted with view `v`",
+            o.name
+        );
+    }
+    store.drop_view("anchor", &others[0], &[]).await.unwrap();
 }
 
 fn cassandra_conf(keyspace: &str) -> CassandraConf {

@@ -1,6 +1,12 @@
 //! Configuration sources. Each produces a [`RoutingTable`] plus the
-//! directory its relative paths resolve against, from files that a
-//! watcher re-reads when they change.
+//! directory its relative paths resolve against and how far its paths and
+//! credential references may reach, from files that a watcher re-reads
+//! when they change.
+//!
+//! Trust follows authorship: a user's own repo (`feature_store.yaml`) keeps
+//! Feast's semantics; a routing table (a file or a ConfigMap) is written
+//! from CRs by other teams, so its SQLite files stay under the data
+//! directory and its credential files under `--secrets-dir`.
 
 use std::path::{Path, PathBuf};
 
@@ -9,13 +15,16 @@ use api::feast_config::RepoConfig;
 use api::feature_view::FeatureViewDef;
 use api::registry::read_registry;
 use api::routing::RoutingTable;
+use backends::Trust;
 
 /// A loaded configuration.
 #[derive(Debug, Clone)]
 pub struct Loaded {
     pub table: RoutingTable,
-    /// Where relative backend paths (SQLite files) resolve.
+    /// Where relative backend paths (SQLite files) resolve; for a routing
+    /// table, the data directory they must stay in.
     pub base_dir: PathBuf,
+    pub trust: Trust,
 }
 
 /// Where configuration comes from.
@@ -29,7 +38,11 @@ pub enum ConfigSource {
         feature_views: Vec<PathBuf>,
     },
     /// A routing-table document, e.g. a mounted ConfigMap key.
-    RoutingTableFile { path: PathBuf },
+    RoutingTableFile {
+        path: PathBuf,
+        /// `--data-dir`; without it, the document's own directory.
+        data_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -95,11 +108,17 @@ impl ConfigSource {
     /// Reads and validates the whole configuration.
     pub fn load(&self) -> Result<Loaded, LoadError> {
         match self {
-            ConfigSource::RoutingTableFile { path } => {
+            ConfigSource::RoutingTableFile { path, data_dir } => {
                 let text = read(path)?;
                 let table = RoutingTable::parse(&path.display().to_string(), &text)?;
-                let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-                Ok(Loaded { table, base_dir })
+                let base_dir = data_dir
+                    .clone()
+                    .unwrap_or_else(|| path.parent().map(Path::to_path_buf).unwrap_or_default());
+                Ok(Loaded {
+                    table,
+                    base_dir,
+                    trust: Trust::Confined,
+                })
             }
             ConfigSource::Repo {
                 dir,
@@ -138,6 +157,7 @@ impl ConfigSource {
                 Ok(Loaded {
                     table,
                     base_dir: dir.clone(),
+                    trust: Trust::Owner,
                 })
             }
         }
@@ -160,7 +180,7 @@ impl ConfigSource {
     /// files replaced by rename or a Kubernetes `..data` symlink swap count.
     pub fn watched_files(&self) -> Vec<PathBuf> {
         match self {
-            ConfigSource::RoutingTableFile { path } => vec![path.clone()],
+            ConfigSource::RoutingTableFile { path, .. } => vec![path.clone()],
             ConfigSource::Repo {
                 feature_store_yaml,
                 feature_views,

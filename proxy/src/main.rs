@@ -87,16 +87,32 @@ struct SourceArgs {
         requires = "configmap"
     )]
     configmap_key: String,
-    /// Directory relative SQLite paths of a ConfigMap resolve against.
-    #[arg(long, env = "HOS_BASE_DIR", default_value = ".")]
-    base_dir: PathBuf,
+    /// Data directory of a routing table (--routing-table or --configmap):
+    /// its relative SQLite paths resolve here, and every SQLite file it
+    /// names must stay under it (`..`, absolute paths and symbolic links
+    /// leading out are refused). Default: the routing table's directory, or
+    /// the working directory with --configmap. A --repo keeps Feast's
+    /// semantics. `--base-dir`/HOS_BASE_DIR: former names.
+    #[arg(long = "data-dir", visible_alias = "base-dir", env = "HOS_DATA_DIR")]
+    data_dir: Option<PathBuf>,
     /// Directory where backend Secrets are mounted: credential files named
-    /// `<secret>/<key>` in the routing table are read under it.
+    /// `<secret>/<key>` in the routing table are read under it, and a
+    /// routing table's `{file: ...}` references may not leave it (nor use
+    /// `{env: ...}`).
     #[arg(long, env = "HOS_SECRETS_DIR", default_value = "/etc/hos/secrets")]
     secrets_dir: PathBuf,
 }
 
 impl SourceArgs {
+    /// `--data-dir` (or `--base-dir`), else HOS_DATA_DIR, else the former
+    /// HOS_BASE_DIR.
+    fn data_dir(&self) -> Option<PathBuf> {
+        self.data_dir
+            .clone()
+            .or_else(|| std::env::var_os("HOS_BASE_DIR").map(PathBuf::from))
+            .filter(|d| !d.as_os_str().is_empty())
+    }
+
     fn source(&self) -> anyhow::Result<ConfigSource> {
         match (&self.repo, &self.routing_table) {
             (Some(dir), None) => Ok(ConfigSource::repo(
@@ -104,7 +120,10 @@ impl SourceArgs {
                 self.feature_store_yaml.clone(),
                 self.feature_views.clone(),
             )),
-            (None, Some(path)) => Ok(ConfigSource::RoutingTableFile { path: path.clone() }),
+            (None, Some(path)) => Ok(ConfigSource::RoutingTableFile {
+                path: path.clone(),
+                data_dir: self.data_dir(),
+            }),
             _ => anyhow::bail!(
                 "give exactly one of --repo and --routing-table (--configmap works with `serve` only)"
             ),
@@ -345,12 +364,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     if let Some(spec) = &args.source.configmap {
         // Through the API: serve at once, ready when the first version loads.
-        let source = ConfigMapSource::parse(
-            spec,
-            &args.source.configmap_key,
-            args.source.base_dir.clone(),
-        )
-        .map_err(|e| anyhow::anyhow!(e))?;
+        let source =
+            ConfigMapSource::parse(spec, &args.source.configmap_key, args.source.data_dir())
+                .map_err(|e| anyhow::anyhow!(e))?;
         let client = kube::Client::try_default()
             .await
             .context("cannot reach the Kubernetes API for --configmap")?;
@@ -638,7 +654,14 @@ fn main() -> std::process::ExitCode {
             Command::Teardown(a) => teardown(a).await.map(|()| 0),
             Command::RoutingTable(a) => {
                 let loaded = a.source()?.load().map_err(|e| anyhow::anyhow!("{e}"))?;
-                print!("{}", loaded.table.to_yaml());
+                let (table, redacted) = proxy::plan::without_secrets(&loaded.table);
+                if !redacted.is_empty() {
+                    eprintln!(
+                        "warning: literal credentials of backend(s) {} are not printed; give them as {{file: <secret>/<key>}} references under --secrets-dir",
+                        redacted.join(", ")
+                    );
+                }
+                print!("{}", table.to_yaml());
                 Ok(0)
             }
         }

@@ -121,7 +121,7 @@ impl Metrics {
         let reloads = Family::<ResultLabels, Counter>::default();
         registry.register(
             "reload",
-            "Configuration reloads by result (success, error)",
+            "Configuration reloads by result (success, error, panic: the build of the new routes or the watch itself panicked)",
             reloads.clone(),
         );
         let routing_version = Gauge::<i64, std::sync::atomic::AtomicI64>::default();

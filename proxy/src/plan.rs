@@ -123,17 +123,80 @@ pub fn read_state(path: &Path) -> Result<Option<RoutingTable>, String> {
     }
 }
 
-/// Records the applied routing table (written whole, then renamed).
+/// What stands in for a literal secret in anything written out.
+pub const REDACTED: &str = "<redacted>";
+
+/// The table with every literal credential (a `password: hunter2`, a
+/// `password=` in a Redis connection string) replaced by [`REDACTED`];
+/// references are kept as they are. Also returns the names of the backends
+/// that had literals. What `routing-table` prints and `apply` records.
+pub fn without_secrets(table: &RoutingTable) -> (RoutingTable, Vec<String>) {
+    use api::credential::Credential;
+    use api::feast_config::BackendConf;
+    let mut out = table.clone();
+    let mut redacted = Vec::new();
+    let scrub = |c: &mut Option<Credential>| match c {
+        Some(Credential::Literal(s)) => {
+            *s = REDACTED.to_string();
+            true
+        }
+        _ => false,
+    };
+    for b in &mut out.backends {
+        let had = match &mut b.conf {
+            BackendConf::Redis(r) => {
+                let parts: Vec<String> = r
+                    .connection_string
+                    .split(',')
+                    .map(|part| match part.split_once('=') {
+                        Some((k, _)) if k.trim().eq_ignore_ascii_case("password") => {
+                            format!("{k}={REDACTED}")
+                        }
+                        _ => part.to_string(),
+                    })
+                    .collect();
+                let joined = parts.join(",");
+                let in_string = joined != r.connection_string;
+                r.connection_string = joined;
+                scrub(&mut r.password) | in_string
+            }
+            BackendConf::Cassandra(c) => scrub(&mut c.username) | scrub(&mut c.password),
+            BackendConf::Sqlite(_) | BackendConf::Bigtable(_) => false,
+        };
+        if had {
+            redacted.push(b.name.clone());
+        }
+    }
+    (out, redacted)
+}
+
+/// Records the applied routing table (written whole, then renamed), its
+/// literal credentials redacted (the state is only compared by view and
+/// backend names) and readable by its owner only.
 pub fn write_state(path: &Path, table: &RoutingTable) -> Result<(), String> {
+    let fail = |e: std::io::Error| {
+        format!(
+            "cannot record the applied routing table in {}: {e}",
+            path.display()
+        )
+    };
+    let (table, _) = without_secrets(table);
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, table.to_yaml())
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(|e| {
-            format!(
-                "cannot record the applied routing table in {}: {e}",
-                path.display()
-            )
-        })
+    // A leftover temporary file may be anyone's: start from a new one.
+    match std::fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(fail(e)),
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&tmp).map_err(fail)?;
+    std::io::Write::write_all(&mut file, table.to_yaml().as_bytes()).map_err(fail)?;
+    file.sync_all().map_err(fail)?;
+    drop(file);
+    std::fs::rename(&tmp, path).map_err(fail)
 }
 
 /// Computes the plan of `snap` (its backends open) against `previous`.
@@ -303,4 +366,69 @@ pub async fn execute_drops(
         ));
     }
     Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TABLE: &str = r#"
+schema_version: 1
+project: p
+routing_tag: team
+backends:
+  - name: r
+    type: redis
+    conf:
+      connection_string: "localhost:6379,password=HUNTER2,db=1"
+      password: HUNTER3
+  - name: c
+    type: cassandra
+    conf:
+      hosts: [127.0.0.1]
+      username: {file: cass/username}
+      password: HUNTER4
+  - name: s
+    type: sqlite
+    conf: {path: a.db}
+feature_views: []
+"#;
+
+    #[test]
+    fn literal_secrets_are_redacted_and_references_kept() {
+        let table = RoutingTable::parse("t", TABLE).unwrap();
+        let (clean, names) = without_secrets(&table);
+        let yaml = clean.to_yaml();
+        for secret in ["HUNTER2", "HUNTER3", "HUNTER4"] {
+            assert!(!yaml.contains(secret), "{secret} in {yaml}");
+        }
+        assert!(yaml.contains("file: cass/username"), "{yaml}");
+        assert!(
+            yaml.contains("localhost:6379,password=<redacted>,db=1"),
+            "{yaml}"
+        );
+        assert_eq!(names, vec!["r".to_string(), "c".to_string()]);
+        // Still a table that parses.
+        RoutingTable::parse("t", &yaml).unwrap();
+    }
+
+    #[test]
+    fn state_files_hold_no_secret_and_are_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.yaml");
+        // A leftover temporary file of another mode is replaced, not reused.
+        std::fs::write(path.with_extension("tmp"), "old").unwrap();
+        let table = RoutingTable::parse("t", TABLE).unwrap();
+        write_state(&path, &table).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(!text.contains("HUNTER"), "{text}");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{mode:o}");
+        }
+        assert!(read_state(&path).unwrap().is_some());
+        assert!(!path.with_extension("tmp").exists());
+    }
 }

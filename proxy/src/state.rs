@@ -130,8 +130,11 @@ impl BackendHandle {
         out.result
     }
 
-    /// Opens the store; true when the backend was down and is now up.
-    async fn connect(&self, metrics: &Metrics) -> bool {
+    /// Opens the store; `Ok(true)` when the backend was down and is now up.
+    /// A failure marks the backend down (its views answer 503) and is
+    /// returned, so a new table can tell a bad configuration from a
+    /// backend that is only unreachable.
+    async fn connect(&self, metrics: &Metrics) -> Result<bool, backends::BackendError> {
         let b = api::routing::Backend {
             name: self.name.clone(),
             backend_type: self.conf.backend_type(),
@@ -140,11 +143,11 @@ impl BackendHandle {
         match backends::open(&b, &self.open_ctx).await {
             Ok(store) => {
                 self.store.store(Some(Arc::new(store)));
-                self.set_down(None, metrics)
+                Ok(self.set_down(None, metrics))
             }
             Err(e) => {
                 self.set_down(Some(reason(&e)), metrics);
-                false
+                Err(e)
             }
         }
     }
@@ -162,7 +165,7 @@ fn spawn_monitor(handle: &Arc<BackendHandle>, shared_metrics: Arc<Shared>) {
             let Some(h) = weak.upgrade() else { break };
             let metrics = &shared_metrics.metrics;
             let recovered = match h.store.load_full() {
-                None => h.connect(metrics).await,
+                None => h.connect(metrics).await.unwrap_or(false),
                 Some(store) => {
                     let health = tokio::time::timeout(h.guard.config().timeout, store.check())
                         .await
@@ -225,7 +228,10 @@ pub enum BuildError {
 }
 
 /// Opens the backends of `loaded` (reusing unchanged ones from `previous`)
-/// and indexes its views.
+/// and indexes its views. Every backend's configuration is checked against
+/// the trust of its source before anything connects: a refused path or
+/// credential reference rejects the whole table. While serving, a backend
+/// that is only unreachable is retried in the background instead.
 pub async fn build_snapshot(
     loaded: Loaded,
     version: u64,
@@ -236,14 +242,19 @@ pub async fn build_snapshot(
     let open_ctx = OpenContext {
         base_dir: loaded.base_dir.clone(),
         secrets_dir: secrets_dir.to_path_buf(),
+        trust: loaded.trust,
     };
+    for b in &loaded.table.backends {
+        backends::validate(b, &open_ctx).map_err(|source| BuildError::Backend {
+            backend: b.name.clone(),
+            source,
+        })?;
+    }
     let mut backends = HashMap::new();
     for b in &loaded.table.backends {
-        let reuse = previous.and_then(|p| p.backends.get(&b.name)).filter(|h| {
-            h.conf == b.conf
-                && h.open_ctx.base_dir == open_ctx.base_dir
-                && h.open_ctx.secrets_dir == open_ctx.secrets_dir
-        });
+        let reuse = previous
+            .and_then(|p| p.backends.get(&b.name))
+            .filter(|h| h.conf == b.conf && h.open_ctx == open_ctx);
         let handle = match reuse {
             Some(h) => Arc::clone(h),
             None => {
@@ -255,21 +266,25 @@ pub async fn build_snapshot(
                     down: std::sync::Mutex::new(None),
                     guard: Guard::new(shared.map(|s| s.guard).unwrap_or_default()),
                 });
+                let fail = |source| BuildError::Backend {
+                    backend: b.name.clone(),
+                    source,
+                };
                 match shared {
                     // Serving: a backend that is down now is retried in the
-                    // background; its views answer 503 meanwhile.
+                    // background; its views answer 503 meanwhile. One whose
+                    // configuration its client refuses rejects the table.
                     Some(sh) => {
-                        h.connect(&sh.metrics).await;
+                        if let Err(e @ backends::BackendError::Config(_)) =
+                            h.connect(&sh.metrics).await
+                        {
+                            return Err(fail(e));
+                        }
                         spawn_monitor(&h, Arc::clone(sh));
                     }
                     // One-shot commands need every backend.
                     None => {
-                        let store = backends::open(b, &open_ctx).await.map_err(|source| {
-                            BuildError::Backend {
-                                backend: b.name.clone(),
-                                source,
-                            }
-                        })?;
+                        let store = backends::open(b, &open_ctx).await.map_err(fail)?;
                         h.store.store(Some(Arc::new(store)));
                     }
                 }
@@ -379,47 +394,62 @@ pub async fn reload(
 
 /// Builds a snapshot from a loaded configuration and publishes it; on
 /// failure the previous snapshot keeps serving and the error is returned.
+/// The build runs in a task of its own: a panic anywhere in it (a client
+/// library, a bug) rejects this table like an error, counted apart
+/// (`hos_proxy_reload_total{result="panic"}`), and the caller lives on.
 pub async fn install(
     shared: &Arc<Shared>,
     loaded: Result<Loaded, String>,
     apply: bool,
 ) -> Result<u64, String> {
+    let task = tokio::spawn(build_and_publish(Arc::clone(shared), loaded, apply));
+    let (result, label) = match task.await {
+        Ok(Ok(version)) => return Ok(version),
+        Ok(Err(e)) => (Err(e), "error"),
+        Err(e) if e.is_panic() => (
+            Err("building the new routes panicked; the table is rejected".to_string()),
+            "panic",
+        ),
+        Err(_) => (
+            Err("building the new routes was cancelled".to_string()),
+            "error",
+        ),
+    };
+    shared.metrics.reload(label);
+    if let Err(e) = &result {
+        tracing::error!(error = %e, result = label, "configuration rejected; previous routes keep serving");
+    }
+    result
+}
+
+async fn build_and_publish(
+    shared: Arc<Shared>,
+    loaded: Result<Loaded, String>,
+    apply: bool,
+) -> Result<u64, String> {
     let previous = shared.current.load_full();
     let version = previous.as_ref().map(|p| p.version + 1).unwrap_or(1);
-    let result = async {
-        let loaded = loaded?;
-        let snap = build_snapshot(
-            loaded,
-            version,
-            previous.as_deref(),
-            Some(shared),
-            &shared.secrets_dir,
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-        if apply {
-            for line in provision(&snap).await? {
-                tracing::info!(object = %line, "provisioned");
-            }
-        }
-        Ok::<Snapshot, String>(snap)
-    }
-    .await;
-    match result {
-        Ok(snap) => {
-            let views = snap.views.len();
-            shared.metrics.set_routing(version, views, &snap);
-            shared.current.store(Some(Arc::new(snap)));
-            shared.metrics.reload("success");
-            tracing::info!(version, views, "routing table loaded");
-            Ok(version)
-        }
-        Err(e) => {
-            shared.metrics.reload("error");
-            tracing::error!(error = %e, "configuration rejected; previous routes keep serving");
-            Err(e)
+    let loaded = loaded?;
+    let snap = build_snapshot(
+        loaded,
+        version,
+        previous.as_deref(),
+        Some(&shared),
+        &shared.secrets_dir,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    if apply {
+        for line in provision(&snap).await? {
+            tracing::info!(object = %line, "provisioned");
         }
     }
+    let views = snap.views.len();
+    shared.metrics.set_routing(version, views, &snap);
+    shared.current.store(Some(Arc::new(snap)));
+    shared.metrics.reload("success");
+    tracing::info!(version, views, "routing table loaded");
+    Ok(version)
 }
 
 /// Periodically deletes expired rows from stores that do not expire data by
@@ -480,8 +510,34 @@ fn watch_dirs(source: &ConfigSource) -> std::collections::BTreeSet<PathBuf> {
 /// Watches the source's files (their directories, so renames and symlink
 /// swaps are seen, and re-adds watches when a swap moves the target),
 /// debounces, and reloads when the content changed. A periodic check
-/// backs up missed events.
+/// backs up missed events. The watch is supervised: should it panic, the
+/// panic is counted like a panicking reload and the watch starts again.
 pub fn spawn_reloader(shared: Arc<Shared>, source: ConfigSource, apply: bool, poll: Duration) {
+    tokio::spawn(async move {
+        loop {
+            let watch = tokio::spawn(watch_and_reload(
+                Arc::clone(&shared),
+                source.clone(),
+                apply,
+                poll,
+            ));
+            match watch.await {
+                Err(e) if e.is_panic() => {
+                    shared.metrics.reload("panic");
+                    tracing::error!("configuration watch panicked; restarting it");
+                    tokio::time::sleep(SUPERVISOR_BACKOFF).await;
+                }
+                Ok(()) | Err(_) => break,
+            }
+        }
+    });
+}
+
+/// Pause before a panicked watch starts again, so a panic that repeats
+/// costs a log line a second, not a busy loop.
+pub(crate) const SUPERVISOR_BACKOFF: Duration = Duration::from_secs(1);
+
+async fn watch_and_reload(shared: Arc<Shared>, source: ConfigSource, apply: bool, poll: Duration) {
     let (tx, mut rx) = mpsc::unbounded_channel::<()>();
     let watch_tx = tx.clone();
     let mut watcher =
@@ -497,6 +553,7 @@ pub fn spawn_reloader(shared: Arc<Shared>, source: ConfigSource, apply: bool, po
             }
         };
     let ticker = tx;
+    // Ends when this watch ends (its receiver is gone).
     tokio::spawn(async move {
         let mut interval = tokio::time::interval(poll);
         loop {
@@ -506,34 +563,33 @@ pub fn spawn_reloader(shared: Arc<Shared>, source: ConfigSource, apply: bool, po
             }
         }
     });
-    tokio::spawn(async move {
-        let mut watched = std::collections::BTreeSet::new();
-        let mut rewatch = |watcher: &mut Option<notify::RecommendedWatcher>| {
-            let Some(w) = watcher.as_mut() else { return };
-            let wanted = watch_dirs(&source);
-            for d in wanted.difference(&watched) {
-                if let Err(e) = w.watch(d, notify::RecursiveMode::NonRecursive) {
-                    tracing::debug!(dir = %d.display(), error = %e, "cannot watch; relying on periodic checks");
-                }
+    let mut watched = std::collections::BTreeSet::new();
+    let mut rewatch = |watcher: &mut Option<notify::RecommendedWatcher>| {
+        let Some(w) = watcher.as_mut() else { return };
+        let wanted = watch_dirs(&source);
+        for d in wanted.difference(&watched) {
+            if let Err(e) = w.watch(d, notify::RecursiveMode::NonRecursive) {
+                tracing::debug!(dir = %d.display(), error = %e, "cannot watch; relying on periodic checks");
             }
-            for d in watched.difference(&wanted) {
-                let _ = w.unwatch(d);
-            }
-            watched = wanted;
-        };
-        rewatch(&mut watcher);
-        let mut last = source.fingerprint();
-        while rx.recv().await.is_some() {
-            // Debounce: a ConfigMap update or an editor save is several events.
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            while rx.try_recv().is_ok() {}
-            rewatch(&mut watcher);
-            let fp = source.fingerprint();
-            if fp == last {
-                continue;
-            }
-            last = fp;
-            let _ = reload(&shared, &source, apply).await;
         }
-    });
+        for d in watched.difference(&wanted) {
+            let _ = w.unwatch(d);
+        }
+        watched = wanted;
+    };
+    rewatch(&mut watcher);
+    let mut last = source.fingerprint();
+    while rx.recv().await.is_some() {
+        // Debounce: a ConfigMap update or an editor save is several events.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        while rx.try_recv().is_ok() {}
+        rewatch(&mut watcher);
+        let fp = source.fingerprint();
+        if fp == last {
+            continue;
+        }
+        last = fp;
+        // Failures (panics included) are counted and logged by `install`.
+        let _ = reload(&shared, &source, apply).await;
+    }
 }
