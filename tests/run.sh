@@ -68,6 +68,9 @@ if [[ -z "${HOS_SKIP_K8S:-}" ]]; then
   eval "$(tail -n 1 <<<"$out")"
   tests/k8s/crd-checks.sh
 
+  step "TokenReview against the real kube-apiserver: audiences, cache TTL, revocation (tests/security)"
+  HOS_PROXY_BIN="$PWD/target/debug/hos-proxy" tests/security/run.sh -k tokenreview
+
   step "operator against the real kube-apiserver, Cassandra and the Bigtable emulator"
   cargo test -p operator --test cluster -- --ignored
 

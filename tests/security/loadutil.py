@@ -103,3 +103,23 @@ def run(port: int, path: str, body: bytes, *, workers: int, seconds: float,
     for r in results:
         total.add(r)
     return total
+
+
+def main() -> None:
+    """`python loadutil.py PORT PATH BODY_FILE WORKERS SECONDS RATE TOKEN`:
+    one run in its own process (so a flood does not share the measuring
+    process's interpreter lock); prints the result as JSON."""
+    import json
+    import sys
+
+    port, path, body_file, workers, seconds, rate, token = sys.argv[1:8]
+    with open(body_file, "rb") as f:
+        body = f.read()
+    r = run(int(port), path, body, workers=int(workers), seconds=float(seconds),
+            rate=float(rate), token=token or None)
+    print(json.dumps({"statuses": r.statuses, "retry_after": r.retry_after, "errors": r.errors,
+                      "latencies_ms": r.latencies_ms}))
+
+
+if __name__ == "__main__":
+    main()
