@@ -67,14 +67,8 @@ impl Context {
         // The reconcilers validated the spec already; this is the last line
         // before a backend library resolves anything: the operator resolves
         // no `file`/`env` reference of a CR, whoever built `backend`.
-        if let Some((field, _)) = crate::plan::conf_credentials(&backend.conf)
-            .into_iter()
-            .find(|(_, c)| !c.is_literal())
-        {
-            return Err(BackendError::Config(format!(
-                "backend {}: conf.{field} is a reference; the operator resolves only Secret keys named in credentials.*SecretRef",
-                backend.name
-            )));
+        if let Some(problem) = crate::plan::unresolved_reference(backend) {
+            return Err(BackendError::Config(problem));
         }
         let conf = serde_json::to_string(&backend.conf).unwrap_or_default();
         let key = format!(

@@ -110,6 +110,21 @@ pub fn conf_credentials(conf: &BackendConf) -> Vec<(&'static str, &Credential)> 
     out
 }
 
+/// Why the operator must not open `backend`: a credential that is not a
+/// literal resolved from the store's Secrets (a `file`/`env` reference would
+/// be read from the operator's own filesystem or environment).
+pub fn unresolved_reference(backend: &Backend) -> Option<String> {
+    conf_credentials(&backend.conf)
+        .into_iter()
+        .find(|(_, c)| !c.is_literal())
+        .map(|(field, _)| {
+            format!(
+                "backend {}: conf.{field} is a reference; the operator resolves only Secret keys named in credentials.*SecretRef",
+                backend.name
+            )
+        })
+}
+
 fn reference_kind(r: &CredentialRef) -> &'static str {
     match r {
         CredentialRef::Env(_) => "env",
@@ -964,6 +979,32 @@ spec:
         ] {
             check(ty, conf, "").unwrap_or_else(|e| panic!("{conf}: {e}"));
         }
+    }
+
+    /// The last check before a connection: only literals (resolved from
+    /// the store's Secrets) pass, whoever built the backend.
+    #[test]
+    fn connect_refuses_unresolved_references() {
+        let s = store();
+        let mounted = backends(&s, Credentials::Mounted).unwrap();
+        let msg = unresolved_reference(&mounted[1]).unwrap();
+        assert!(msg.contains("conf.username"), "{msg}");
+        let values = SecretValues::from([
+            (("cass".into(), "user".into()), "u".into()),
+            (("cass".into(), "pass".into()), "p".into()),
+        ]);
+        let resolved = backends(&s, Credentials::Resolved(&values)).unwrap();
+        assert_eq!(unresolved_reference(&resolved[1]), None);
+        assert_eq!(unresolved_reference(&resolved[0]), None);
+        let mut env = resolved[1].clone();
+        if let BackendConf::Cassandra(c) = &mut env.conf {
+            c.password = Some(Credential::Reference(CredentialRef::Env("HOME".into())));
+        }
+        assert!(
+            unresolved_reference(&env)
+                .unwrap()
+                .contains("conf.password")
+        );
     }
 
     /// Secret names and keys become `<name>/<key>` under the proxy's secrets
