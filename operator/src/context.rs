@@ -2,6 +2,7 @@
 //! open backend connections (reused while their configuration holds).
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +27,9 @@ pub struct Context {
     /// How long a live move waits after each routing change before the next
     /// phase, so every proxy has picked the change up.
     pub migration_settle: Duration,
+    /// Where the operator opens SQLite backends: a store's relative `path`
+    /// under `<data_dir>/<namespace>/`, so namespaces never share a file.
+    pub data_dir: PathBuf,
     connections: Mutex<HashMap<String, Arc<dyn OnlineStore>>>,
 }
 
@@ -37,6 +41,7 @@ impl Context {
         backend_timeout: Duration,
         proxy_image: String,
         migration_settle: Duration,
+        data_dir: PathBuf,
     ) -> Context {
         Context {
             client,
@@ -45,20 +50,29 @@ impl Context {
             backend_timeout,
             proxy_image,
             migration_settle,
+            data_dir,
             connections: Mutex::new(HashMap::new()),
         }
     }
 
-    /// An open, checked connection to `backend` (credentials resolved).
-    /// `scope` keeps stores' connections apart.
+    /// An open, checked connection to `backend` of store `store` in
+    /// namespace `ns`, its credentials already resolved from the store's
+    /// Secrets. Connections are kept per store.
     pub async fn connect(
         &self,
-        scope: &str,
+        ns: &str,
+        store: &str,
         backend: &Backend,
     ) -> Result<Arc<dyn OnlineStore>, BackendError> {
+        // The reconcilers validated the spec already; this is the last line
+        // before a backend library resolves anything: the operator resolves
+        // no `file`/`env` reference of a CR, whoever built `backend`.
+        if let Some(problem) = crate::plan::unresolved_reference(backend) {
+            return Err(BackendError::Config(problem));
+        }
         let conf = serde_json::to_string(&backend.conf).unwrap_or_default();
         let key = format!(
-            "{scope}/{}/{}",
+            "{ns}/{store}/{}/{}",
             backend.name,
             crate::plan::content_hash(&conf)
         );
@@ -66,7 +80,11 @@ impl Context {
         let store = match cached {
             Some(s) => s,
             None => {
-                let octx = OpenContext::default();
+                let octx = OpenContext {
+                    base_dir: self.data_dir.join(ns),
+                    // Never read: only literal credentials get here.
+                    secrets_dir: PathBuf::from("/nonexistent"),
+                };
                 let open = backends::open(backend, &octx);
                 let s = tokio::time::timeout(self.backend_timeout, open)
                     .await
@@ -109,6 +127,13 @@ impl Context {
         let mut missing = Vec::new();
         let mut cache: HashMap<String, Option<Secret>> = HashMap::new();
         for (name, key) in refs {
+            // Only a valid Secret name becomes part of an API path.
+            if !crate::plan::is_secret_name(name) {
+                missing.push(format!(
+                    "Secret {name} (key {key}): not a valid Secret name"
+                ));
+                continue;
+            }
             if !cache.contains_key(name) {
                 cache.insert(name.clone(), api.get_opt(name).await?);
             }

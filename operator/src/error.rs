@@ -12,6 +12,13 @@ pub enum Error {
     NoNamespace,
     #[error("serialization: {0}")]
     Serialize(String),
+    /// The reconcile panicked; it ran in its own task, so only this object's
+    /// reconcile stopped. The payload is for the log, never for a status.
+    #[error("reconcile panicked: {0}")]
+    Panicked(String),
+    /// The reconcile's task was cancelled (runtime shutting down).
+    #[error("reconcile cancelled")]
+    Cancelled,
 }
 
 impl Error {
@@ -22,14 +29,19 @@ impl Error {
             Error::Finalizer(_) => "finalizer",
             Error::NoNamespace => "no_namespace",
             Error::Serialize(_) => "serialize",
+            Error::Panicked(_) => "panic",
+            Error::Cancelled => "cancelled",
         }
     }
 
     /// Requeue delay after this error (API errors retry soon).
     pub fn backoff(&self) -> Duration {
         match self {
-            Error::Kube(_) | Error::Finalizer(_) => Duration::from_secs(5),
-            Error::NoNamespace | Error::Serialize(_) => Duration::from_secs(300),
+            Error::Kube(_) | Error::Finalizer(_) | Error::Cancelled => Duration::from_secs(5),
+            // The same input would panic again: retry slowly, not hot.
+            Error::NoNamespace | Error::Serialize(_) | Error::Panicked(_) => {
+                Duration::from_secs(300)
+            }
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod migrate;
 pub mod plan;
 pub mod store;
+pub mod supervise;
 pub mod view;
 
 /// Finalizer both controllers put on their objects.

@@ -59,6 +59,10 @@ struct Cli {
         default_value = "hybrid-online-store:0.1.0"
     )]
     proxy_image: String,
+    /// Directory under which the operator opens SQLite backends: a store's
+    /// relative `path` resolves to `<data-dir>/<namespace>/<path>`.
+    #[arg(long, env = "HOS_DATA_DIR", default_value = ".")]
+    data_dir: std::path::PathBuf,
     /// Log format: `text` or `json`.
     #[arg(long, env = "HOS_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -165,6 +169,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Duration::from_secs(cli.backend_timeout_seconds),
         cli.proxy_image.clone(),
         Duration::from_secs(cli.migration_settle_seconds),
+        cli.data_dir.clone(),
     ));
     let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
     let stop = |tx: &tokio::sync::broadcast::Sender<()>| {

@@ -158,8 +158,7 @@ pub async fn step(m: Move<'_>, mut status: FeatureViewStatus) -> Next {
             }
         }
         BACKFILL => {
-            let scope = format!("{}/{}", m.ns, m.store.name_any());
-            let src = match m.ctx.connect(&scope, m.from).await {
+            let src = match m.ctx.connect(m.ns, &m.store.name_any(), m.from).await {
                 Ok(s) => s,
                 Err(e) => {
                     status.migration = Some(mig);
@@ -286,10 +285,9 @@ async fn retire(m: &Move<'_>) -> Result<(), String> {
     if m.store.spec.teardown_policy != TeardownPolicy::Delete {
         return Ok(());
     }
-    let scope = format!("{}/{}", m.ns, m.store.name_any());
     let src = m
         .ctx
-        .connect(&scope, m.from)
+        .connect(m.ns, &m.store.name_any(), m.from)
         .await
         .map_err(|e| format!("backend {}: {e}", m.from.name))?;
     let remaining = crate::view::staying_views(m.ctx, m.ns, m.fv, &m.from.name)

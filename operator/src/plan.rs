@@ -96,6 +96,221 @@ pub fn secret_refs(store: &HybridOnlineStore) -> BTreeSet<(String, String)> {
         .collect()
 }
 
+/// The credential fields of a backend's conf, by field name.
+pub fn conf_credentials(conf: &BackendConf) -> Vec<(&'static str, &Credential)> {
+    let mut out = Vec::new();
+    match conf {
+        BackendConf::Redis(r) => out.extend(r.password.as_ref().map(|c| ("password", c))),
+        BackendConf::Cassandra(c) => {
+            out.extend(c.username.as_ref().map(|v| ("username", v)));
+            out.extend(c.password.as_ref().map(|v| ("password", v)));
+        }
+        BackendConf::Sqlite(_) | BackendConf::Bigtable(_) => {}
+    }
+    out
+}
+
+/// Why the operator must not open `backend`: a credential that is not a
+/// literal resolved from the store's Secrets (a `file`/`env` reference would
+/// be read from the operator's own filesystem or environment).
+pub fn unresolved_reference(backend: &Backend) -> Option<String> {
+    conf_credentials(&backend.conf)
+        .into_iter()
+        .find(|(_, c)| !c.is_literal())
+        .map(|(field, _)| {
+            format!(
+                "backend {}: conf.{field} is a reference; the operator resolves only Secret keys named in credentials.*SecretRef",
+                backend.name
+            )
+        })
+}
+
+fn reference_kind(r: &CredentialRef) -> &'static str {
+    match r {
+        CredentialRef::Env(_) => "env",
+        CredentialRef::File(_) => "file",
+        CredentialRef::SecretKeyRef(_) => "secret_key_ref",
+    }
+}
+
+/// Refuses whatever in a store's backend `conf` would make the operator (or
+/// the proxy it configures) read its own files or environment, or carry a
+/// secret in the routing ConfigMap. A `HybridOnlineStore` is written by a
+/// tenant, who may name Secret keys of their own namespace
+/// (`credentials.*SecretRef`) and nothing else: a `{file: ...}` or
+/// `{env: ...}` reference would hand the tenant the operator's own files
+/// (its ServiceAccount token) or environment, sent to a host they choose.
+/// Messages name the field and the problem, never the value.
+pub fn confine(conf: &BackendConf, file: &str, path: &str) -> Result<(), ConfigError> {
+    // Any credential in conf is refused: the first one names the problem.
+    if let Some((field, c)) = conf_credentials(conf).into_iter().next() {
+        let use_ref = if field == "username" {
+            "credentials.usernameSecretRef"
+        } else {
+            "credentials.passwordSecretRef"
+        };
+        let message = match c {
+            Credential::Literal(_) => format!(
+                "a literal credential is not accepted in a HybridOnlineStore; put it in a Secret of the store's namespace and name it in {use_ref}"
+            ),
+            Credential::Reference(r) => format!(
+                "a `{}` credential reference is not accepted in a HybridOnlineStore: the operator reads only the Secret keys named in credentials.*SecretRef, in the store's namespace; use {use_ref}",
+                reference_kind(r)
+            ),
+        };
+        return Err(ConfigError::new(file, format!("{path}.{field}"), message));
+    }
+    match conf {
+        BackendConf::Redis(r) => {
+            for part in r.connection_string.split(',').map(str::trim) {
+                let at = format!("{path}.connection_string");
+                if let Some((k, _)) = part.split_once('=') {
+                    if k.trim().eq_ignore_ascii_case("password") {
+                        return Err(ConfigError::new(
+                            file,
+                            at,
+                            "a `password=` option is not accepted in a HybridOnlineStore; put the password in a Secret and name it in credentials.passwordSecretRef",
+                        ));
+                    }
+                } else if part.contains('@') || part.contains('/') {
+                    return Err(ConfigError::new(
+                        file,
+                        at,
+                        "hosts are `host:port`, without a scheme, user or password (the password comes from credentials.passwordSecretRef)",
+                    ));
+                }
+            }
+        }
+        BackendConf::Cassandra(c) => {
+            if c.secure_bundle_path.is_some() {
+                return Err(ConfigError::new(
+                    file,
+                    format!("{path}.secure_bundle_path"),
+                    "a file path is not accepted in a HybridOnlineStore (it would be read from the operator's and the proxy's filesystem); give `hosts`",
+                ));
+            }
+        }
+        BackendConf::Sqlite(s) => {
+            if let Err(problem) = check_data_path(&s.path) {
+                return Err(ConfigError::new(file, format!("{path}.path"), problem));
+            }
+        }
+        BackendConf::Bigtable(b) => {
+            if let Some(h) = &b.emulator_host
+                && let Err(problem) = check_host_port(h)
+            {
+                return Err(ConfigError::new(
+                    file,
+                    format!("{path}.emulator_host"),
+                    problem,
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A SQLite path from a CR is relative to the data directory and stays in
+/// it: no absolute path, no `..`.
+fn check_data_path(p: &str) -> Result<(), String> {
+    use std::path::{Component, Path};
+    if p.is_empty() || p.contains('\0') {
+        return Err("the path is empty or holds a NUL byte".into());
+    }
+    for c in Path::new(p).components() {
+        match c {
+            Component::RootDir | Component::Prefix(_) => {
+                return Err("an absolute path is not accepted in a HybridOnlineStore; give a path relative to the data directory (`--data-dir`)".into());
+            }
+            Component::ParentDir => {
+                return Err("`..` is not accepted in a HybridOnlineStore path; give a path inside the data directory (`--data-dir`)".into());
+            }
+            Component::CurDir | Component::Normal(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// An emulator address is `host:port` (or `[v6]:port`): no scheme, no
+/// `unix://` socket path, no spaces. Checked before a client library sees
+/// it (bigtable_rs panics on an address it cannot turn into a URI).
+fn check_host_port(h: &str) -> Result<(), String> {
+    let bad = || {
+        "expected `host:port` (e.g. `127.0.0.1:8086`): no scheme, socket path, user or spaces"
+            .to_string()
+    };
+    let (host, port) = h.rsplit_once(':').ok_or_else(bad)?;
+    let host_ok = match host.strip_prefix('[').and_then(|v| v.strip_suffix(']')) {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => {
+            !host.is_empty()
+                && host.len() <= 253
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+        }
+    };
+    if !host_ok || !port.parse::<u16>().is_ok_and(|p| p != 0) {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+/// Kubernetes' rules for a Secret name (a DNS-1123 subdomain) and a data
+/// key: the routing table names the mounted file `<name>/<key>` under the
+/// proxy's secrets directory, so neither may climb out of it (`..`, `/`).
+fn check_secret_refs(
+    c: &api::crd::CredentialsSpec,
+    file: &str,
+    path: &str,
+) -> Result<(), ConfigError> {
+    for (field, r) in [
+        ("usernameSecretRef", &c.username_secret_ref),
+        ("passwordSecretRef", &c.password_secret_ref),
+    ] {
+        let Some(r) = r else { continue };
+        if !is_secret_name(&r.name) {
+            return Err(ConfigError::new(
+                file,
+                format!("{path}.{field}.name"),
+                "not a Secret name (lowercase letters, digits, `-` and `.`, at most 253 characters, starting and ending with a letter or digit)",
+            ));
+        }
+        if !is_secret_key(&r.key) {
+            return Err(ConfigError::new(
+                file,
+                format!("{path}.{field}.key"),
+                "not a Secret key (letters, digits, `-`, `_` and `.`, at most 253 characters, not starting with `..`)",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A DNS-1123 subdomain, as Kubernetes requires of a Secret's name.
+pub fn is_secret_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 253
+        && n.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+/// A Secret (ConfigMap) data key as Kubernetes validates it.
+pub fn is_secret_key(k: &str) -> bool {
+    !k.is_empty()
+        && k.len() <= 253
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        && k != "."
+        && !k.starts_with("..")
+}
+
 /// How credentials appear in a backend's configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Credentials<'a> {
@@ -118,12 +333,11 @@ pub fn backend(
     let conf_yaml: serde_yaml::Value = serde_yaml::to_value(&spec.conf)
         .map_err(|e| ConfigError::new(&file, &path, e.to_string()))?;
     let mut conf = BackendConf::parse(spec.backend_type, conf_yaml, &file, &path)?;
-    if conf.has_literal_credentials() {
-        return Err(ConfigError::new(
-            &file,
-            &path,
-            "credentials must come from `credentials` Secret references, not from conf",
-        ));
+    // Before anything reads a Secret or opens a connection: a CR names
+    // Secret keys in its own namespace and nothing else of the operator's.
+    confine(&conf, &file, &path)?;
+    if let Some(c) = &spec.credentials {
+        check_secret_refs(c, &file, &format!("spec.onlineStores[{index}].credentials"))?;
     }
     let cred =
         |r: &Option<api::credential::SecretKeyRef>| -> Result<Option<Credential>, ConfigError> {
@@ -523,7 +737,7 @@ spec:
   project: demo
   routingTag: team
   onlineStores:
-    - {name: a, type: sqlite, conf: {path: /data/a.db}}
+    - {name: a, type: sqlite, conf: {path: a/online.db}}
     - name: c
       type: cassandra
       conf: {hosts: [c1], keyspace: ks}
@@ -584,6 +798,257 @@ spec:
         let missing = SecretValues::new();
         let err = backends(&s, Credentials::Resolved(&missing)).unwrap_err();
         assert!(err.message.contains("Secret cass has no key user"), "{err}");
+    }
+
+    /// One backend spec, parsed and checked as `backend` does.
+    fn check(ty: &str, conf: &str, credentials: &str) -> Result<Backend, ConfigError> {
+        let s: HybridOnlineStore = serde_yaml::from_str(&format!(
+            r#"
+apiVersion: hybrid-online-store.io/v1alpha1
+kind: HybridOnlineStore
+metadata: {{name: s, namespace: ns}}
+spec:
+  project: demo
+  routingTag: team
+  onlineStores:
+    - name: b
+      type: {ty}
+      conf: {conf}
+      {credentials}
+"#
+        ))
+        .unwrap();
+        backends(&s, Credentials::Mounted)
+            .and_then(|_| backends(&s, Credentials::Resolved(&SecretValues::new())))
+            .map(|mut b| b.remove(0))
+    }
+
+    /// File and env references in a CR's conf are refused (whatever the
+    /// path: `..`, absolute, the ServiceAccount token), with the field
+    /// named and the value not echoed; nothing is resolved.
+    #[test]
+    fn references_in_a_cr_conf_are_refused_before_anything_is_read() {
+        let token = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+        // Set, so a resolution would succeed if one happened.
+        let cases = [
+            (
+                "redis",
+                format!("{{connection_string: '127.0.0.1:1', password: {{file: {token}}}}}"),
+                "password",
+                "`file`",
+            ),
+            (
+                "redis",
+                "{connection_string: '127.0.0.1:1', password: {file: ../../etc/passwd}}"
+                    .to_string(),
+                "password",
+                "`file`",
+            ),
+            (
+                "redis",
+                "{connection_string: '127.0.0.1:1', password: {env: HOME}}".to_string(),
+                "password",
+                "`env`",
+            ),
+            (
+                "redis",
+                "{connection_string: '127.0.0.1:1', password: {secret_key_ref: {name: x, key: y}}}"
+                    .to_string(),
+                "password",
+                "`secret_key_ref`",
+            ),
+            (
+                "cassandra",
+                "{hosts: [127.0.0.1], username: {env: HOME}}".to_string(),
+                "username",
+                "`env`",
+            ),
+            (
+                "cassandra",
+                format!("{{hosts: [127.0.0.1], password: {{file: {token}}}}}"),
+                "password",
+                "`file`",
+            ),
+        ];
+        for (ty, conf, field, kind) in cases {
+            let err = check(ty, &conf, "").unwrap_err();
+            assert_eq!(
+                err.path,
+                format!("spec.onlineStores[0].conf.{field}"),
+                "{err}"
+            );
+            assert!(err.message.contains(kind), "{err}");
+            assert!(err.message.contains("credentials."), "{err}");
+            for leaked in [token, "../../etc", "HOME"] {
+                assert!(!err.to_string().contains(leaked), "{err}");
+            }
+        }
+    }
+
+    #[test]
+    fn literal_secrets_and_paths_in_a_cr_conf_are_refused() {
+        let cases = [
+            (
+                "redis",
+                "{connection_string: '127.0.0.1:1,password=hunter2'}",
+                "connection_string",
+                "password=",
+            ),
+            (
+                "redis",
+                "{connection_string: '127.0.0.1:1, Password =hunter2'}",
+                "connection_string",
+                "password=",
+            ),
+            (
+                "redis",
+                "{connection_string: 'redis://:hunter2@127.0.0.1:1'}",
+                "connection_string",
+                "host:port",
+            ),
+            ("redis", "{password: hunter2}", "password", "literal"),
+            (
+                "cassandra",
+                "{secure_bundle_path: /var/run/secrets/kubernetes.io/serviceaccount/token}",
+                "secure_bundle_path",
+                "file path",
+            ),
+            (
+                "sqlite",
+                "{path: /var/lib/other-team/online.db}",
+                "path",
+                "absolute",
+            ),
+            (
+                "sqlite",
+                "{path: ../other-namespace/online.db}",
+                "path",
+                "`..`",
+            ),
+            ("sqlite", "{path: a/../../b.db}", "path", "`..`"),
+            (
+                "bigtable",
+                "{instance: i, emulator_host: 'unix:///var/run/docker.sock'}",
+                "emulator_host",
+                "host:port",
+            ),
+            (
+                "bigtable",
+                "{instance: i, emulator_host: 'a b:8086'}",
+                "emulator_host",
+                "host:port",
+            ),
+            (
+                "bigtable",
+                "{instance: i, emulator_host: '::::'}",
+                "emulator_host",
+                "host:port",
+            ),
+            (
+                "bigtable",
+                "{instance: i, emulator_host: 'localhost'}",
+                "emulator_host",
+                "host:port",
+            ),
+        ];
+        for (ty, conf, field, problem) in cases {
+            let err = check(ty, conf, "").unwrap_err();
+            assert_eq!(
+                err.path,
+                format!("spec.onlineStores[0].conf.{field}"),
+                "{conf}: {err}"
+            );
+            assert!(err.message.contains(problem), "{conf}: {err}");
+            assert!(!err.to_string().contains("hunter2"), "{err}");
+        }
+        // What stays accepted.
+        for (ty, conf) in [
+            ("sqlite", "{path: team/online.db}"),
+            ("sqlite", "{}"),
+            (
+                "redis",
+                "{connection_string: 'r1:6379,r2:6380,ssl=true,db=2'}",
+            ),
+            ("bigtable", "{instance: i, emulator_host: '127.0.0.1:8086'}"),
+            ("bigtable", "{instance: i, emulator_host: '[::1]:8086'}"),
+            (
+                "bigtable",
+                "{instance: i, emulator_host: 'bigtable-emulator.ns.svc:8086'}",
+            ),
+            ("cassandra", "{hosts: ['10.0.0.1', 'c2:9042']}"),
+        ] {
+            check(ty, conf, "").unwrap_or_else(|e| panic!("{conf}: {e}"));
+        }
+    }
+
+    /// The last check before a connection: only literals (resolved from
+    /// the store's Secrets) pass, whoever built the backend.
+    #[test]
+    fn connect_refuses_unresolved_references() {
+        let s = store();
+        let mounted = backends(&s, Credentials::Mounted).unwrap();
+        let msg = unresolved_reference(&mounted[1]).unwrap();
+        assert!(msg.contains("conf.username"), "{msg}");
+        let values = SecretValues::from([
+            (("cass".into(), "user".into()), "u".into()),
+            (("cass".into(), "pass".into()), "p".into()),
+        ]);
+        let resolved = backends(&s, Credentials::Resolved(&values)).unwrap();
+        assert_eq!(unresolved_reference(&resolved[1]), None);
+        assert_eq!(unresolved_reference(&resolved[0]), None);
+        let mut env = resolved[1].clone();
+        if let BackendConf::Cassandra(c) = &mut env.conf {
+            c.password = Some(Credential::Reference(CredentialRef::Env("HOME".into())));
+        }
+        assert!(
+            unresolved_reference(&env)
+                .unwrap()
+                .contains("conf.password")
+        );
+    }
+
+    /// Secret names and keys become `<name>/<key>` under the proxy's secrets
+    /// directory and an API path: nothing that climbs out of either.
+    #[test]
+    fn secret_references_must_be_valid_secret_names_and_keys() {
+        for (creds, field) in [
+            (
+                "credentials: {passwordSecretRef: {name: '..', key: token}}",
+                "passwordSecretRef.name",
+            ),
+            (
+                "credentials: {passwordSecretRef: {name: 'a/b', key: token}}",
+                "passwordSecretRef.name",
+            ),
+            (
+                "credentials: {passwordSecretRef: {name: 'Upper', key: token}}",
+                "passwordSecretRef.name",
+            ),
+            (
+                "credentials: {passwordSecretRef: {name: s, key: '../../token'}}",
+                "passwordSecretRef.key",
+            ),
+            (
+                "credentials: {passwordSecretRef: {name: s, key: '..data'}}",
+                "passwordSecretRef.key",
+            ),
+            (
+                "credentials: {usernameSecretRef: {name: s, key: '/etc/passwd'}}",
+                "usernameSecretRef.key",
+            ),
+        ] {
+            let err = check("cassandra", "{hosts: [h]}", creds).unwrap_err();
+            assert_eq!(
+                err.path,
+                format!("spec.onlineStores[0].credentials.{field}"),
+                "{err}"
+            );
+        }
+        assert!(
+            is_secret_name("cass-creds.v2")
+                && is_secret_key("tls.crt")
+                && is_secret_key("pass_word")
+        );
     }
 
     #[test]

@@ -21,6 +21,7 @@ use serde_json::json;
 use crate::context::Context;
 use crate::error::Error;
 use crate::plan::{self, Credentials};
+use crate::supervise;
 use crate::{FINALIZER, MANAGER};
 
 const CONTROLLER: &str = "hybridonlinestore";
@@ -89,9 +90,48 @@ fn error_policy(_store: Arc<HybridOnlineStore>, err: &Error, ctx: Arc<Context>) 
 
 async fn reconcile(store: Arc<HybridOnlineStore>, ctx: Arc<Context>) -> Result<Action, Error> {
     let start = Instant::now();
+    let res = supervise::isolated(reconcile_body(Arc::clone(&store), Arc::clone(&ctx))).await;
+    if matches!(res, Err(Error::Panicked(_))) {
+        report_panic(&store, &ctx).await;
+    }
+    ctx.metrics
+        .reconciled(CONTROLLER, start.elapsed().as_secs_f64());
+    res
+}
+
+/// A panicked reconcile leaves the store Ready=False with a generic
+/// message (and an event when that is new), so its author sees it.
+async fn report_panic(store: &HybridOnlineStore, ctx: &Context) {
+    let Some(ns) = store.namespace() else { return };
+    let old = store.status.clone().unwrap_or_default();
+    let mut status = old.clone();
+    if plan::condition_changed(&old.conditions, "Ready", supervise::PANIC_MESSAGE) {
+        ctx.event(
+            store,
+            true,
+            "ReconcileFailed",
+            supervise::PANIC_MESSAGE.into(),
+        )
+        .await;
+    }
+    plan::set_condition(
+        &mut status.conditions,
+        "Ready",
+        false,
+        "ReconcileFailed",
+        supervise::PANIC_MESSAGE,
+        store.metadata.generation,
+        now(),
+    );
+    if let Err(e) = write_status(ctx, &ns, &store.name_any(), &old, status).await {
+        tracing::warn!(error = %e, "cannot record the panicked reconcile in the status");
+    }
+}
+
+async fn reconcile_body(store: Arc<HybridOnlineStore>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = store.namespace().ok_or(Error::NoNamespace)?;
     let api: Api<HybridOnlineStore> = Api::namespaced(ctx.client.clone(), &ns);
-    let res = finalizer(&api, FINALIZER, store, |event| async {
+    finalizer(&api, FINALIZER, store, |event| async {
         match event {
             Finalizer::Apply(s) => apply(s, &ctx, &ns).await,
             // The routing ConfigMap goes with its owner; views keep their
@@ -100,10 +140,7 @@ async fn reconcile(store: Arc<HybridOnlineStore>, ctx: Arc<Context>) -> Result<A
         }
     })
     .await
-    .map_err(|e| Error::Finalizer(Box::new(e)));
-    ctx.metrics
-        .reconciled(CONTROLLER, start.elapsed().as_secs_f64());
-    res
+    .map_err(|e| Error::Finalizer(Box::new(e)))
 }
 
 async fn apply(store: Arc<HybridOnlineStore>, ctx: &Context, ns: &str) -> Result<Action, Error> {
@@ -164,10 +201,9 @@ async fn apply(store: Arc<HybridOnlineStore>, ctx: &Context, ns: &str) -> Result
         false
     } else {
         let resolved = plan::backends(&store, Credentials::Resolved(&values)).unwrap_or_default();
-        let scope = format!("{ns}/{name}");
         let checks = futures::future::join_all(resolved.iter().map(|b| {
-            let scope = scope.clone();
-            async move { (b.name.clone(), ctx.connect(&scope, b).await.err()) }
+            let name = &name;
+            async move { (b.name.clone(), ctx.connect(ns, name, b).await.err()) }
         }))
         .await;
         let failures: Vec<String> = checks

@@ -21,6 +21,7 @@ use crate::FINALIZER;
 use crate::context::Context;
 use crate::error::Error;
 use crate::plan::{self, Credentials};
+use crate::supervise;
 
 const CONTROLLER: &str = "featureview";
 
@@ -77,19 +78,50 @@ fn error_policy(_fv: Arc<FeatureView>, err: &Error, ctx: Arc<Context>) -> Action
 
 async fn reconcile(fv: Arc<FeatureView>, ctx: Arc<Context>) -> Result<Action, Error> {
     let start = Instant::now();
+    let res = supervise::isolated(reconcile_body(Arc::clone(&fv), Arc::clone(&ctx))).await;
+    if matches!(res, Err(Error::Panicked(_))) {
+        report_panic(&fv, &ctx).await;
+    }
+    ctx.metrics
+        .reconciled(CONTROLLER, start.elapsed().as_secs_f64());
+    res
+}
+
+/// A panicked reconcile leaves the view Ready=False with a generic message
+/// (and an event when that is new).
+async fn report_panic(fv: &FeatureView, ctx: &Context) {
+    let Some(ns) = fv.namespace() else { return };
+    let old = fv.status.clone().unwrap_or_default();
+    let mut status = old.clone();
+    if plan::condition_changed(&old.conditions, "Ready", supervise::PANIC_MESSAGE) {
+        ctx.event(fv, true, "ReconcileFailed", supervise::PANIC_MESSAGE.into())
+            .await;
+    }
+    plan::set_condition(
+        &mut status.conditions,
+        "Ready",
+        false,
+        "ReconcileFailed",
+        supervise::PANIC_MESSAGE,
+        fv.metadata.generation,
+        now(),
+    );
+    if let Err(e) = write_status(ctx, &ns, &fv.name_any(), &old, status).await {
+        tracing::warn!(error = %e, "cannot record the panicked reconcile in the status");
+    }
+}
+
+async fn reconcile_body(fv: Arc<FeatureView>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = fv.namespace().ok_or(Error::NoNamespace)?;
     let api: Api<FeatureView> = Api::namespaced(ctx.client.clone(), &ns);
-    let res = finalizer(&api, FINALIZER, fv, |event| async {
+    finalizer(&api, FINALIZER, fv, |event| async {
         match event {
             Finalizer::Apply(v) => apply(v, &ctx, &ns).await,
             Finalizer::Cleanup(v) => cleanup(v, &ctx, &ns).await,
         }
     })
     .await
-    .map_err(|e| Error::Finalizer(Box::new(e)));
-    ctx.metrics
-        .reconciled(CONTROLLER, start.elapsed().as_secs_f64());
-    res
+    .map_err(|e| Error::Finalizer(Box::new(e)))
 }
 
 /// Records a failure in the status (with an event when it is new) and
@@ -280,10 +312,7 @@ async fn apply(fv: Arc<FeatureView>, ctx: &Context, ns: &str) -> Result<Action, 
     };
     let routed = plan::routed_view(&def, &target);
     let project = store.spec.project.clone();
-    let store_conn = match ctx
-        .connect(&format!("{ns}/{}", store.name_any()), backend)
-        .await
-    {
+    let store_conn = match ctx.connect(ns, &store.name_any(), backend).await {
         Ok(s) => s,
         Err(e) => {
             let msg = format!("backend {target}: {e}");
@@ -564,6 +593,13 @@ async fn cleanup(fv: Arc<FeatureView>, ctx: &Context, ns: &str) -> Result<Action
         .await;
         return Ok(Action::await_change());
     }
+    // The spec first: no Secret is read for a store the operator refuses.
+    if let Err(e) = plan::backends(&store, Credentials::Mounted) {
+        // Keep the finalizer: deleting now would leak the tables.
+        let msg = format!("cannot tear down until the store is fixed: {e}");
+        ctx.event(fv.as_ref(), true, "TeardownBlocked", msg).await;
+        return Ok(Action::requeue(Duration::from_secs(60)));
+    }
     let (values, missing) = ctx.secret_values(ns, &plan::secret_refs(&store)).await?;
     let resolved = plan::backends(&store, Credentials::Resolved(&values));
     let def = plan::view_def(&fv);
@@ -580,10 +616,7 @@ async fn cleanup(fv: Arc<FeatureView>, ctx: &Context, ns: &str) -> Result<Action
     // Views staying on this backend keep storage they share.
     let others = staying_views(ctx, ns, &fv, &backend_name).await?;
     let remaining: Vec<&api::routing::RoutedView> = others.iter().collect();
-    let conn = match ctx
-        .connect(&format!("{ns}/{}", store.name_any()), backend)
-        .await
-    {
+    let conn = match ctx.connect(ns, &store.name_any(), backend).await {
         Ok(c) => c,
         Err(e) => {
             ctx.event(

@@ -1169,3 +1169,391 @@ async fn live_move_under_load() {
 
     release(&client, &ns, Some(&keyspace)).await;
 }
+
+/// Bytes only a planted file and the operator's environment hold: a
+/// resolved reference would carry them to a backend host.
+const PLANTED_FILE_SECRET: &str = "planted-file-3b8e51d0-must-stay-home";
+const PLANTED_ENV_SECRET: &str = "planted-env-a94c27f6-must-stay-home";
+
+/// A TCP listener on 127.0.0.1 standing in for a backend host: it keeps
+/// every byte any client sends it.
+struct Sink {
+    port: u16,
+    connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    received: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl Sink {
+    fn start() -> Sink {
+        use std::io::Read;
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (c, r) = (connections.clone(), received.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                c.fetch_add(1, Ordering::SeqCst);
+                let r = r.clone();
+                std::thread::spawn(move || {
+                    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = stream.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        r.lock().unwrap().extend_from_slice(&buf[..n]);
+                    }
+                });
+            }
+        });
+        Sink {
+            port,
+            connections,
+            received,
+        }
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn received(&self) -> String {
+        String::from_utf8_lossy(&self.received.lock().unwrap()).into_owned()
+    }
+}
+
+/// An operator for `ns` with extra environment, logging to `log`; returns
+/// it and its metrics URL.
+fn start_operator_with(
+    ns: &str,
+    identity: &str,
+    env: &[(&str, &str)],
+    log: &std::path::Path,
+) -> (Operator, String) {
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_hos-operator"))
+        .args(["--namespace", ns, "--lease-namespace", ns])
+        .args(["--identity", identity, "--lease-seconds", "6"])
+        .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+        .args(["--backend-timeout-seconds", "5"])
+        .envs(env.iter().copied())
+        .env("RUST_LOG", "debug,kube=info,hyper=info,tower=info,h2=info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("start hos-operator");
+    (Operator(child), format!("http://127.0.0.1:{port}/metrics"))
+}
+
+fn bare_store(ns: &str, name: &str, backend: serde_json::Value) -> HybridOnlineStore {
+    serde_json::from_value(json!({
+        "apiVersion": "hybrid-online-store.io/v1alpha1",
+        "kind": "HybridOnlineStore",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"project": "refs", "routingTag": "team", "onlineStores": [backend]}
+    }))
+    .unwrap()
+}
+
+/// Issue [I] item 1, against a real kube-apiserver: stores whose conf
+/// points credentials at an absolute path (a planted file), a `../` path to
+/// the same file, the operator's environment, or whose Secret key climbs
+/// out of the secrets directory are refused with a condition and a Warning
+/// event naming the field; nothing connects to the backend host they name
+/// (a listener on 127.0.0.1 sees no connection), the planted bytes appear
+/// in no ConfigMap, event, status or log line, and a good store in the
+/// same namespace still becomes Ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a kube-apiserver and backends: run tests/run.sh"]
+async fn cr_credential_references_are_refused_and_nothing_is_sent() {
+    let client = Client::try_default().await.unwrap();
+    let (ns, keyspace) = fresh_namespace(&client, "refs").await;
+    let pp = PostParams::default();
+    let dir = std::env::temp_dir().join(format!("hos-refs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let planted = dir.join("token");
+    std::fs::write(&planted, PLANTED_FILE_SECRET).unwrap();
+    let absolute = planted.to_str().unwrap().to_string();
+    // From the operator's working directory (or any other): up to `/`,
+    // then down to the planted file.
+    let dotdot = format!("{}{absolute}", "../".repeat(16));
+    let sink = Sink::start();
+    let host = format!("127.0.0.1:{}", sink.port);
+
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    secrets.create(&pp, &secret(&ns)).await.unwrap();
+    let stores: Api<HybridOnlineStore> = Api::namespaced(client.clone(), &ns);
+    // (store, the field the condition must name, the problem it must name)
+    let bad = [
+        (
+            bare_store(
+                &ns,
+                "redis-absolute",
+                json!({"name": "r", "type": "redis",
+                       "conf": {"connection_string": host, "password": {"file": absolute}}}),
+            ),
+            "spec.onlineStores[0].conf.password",
+            "`file` credential reference",
+        ),
+        (
+            bare_store(
+                &ns,
+                "redis-dotdot",
+                json!({"name": "r", "type": "redis",
+                       "conf": {"connection_string": host, "password": {"file": dotdot}}}),
+            ),
+            "spec.onlineStores[0].conf.password",
+            "`file` credential reference",
+        ),
+        (
+            bare_store(
+                &ns,
+                "cassandra-env",
+                json!({"name": "c", "type": "cassandra",
+                       "conf": {"hosts": ["127.0.0.1"], "port": sink.port, "keyspace": keyspace,
+                                "username": {"env": "HOS_PLANTED_SECRET"},
+                                "password": {"env": "HOS_PLANTED_SECRET"}}}),
+            ),
+            "spec.onlineStores[0].conf.username",
+            "`env` credential reference",
+        ),
+        (
+            bare_store(
+                &ns,
+                "cassandra-key-dotdot",
+                json!({"name": "c", "type": "cassandra",
+                       "conf": {"hosts": ["127.0.0.1"], "port": sink.port, "keyspace": keyspace},
+                       "credentials": {
+                           "usernameSecretRef": {"name": "cass-creds", "key": "username"},
+                           "passwordSecretRef": {"name": "cass-creds", "key": "../../token"}}}),
+            ),
+            "spec.onlineStores[0].credentials.passwordSecretRef.key",
+            "not a Secret key",
+        ),
+    ];
+    for (s, _, _) in &bad {
+        stores.create(&pp, s).await.unwrap();
+    }
+    // A view on a refused store: the view controller must not connect either.
+    let views: Api<FeatureView> = Api::namespaced(client.clone(), &ns);
+    let mut view = view_manifest(&ns, "on-refused", "on_refused", "r");
+    view.spec.store_ref = "redis-absolute".into();
+    views.create(&pp, &view).await.unwrap();
+    // The good store (real Cassandra and Bigtable) in the same namespace.
+    stores
+        .create(&pp, &store_manifest(&ns, &keyspace, "Delete"))
+        .await
+        .unwrap();
+
+    let log = dir.join("operator.log");
+    let (op, _) = start_operator_with(
+        &ns,
+        "refs-op",
+        &[("HOS_PLANTED_SECRET", PLANTED_ENV_SECRET)],
+        &log,
+    );
+    let long = Duration::from_secs(90);
+    wait_for("the good store Ready=True", long, || async {
+        let st = stores.get("store").await.ok()?.status?;
+        (condition(Some(&st.conditions), "Ready")?.0 == "True").then_some(())
+    })
+    .await;
+    // Every store has been reconciled at least once by now (they were all
+    // queued before the good one became Ready); give requeues a moment.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let got = sink.received();
+    assert!(
+        !got.contains(PLANTED_FILE_SECRET) && !got.contains(PLANTED_ENV_SECRET),
+        "planted secret bytes reached the backend host a refused store names: {got:?}"
+    );
+    assert_eq!(
+        sink.connections(),
+        0,
+        "the operator connected to the host a refused store names; it received: {got:?}"
+    );
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    for (s, field, problem) in &bad {
+        let name = s.metadata.name.clone().unwrap();
+        let (status, reason, msg) = wait_for(&format!("{name} InvalidSpec"), long, || async {
+            let st = stores.get(&name).await.ok()?.status?;
+            condition(Some(&st.conditions), "Ready").filter(|c| c.1 == "InvalidSpec")
+        })
+        .await;
+        assert_eq!((status.as_str(), reason.as_str()), ("False", "InvalidSpec"));
+        assert!(
+            msg.contains(field) && msg.contains(problem),
+            "{name}: {msg}"
+        );
+        let note = wait_for(&format!("a Warning event on {name}"), long, || async {
+            events
+                .list(&ListParams::default())
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .find(|e| {
+                    e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name.as_str())
+                        && e.type_.as_deref() == Some("Warning")
+                        && e.reason.as_deref() == Some("InvalidSpec")
+                })
+                .and_then(|e| e.note)
+        })
+        .await;
+        assert!(note.contains(field), "{name}: {note}");
+        // Refused at the spec: no routing ConfigMap for it.
+        let maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+        assert!(
+            maps.get_opt(&format!("{name}-routing"))
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+    let (_, reason, msg) = wait_for("the view on a refused store", long, || async {
+        let st = views.get("on-refused").await.ok()?.status?;
+        condition(Some(&st.conditions), "Routed").filter(|c| c.1 == "InvalidStore")
+    })
+    .await;
+    assert_eq!(reason, "InvalidStore");
+    assert!(msg.contains("conf.password"), "{msg}");
+
+    assert_eq!(
+        sink.connections(),
+        0,
+        "the operator connected to the host a refused store names; it received: {:?}",
+        sink.received()
+    );
+
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let mut seen = Vec::new();
+    for cm in maps.list(&ListParams::default()).await.unwrap() {
+        seen.push(("configmap", serde_json::to_string(&cm.data).unwrap()));
+    }
+    for e in events.list(&ListParams::default()).await.unwrap() {
+        seen.push(("event", serde_json::to_string(&e).unwrap()));
+    }
+    for s in stores.list(&ListParams::default()).await.unwrap() {
+        seen.push(("store", serde_json::to_string(&s).unwrap()));
+    }
+    for v in views.list(&ListParams::default()).await.unwrap() {
+        seen.push(("view", serde_json::to_string(&v).unwrap()));
+    }
+    drop(op);
+    let log_text = std::fs::read_to_string(&log).unwrap();
+    assert!(log_text.contains("InvalidSpec") || log_text.lines().count() > 20);
+    seen.push(("operator log", log_text));
+    seen.push(("backend host", sink.received()));
+    for (kind, text) in &seen {
+        for secret in [PLANTED_FILE_SECRET, PLANTED_ENV_SECRET] {
+            assert!(!text.contains(secret), "planted secret bytes in a {kind}");
+        }
+    }
+    assert_eq!(sink.connections(), 0);
+    release(&client, &ns, Some(&keyspace)).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue [I] item 2: a reconcile that panics (bigtable_rs `expect`s a URI
+/// from the emulator address; here the operator's own
+/// BIGTABLE_EMULATOR_HOST holds one it cannot parse, since a CR's
+/// `emulator_host` is validated first) costs only that object a
+/// `ReconcileFailed` condition: the operator keeps running, counts the
+/// panic, and a store created afterwards still becomes Ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a kube-apiserver and backends: run tests/run.sh"]
+async fn a_panicking_reconcile_is_contained() {
+    let client = Client::try_default().await.unwrap();
+    let (ns, keyspace) = fresh_namespace(&client, "panic").await;
+    let pp = PostParams::default();
+    let stores: Api<HybridOnlineStore> = Api::namespaced(client.clone(), &ns);
+    let views: Api<FeatureView> = Api::namespaced(client.clone(), &ns);
+    stores
+        .create(
+            &pp,
+            &bare_store(
+                &ns,
+                "bt",
+                json!({"name": "bigtable", "type": "bigtable",
+                       "conf": {"project_id": "p", "instance": "i"}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let mut view = view_manifest(&ns, "on-bt", "on_bt", "bigtable");
+    view.spec.store_ref = "bt".into();
+    views.create(&pp, &view).await.unwrap();
+
+    let dir = std::env::temp_dir().join(format!("hos-panic-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("operator.log");
+    let (mut op, metrics) = start_operator_with(
+        &ns,
+        "panic-op",
+        &[("BIGTABLE_EMULATOR_HOST", "a b:8086")],
+        &log,
+    );
+    let long = Duration::from_secs(90);
+    let msg = wait_for("store bt ReconcileFailed", long, || async {
+        let st = stores.get("bt").await.ok()?.status?;
+        condition(Some(&st.conditions), "Ready")
+            .filter(|c| c.0 == "False" && c.1 == "ReconcileFailed")
+            .map(|c| c.2)
+    })
+    .await;
+    assert!(msg.contains("panic"), "{msg}");
+    wait_for("view on-bt ReconcileFailed", long, || async {
+        let st = views.get("on-bt").await.ok()?.status?;
+        condition(Some(&st.conditions), "Ready").filter(|c| c.1 == "ReconcileFailed")
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let text = http
+        .get(&metrics)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for controller in ["hybridonlinestore", "featureview"] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("hos_operator_reconcile_errors_total")
+                    && l.contains(&format!("controller=\"{controller}\""))
+                    && l.contains("reason=\"panic\"")),
+            "{text}"
+        );
+    }
+
+    // After the panics: the controllers still run.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    secrets.create(&pp, &secret(&ns)).await.unwrap();
+    let mut good = store_manifest(&ns, &keyspace, "Delete");
+    good.spec.online_stores.remove(0); // Cassandra only: no Bigtable client.
+    stores.create(&pp, &good).await.unwrap();
+    views
+        .create(&pp, &view_manifest(&ns, "users", "users", "cassandra"))
+        .await
+        .unwrap();
+    wait_for("the good store Ready=True", long, || async {
+        let st = stores.get("store").await.ok()?.status?;
+        (condition(Some(&st.conditions), "Ready")?.0 == "True" && st.routed_views == Some(1))
+            .then_some(())
+    })
+    .await;
+    wait_for("view users Ready=True", long, || async {
+        let st = views.get("users").await.ok()?.status?;
+        (condition(Some(&st.conditions), "Ready")?.0 == "True").then_some(())
+    })
+    .await;
+    assert!(
+        op.0.try_wait().unwrap().is_none(),
+        "the operator exited after a panicking reconcile"
+    );
+    drop(op);
+    release(&client, &ns, Some(&keyspace)).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

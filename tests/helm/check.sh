@@ -13,7 +13,9 @@
 #            real hos-operator binary against a HybridOnlineStore and a
 #            FeatureView on an SQLite backend until both are Ready (the
 #            chart's RBAC is enough); kubectl auth can-i checks what the
-#            ServiceAccount may and may not do; helm upgrade and uninstall.
+#            ServiceAccount may and may not do, and `can-i --list` per
+#            namespace (watched, other, release) is exactly the chart's rule
+#            set in both modes; helm upgrade and uninstall.
 #
 # Usage: KUBECONFIG=... tests/helm/check.sh     (called by tests/run.sh)
 #
@@ -422,7 +424,8 @@ else
 
   # A store with one SQLite backend whose (ignored) credentials reference a
   # Secret, so the operator reads a Secret too, and a proxy Deployment and
-  # Service; and one FeatureView on it.
+  # Service; and one FeatureView on it. A CR's SQLite path is relative: the
+  # operator opens it under HOS_DATA_DIR/<namespace>/ (see start_operator).
   example() { # example NAMESPACE
     cat <<EOF
 apiVersion: v1
@@ -451,7 +454,7 @@ spec:
     - name: local
       type: sqlite
       conf:
-        path: ${WORK}/$1/online.db
+        path: online.db
       credentials:
         passwordSecretRef:
           name: helm-check-credentials
@@ -565,7 +568,7 @@ EOF
       -o jsonpath='{range .spec.template.spec.containers[0].args[*]}{@}{"\n"}{end}')
     echo "hos-operator ${args[*]}" >"${OPERATOR_LOG}"
     KUBECONFIG="${kc}" RUST_LOG="info,kube=warn" POD_NAME="helm-check-${OPERATOR_RUNS}" \
-      POD_NAMESPACE="${ns}" \
+      POD_NAMESPACE="${ns}" HOS_DATA_DIR="${WORK}" \
       "${OPERATOR_BIN}" "${args[@]}" </dev/null >>"${OPERATOR_LOG}" 2>&1 &
     OPERATOR_PID=$!
   }
@@ -600,6 +603,66 @@ EOF
       pass "can-i ${what}: ${got}"
     else
       fail "can-i ${what}: ${got:-error}, want ${want}"
+    fi
+  }
+
+  # The rules `kubectl auth can-i --list` reports for the SA in a namespace,
+  # minus what every authenticated user has there (the namespace's default
+  # ServiceAccount as baseline), must be exactly WANT: main (the operator
+  # rules of the README table), lease (the leader-election Role), both
+  # (main+lease) or none. This proves what the SA can read, not only a few
+  # sampled verbs.
+  cat >"${WORK}/rules.py" <<'PY'
+import re, sys
+sa_out, base_out, want = open(sys.argv[1]).read(), open(sys.argv[2]).read(), sys.argv[3]
+row = re.compile(r"^(\S+)\s+\[(.*?)\]\s+\[(.*?)\]\s+\[(.*?)\]\s*$")
+def rules(text):
+    out = {}
+    for line in text.splitlines():
+        m = row.match(line)
+        if not m or m.group(1) == "Resources":
+            continue
+        res, names, verbs = m.group(1), m.group(3), set(m.group(4).split())
+        out.setdefault((res, names), set()).update(verbs)
+    return out
+CR = "hybrid-online-store.io"
+main = {
+    (f"hybridonlinestores.{CR}", ""): {"get", "list", "watch", "patch"},
+    (f"featureviews.{CR}", ""): {"get", "list", "watch", "patch"},
+    (f"hybridonlinestores.{CR}/status", ""): {"patch"},
+    (f"featureviews.{CR}/status", ""): {"patch"},
+    (f"hybridonlinestores.{CR}/finalizers", ""): {"update"},
+    ("configmaps", ""): {"get", "list", "watch", "create", "patch"},
+    ("secrets", ""): {"get", "list", "watch"},
+    ("services", ""): {"get", "create", "patch", "delete"},
+    ("deployments.apps", ""): {"get", "create", "patch", "delete"},
+    ("events.events.k8s.io", ""): {"create", "patch"},
+}
+lease = {
+    ("leases.coordination.k8s.io", ""): {"create"},
+    ("leases.coordination.k8s.io", sys.argv[4]): {"get", "update"},
+}
+expected = {"main": main, "lease": lease, "both": {**main, **lease}, "none": {}}[want]
+sa, base = rules(sa_out), rules(base_out)
+got = {k: v - base.get(k, set()) for k, v in sa.items()}
+got = {k: v for k, v in got.items() if v}
+if got != expected:
+    for k in sorted(set(got) | set(expected)):
+        if got.get(k) != expected.get(k):
+            print(f"{k[0]} {k[1] or ''}: has {sorted(got.get(k, []))}, want {sorted(expected.get(k, []))}")
+    sys.exit(1)
+print("; ".join(f"{r}{'/' + n if n else ''}: {' '.join(sorted(v))}" for (r, n), v in sorted(got.items())) or "nothing")
+PY
+  exact_rules() { # exact_rules NAMESPACE WANT LEASE
+    local ns="$1" want="$2" out
+    "${KUBECTL}" auth can-i --list -n "${ns}" --as="${SA_USER}" >"${WORK}/rules-sa.txt" 2>&1 || true
+    "${KUBECTL}" auth can-i --list -n "${ns}" --as="system:serviceaccount:${ns}:default" \
+      >"${WORK}/rules-base.txt" 2>&1 || true
+    if out="$("${PY}" "${WORK}/rules.py" "${WORK}/rules-sa.txt" "${WORK}/rules-base.txt" "${want}" "$3" 2>&1)"; then
+      pass "can-i --list in ${ns}: exactly the ${want} rules (${out})"
+    else
+      fail "can-i --list in ${ns}: not exactly the ${want} rules"
+      indent <<<"${out}"
     fi
   }
 
@@ -715,7 +778,26 @@ EOF
     can_i no "${ex_ns}" create rolebindings.rbac.authorization.k8s.io
     can_i no "" create clusterrolebindings.rbac.authorization.k8s.io
     can_i no "${ex_ns}" '*' '*'
+    # Exactly what it can do (and read), namespace by namespace.
     if [[ -n "${watch_ns}" ]]; then
+      exact_rules "${watch_ns}" main "${lease}"
+      exact_rules "${NS_B}" none "${lease}"
+      exact_rules "${rel_ns}" lease "${lease}"
+    else
+      exact_rules "${NS_A}" main "${lease}"
+      exact_rules "${NS_B}" main "${lease}"
+      exact_rules "${rel_ns}" both "${lease}"
+      # Cluster-wide means every Secret of the cluster is readable (as the
+      # chart's values and README say), and still none is writable.
+      can_i yes "${NS_B}" get secrets
+      can_i yes -A watch secrets
+      can_i no "${NS_B}" create secrets
+      can_i no "${NS_B}" patch secrets
+    fi
+    if [[ -n "${watch_ns}" ]]; then
+      # Secrets: the watched namespace only, not even the release namespace.
+      can_i no "${rel_ns}" get secrets
+      can_i no "${NS_B}" watch secrets
       can_i no "${NS_B}" get secrets
       can_i no -A list secrets
       can_i no "${NS_B}" list hybridonlinestores.hybrid-online-store.io
