@@ -84,6 +84,9 @@ impl Context {
                     base_dir: self.data_dir.join(ns),
                     // Never read: only literal credentials get here.
                     secrets_dir: PathBuf::from("/nonexistent"),
+                    // A CR's backend: paths stay under the namespace's
+                    // data directory, no file or env reference resolves.
+                    trust: backends::Trust::Confined,
                 };
                 let open = backends::open(backend, &octx);
                 let s = tokio::time::timeout(self.backend_timeout, open)
