@@ -36,6 +36,12 @@ cargo fmt --all -- --check
 step "cargo clippy (all targets, -D warnings)"
 cargo clippy --workspace --all-targets -- -D warnings
 
+step "cargo deny (bans, licenses, sources)"
+# deny.toml: banned crates (serde_yaml and others with RustSec advisories),
+# the license allow-list, crates.io only. Offline: no advisory database.
+deny="$(tests/scripts/cargo-deny.sh | tail -n 1)"
+"$deny" deny --offline check bans licenses sources
+
 step "start redis-server, the Bigtable emulator and Apache Cassandra"
 for s in redis bigtable cassandra; do
   out="$("tests/scripts/$s-up.sh" "$STATE/$s")"

@@ -364,16 +364,16 @@ pub struct ViewPlan {
 }
 
 /// The CRD documents `crdgen` writes, as (file name, YAML).
-pub fn crd_documents() -> Result<Vec<(&'static str, String)>, serde_yaml::Error> {
+pub fn crd_documents() -> Result<Vec<(&'static str, String)>, crate::yaml::WriteError> {
     use kube::CustomResourceExt;
     Ok(vec![
         (
             "hybridonlinestores.yaml",
-            serde_yaml::to_string(&HybridOnlineStore::crd())?,
+            crate::yaml::to_string(&HybridOnlineStore::crd())?,
         ),
         (
             "featureviews.yaml",
-            serde_yaml::to_string(&FeatureView::crd())?,
+            crate::yaml::to_string(&FeatureView::crd())?,
         ),
     ])
 }

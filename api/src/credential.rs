@@ -89,7 +89,7 @@ mod tests {
 
     #[test]
     fn literal_is_redacted_in_debug() {
-        let c: Credential = serde_yaml::from_str("hunter2").unwrap();
+        let c: Credential = crate::yaml::from_str("hunter2").unwrap();
         assert!(c.is_literal());
         assert!(!format!("{c:?}").contains("hunter2"));
     }
@@ -104,21 +104,21 @@ mod tests {
                 key: "k".into(),
             })),
         ] {
-            let yaml = serde_yaml::to_string(&c).unwrap();
+            let yaml = crate::yaml::to_string(&c).unwrap();
             assert!(!yaml.contains('!'), "{yaml}");
-            assert_eq!(serde_yaml::from_str::<Credential>(&yaml).unwrap(), c);
+            assert_eq!(crate::yaml::from_str::<Credential>(&yaml).unwrap(), c);
         }
     }
 
     #[test]
     fn references_parse() {
-        let c: Credential = serde_yaml::from_str("{env: CASS_PW}").unwrap();
+        let c: Credential = crate::yaml::from_str("{env: CASS_PW}").unwrap();
         assert_eq!(
             c,
             Credential::Reference(CredentialRef::Env("CASS_PW".into()))
         );
         let c: Credential =
-            serde_yaml::from_str("{secret_key_ref: {name: cass, key: password}}").unwrap();
+            crate::yaml::from_str("{secret_key_ref: {name: cass, key: password}}").unwrap();
         assert_eq!(
             c,
             Credential::Reference(CredentialRef::SecretKeyRef(SecretKeyRef {

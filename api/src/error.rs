@@ -36,15 +36,13 @@ impl ConfigError {
 
 /// Parses a YAML (or JSON) document into `T`, reporting the failing field's path.
 pub fn from_yaml<T: serde::de::DeserializeOwned>(file: &str, text: &str) -> Result<T, ConfigError> {
-    let de = serde_yaml::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        let mut message = inner.to_string();
-        // serde_yaml appends " at line L column C"; keep it, it helps.
-        if message.is_empty() {
-            message = "invalid document".to_string();
-        }
-        ConfigError::new(file, path, message)
+    crate::yaml::from_str(text).map_err(|e| {
+        // The parser's messages carry "at line L, column C"; keep it, it helps.
+        let message = if e.message.is_empty() {
+            "invalid document".to_string()
+        } else {
+            e.message
+        };
+        ConfigError::new(file, e.path, message)
     })
 }

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::credential::Credential;
 use crate::entity_key::SerializationVersion;
 use crate::error::ConfigError;
+use crate::yaml::{Mapping, Value};
 
 /// Feast's default routing tag for the hybrid store.
 pub const DEFAULT_ROUTING_TAG: &str = "tribe";
@@ -317,12 +318,12 @@ impl BackendConf {
     /// the field path under `path`.
     pub fn parse(
         ty: BackendType,
-        conf: serde_yaml::Value,
+        conf: Value,
         file: &str,
         path: &str,
     ) -> Result<BackendConf, ConfigError> {
         let conf = match conf {
-            serde_yaml::Value::Null => serde_yaml::Value::Mapping(Default::default()),
+            Value::Null => Value::Mapping(Mapping::new()),
             other => other,
         };
         Ok(match ty {
@@ -344,9 +345,9 @@ impl BackendConf {
     }
 }
 
-/// Deserializes a YAML value as `T`, prefixing error paths with `path`.
+/// Deserializes a YAML block as `T`, prefixing error paths with `path`.
 pub fn parse_at<T: DeserializeOwned>(
-    value: serde_yaml::Value,
+    value: Value,
     file: &str,
     path: &str,
 ) -> Result<T, ConfigError> {
@@ -409,32 +410,40 @@ struct RawRepoConfig {
     #[serde(default = "default_provider")]
     provider: String,
     #[serde(default)]
-    registry: Option<serde_yaml::Value>,
+    registry: Option<Value>,
     #[serde(default)]
-    online_store: Option<serde_yaml::Value>,
-    #[serde(default)]
-    entity_key_serialization_version: SerializationVersion,
+    online_store: Option<Value>,
+    /// Read as a [`Value`] first: the document is read straight into this
+    /// struct, where serde-saphyr would also take a quoted `"3"` as a number.
+    /// `Some(Null)` is an explicit null, which is an error.
+    #[serde(default, deserialize_with = "present")]
+    entity_key_serialization_version: Option<Value>,
     // Feast keys accepted and ignored: they are not about online serving.
     #[serde(default, rename = "offline_store")]
-    _offline_store: serde_yaml::Value,
+    _offline_store: Value,
     #[serde(default, rename = "batch_engine")]
-    _batch_engine: serde_yaml::Value,
+    _batch_engine: Value,
     #[serde(default, rename = "auth")]
-    _auth: serde_yaml::Value,
+    _auth: Value,
     #[serde(default, rename = "feature_server")]
-    _feature_server: serde_yaml::Value,
+    _feature_server: Value,
     #[serde(default, rename = "embedding_model")]
-    _embedding_model: serde_yaml::Value,
+    _embedding_model: Value,
     #[serde(default, rename = "flags")]
-    _flags: serde_yaml::Value,
+    _flags: Value,
     #[serde(default, rename = "repo_path")]
-    _repo_path: serde_yaml::Value,
+    _repo_path: Value,
     #[serde(default, rename = "coerce_tz_aware")]
-    _coerce_tz_aware: serde_yaml::Value,
+    _coerce_tz_aware: Value,
     #[serde(default, rename = "materialization")]
-    _materialization: serde_yaml::Value,
+    _materialization: Value,
     #[serde(default, rename = "openlineage")]
-    _openlineage: serde_yaml::Value,
+    _openlineage: Value,
+}
+
+/// A field that is there, even as null.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
 }
 
 fn default_provider() -> String {
@@ -449,7 +458,7 @@ struct RawHybrid {
     #[serde(default = "default_routing_tag")]
     routing_tag: String,
     #[serde(default)]
-    online_stores: Option<Vec<serde_yaml::Value>>,
+    online_stores: Option<Vec<Value>>,
     #[serde(default)]
     default_store: Option<String>,
     #[serde(default)]
@@ -466,7 +475,7 @@ struct RawEntry {
     #[serde(rename = "type")]
     ty: String,
     #[serde(default)]
-    conf: serde_yaml::Value,
+    conf: Value,
     #[serde(default)]
     name: Option<String>,
 }
@@ -481,7 +490,7 @@ fn unknown_type(file: &str, path: &str, ty: &str) -> ConfigError {
     )
 }
 
-fn parse_entry(v: serde_yaml::Value, file: &str, path: &str) -> Result<BackendSpec, ConfigError> {
+fn parse_entry(v: Value, file: &str, path: &str) -> Result<BackendSpec, ConfigError> {
     let raw: RawEntry = parse_at(v, file, path)?;
     let ty = BackendType::parse(&raw.ty)
         .ok_or_else(|| unknown_type(file, &format!("{path}.type"), &raw.ty))?;
@@ -492,54 +501,48 @@ fn parse_entry(v: serde_yaml::Value, file: &str, path: &str) -> Result<BackendSp
     })
 }
 
-fn parse_online_store(
-    v: Option<serde_yaml::Value>,
-    file: &str,
-) -> Result<OnlineStoreConfig, ConfigError> {
+fn parse_online_store(v: Option<Value>, file: &str) -> Result<OnlineStoreConfig, ConfigError> {
     let path = "online_store";
     let v = match v {
-        None | Some(serde_yaml::Value::Null) => {
+        None | Some(Value::Null) => {
             return Ok(OnlineStoreConfig::Single(Box::new(BackendSpec {
                 name: None,
-                conf: BackendConf::parse(BackendType::Sqlite, serde_yaml::Value::Null, file, path)?,
+                conf: BackendConf::parse(BackendType::Sqlite, Value::Null, file, path)?,
             })));
         }
         // `online_store: sqlite` (a bare type name).
-        Some(serde_yaml::Value::String(ty)) => {
+        Some(Value::String(ty)) => {
             let t = BackendType::parse(&ty).ok_or_else(|| unknown_type(file, path, &ty))?;
             return Ok(OnlineStoreConfig::Single(Box::new(BackendSpec {
                 name: None,
-                conf: BackendConf::parse(t, serde_yaml::Value::Null, file, path)?,
+                conf: BackendConf::parse(t, Value::Null, file, path)?,
             })));
         }
         Some(v) => v,
     };
     let mut map = match v {
-        serde_yaml::Value::Mapping(m) => m,
+        Value::Mapping(m) => m,
         other => {
             return Err(ConfigError::new(
                 file,
                 path,
-                format!(
-                    "expected a mapping or a type name, found {}",
-                    yaml_kind(&other)
-                ),
+                format!("expected a mapping or a type name, found {}", other.kind()),
             ));
         }
     };
     let ty = match map.get("type") {
         None => "sqlite".to_string(),
-        Some(serde_yaml::Value::String(s)) => s.clone(),
+        Some(Value::String(s)) => s.clone(),
         Some(other) => {
             return Err(ConfigError::new(
                 file,
                 format!("{path}.type"),
-                format!("expected a string, found {}", yaml_kind(other)),
+                format!("expected a string, found {}", other.kind()),
             ));
         }
     };
     if HYBRID_TYPES.contains(&ty.as_str()) {
-        let raw: RawHybrid = parse_at(serde_yaml::Value::Mapping(map), file, path)?;
+        let raw: RawHybrid = parse_at(Value::Mapping(map), file, path)?;
         let entries = raw.online_stores.unwrap_or_default();
         if entries.is_empty() {
             return Err(ConfigError::new(
@@ -564,33 +567,21 @@ fn parse_online_store(
         BackendType::parse(&ty).ok_or_else(|| unknown_type(file, &format!("{path}.type"), &ty))?;
     map.remove("type");
     let name = match map.remove("name") {
-        Some(serde_yaml::Value::String(s)) => Some(s),
+        Some(Value::String(s)) => Some(s),
         None => None,
         Some(other) => {
             return Err(ConfigError::new(
                 file,
                 format!("{path}.name"),
-                format!("expected a string, found {}", yaml_kind(&other)),
+                format!("expected a string, found {}", other.kind()),
             ));
         }
     };
-    let conf = BackendConf::parse(t, serde_yaml::Value::Mapping(map), file, path)?;
+    let conf = BackendConf::parse(t, Value::Mapping(map), file, path)?;
     Ok(OnlineStoreConfig::Single(Box::new(BackendSpec {
         name,
         conf,
     })))
-}
-
-fn yaml_kind(v: &serde_yaml::Value) -> &'static str {
-    match v {
-        serde_yaml::Value::Null => "null",
-        serde_yaml::Value::Bool(_) => "a boolean",
-        serde_yaml::Value::Number(_) => "a number",
-        serde_yaml::Value::String(_) => "a string",
-        serde_yaml::Value::Sequence(_) => "a list",
-        serde_yaml::Value::Mapping(_) => "a mapping",
-        serde_yaml::Value::Tagged(_) => "a tagged value",
-    }
 }
 
 impl RepoConfig {
@@ -619,17 +610,17 @@ impl RepoConfig {
             ));
         }
         let registry = match raw.registry {
-            None | Some(serde_yaml::Value::Null) => None,
-            Some(serde_yaml::Value::String(s)) => Some(s),
-            Some(serde_yaml::Value::Mapping(m)) => match m.get("path") {
-                Some(serde_yaml::Value::String(s)) => Some(s.clone()),
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s),
+            Some(Value::Mapping(m)) => match m.get("path") {
+                Some(Value::String(s)) => Some(s.clone()),
                 _ => None,
             },
             Some(other) => {
                 return Err(ConfigError::new(
                     file,
                     "registry",
-                    format!("expected a path or a mapping, found {}", yaml_kind(&other)),
+                    format!("expected a path or a mapping, found {}", other.kind()),
                 ));
             }
         };
@@ -638,7 +629,10 @@ impl RepoConfig {
             provider: raw.provider,
             registry,
             online_store: parse_online_store(raw.online_store, file)?,
-            entity_key_serialization_version: raw.entity_key_serialization_version,
+            entity_key_serialization_version: match raw.entity_key_serialization_version {
+                None => SerializationVersion::default(),
+                Some(v) => parse_at(v, file, "entity_key_serialization_version")?,
+            },
         })
     }
 }

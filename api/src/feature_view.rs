@@ -8,6 +8,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::dtype::Dtype;
 use crate::error::ConfigError;
+use crate::yaml::Value;
 
 /// An entity a view is keyed by.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -46,10 +47,10 @@ impl<'de> Deserialize<'de> for EntityDef {
         }
         // Untagged enums lose the inner error; parse the map form directly
         // when it is a map so unknown fields are reported.
-        let v = serde_yaml::Value::deserialize(d)?;
+        let v = Value::deserialize(d)?;
         let e = match v {
-            serde_yaml::Value::String(s) => Either::Name(s),
-            other => Either::Full(serde_yaml::from_value(other).map_err(serde::de::Error::custom)?),
+            Value::String(s) => Either::Name(s),
+            other => Either::Full(RawEntity::deserialize(other).map_err(serde::de::Error::custom)?),
         };
         Ok(match e {
             Either::Name(name) => EntityDef {
@@ -114,16 +115,14 @@ pub struct SourceDef {
 /// A time to live: `null`, seconds as a number, or text such as `86400s`,
 /// `90m`, `24h`, `1d`, `1h30m`.
 pub fn deserialize_ttl<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    let v = serde_yaml::Value::deserialize(d)?;
+    let v = Value::deserialize(d)?;
     match v {
-        serde_yaml::Value::Null => Ok(None),
-        serde_yaml::Value::Number(n) => n
-            .as_u64()
-            .map(|s| if s == 0 { None } else { Some(s) })
-            .ok_or_else(|| {
-                serde::de::Error::custom(format!("ttl must be whole non-negative seconds, got {n}"))
-            }),
-        serde_yaml::Value::String(s) => parse_duration(&s).map_err(serde::de::Error::custom),
+        Value::Null => Ok(None),
+        Value::UInt(s) => Ok(if s == 0 { None } else { Some(s) }),
+        n @ (Value::Int(_) | Value::Float(_)) => Err(serde::de::Error::custom(format!(
+            "ttl must be whole non-negative seconds, got {n}"
+        ))),
+        Value::String(s) => parse_duration(&s).map_err(serde::de::Error::custom),
         _ => Err(serde::de::Error::custom(
             "ttl must be null, seconds, or a duration like `24h`",
         )),
@@ -215,28 +214,21 @@ const MAX_DOCUMENTS: usize = 10_000;
 impl FeatureViewDef {
     /// Parses every YAML document in `text` as a feature view.
     pub fn parse_all(file: &str, text: &str) -> Result<Vec<FeatureViewDef>, ConfigError> {
-        // serde_yaml's document iterator keeps yielding the same error after
-        // a syntax error (found by fuzzing: an endless loop): read the
-        // documents one at a time and stop at the first that fails.
-        let mut docs = Vec::new();
-        for doc in serde_yaml::Deserializer::from_str(text) {
-            if docs.len() >= MAX_DOCUMENTS {
-                return Err(ConfigError::new(
-                    file,
-                    "",
-                    format!("more than {MAX_DOCUMENTS} YAML documents"),
-                ));
-            }
-            let value = serde_yaml::Value::deserialize(doc).map_err(|e| {
-                let path = if docs.is_empty() {
+        // Every document is read (to a `Value`) before any is checked, so
+        // a syntax error anywhere is reported first; reading stops at the
+        // first document that does not parse (serde-yaml's iterator used to
+        // repeat such an error forever, found by fuzzing).
+        let docs = crate::yaml::documents(text, MAX_DOCUMENTS).map_err(|e| match e {
+            crate::yaml::DocumentsError::TooMany(_) => ConfigError::new(file, "", e.to_string()),
+            crate::yaml::DocumentsError::Invalid { index, message } => {
+                let path = if index <= 1 {
                     String::new()
                 } else {
-                    format!("(document {})", docs.len() + 1)
+                    format!("(document {index})")
                 };
-                ConfigError::new(file, path, e.to_string())
-            })?;
-            docs.push(value);
-        }
+                ConfigError::new(file, path, message)
+            }
+        })?;
         let mut out = Vec::new();
         let many = docs.len() > 1;
         for (i, doc) in docs.into_iter().enumerate() {
@@ -349,5 +341,62 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.path, "schema[1].name");
+    }
+
+    #[test]
+    fn documents_are_numbered_and_capped() {
+        let two = FeatureViewDef::parse_all("fv.yaml", "name: a\n---\nname: b\n").unwrap();
+        assert_eq!(two.len(), 2);
+        // An empty document is an error, as is an empty file.
+        let err = FeatureViewDef::parse_all("fv.yaml", "name: a\n---\n").unwrap_err();
+        assert_eq!(err.path, "(document 2) .");
+        assert!(err.message.contains("missing field `name`"), "{err}");
+        let err = FeatureViewDef::parse_all("fv.yaml", "").unwrap_err();
+        assert_eq!(err.path, ".");
+        // A syntax error anywhere is reported before a type error earlier.
+        let err =
+            FeatureViewDef::parse_all("fv.yaml", "name: a\nbad: 1\n---\nname: [\n").unwrap_err();
+        assert_eq!(err.path, "(document 2)");
+        let err =
+            FeatureViewDef::parse_all("fv.yaml", "name: a\nbad: 1\n---\nname: b\n").unwrap_err();
+        assert_eq!(err.path, "(document 1) bad");
+        // A list is not a view (serde_json would have read it field by field).
+        let err = FeatureViewDef::parse_all("fv.yaml", "- v\n").unwrap_err();
+        assert!(err.message.contains("invalid type: sequence"), "{err}");
+        let many = "name: v\n---\n".repeat(MAX_DOCUMENTS);
+        let err = FeatureViewDef::parse_all("fv.yaml", &format!("{many}name: w\n")).unwrap_err();
+        assert_eq!(
+            err.message,
+            format!("more than {MAX_DOCUMENTS} YAML documents")
+        );
+        let views = FeatureViewDef::parse_all("fv.yaml", many.trim_end_matches("---\n")).unwrap();
+        assert_eq!(views.len(), MAX_DOCUMENTS);
+    }
+
+    #[test]
+    fn ttl_spellings() {
+        let ttl = |t: &str| {
+            FeatureViewDef::parse_all("fv.yaml", &format!("name: v\nttl: {t}\n"))
+                .map(|v| v[0].ttl)
+                .map_err(|e| e.message)
+        };
+        assert_eq!(ttl("86400"), Ok(Some(86400)));
+        assert_eq!(ttl("0"), Ok(None));
+        assert_eq!(ttl("~"), Ok(None));
+        assert_eq!(ttl("1d"), Ok(Some(86400)));
+        assert_eq!(ttl("\"90\""), Ok(Some(90)));
+        assert_eq!(
+            ttl("-5").unwrap_err(),
+            "ttl must be whole non-negative seconds, got -5"
+        );
+        assert_eq!(
+            ttl("1.5").unwrap_err(),
+            "ttl must be whole non-negative seconds, got 1.5"
+        );
+        assert_eq!(
+            ttl(".nan").unwrap_err(),
+            "ttl must be whole non-negative seconds, got .nan"
+        );
+        assert!(ttl("[1]").is_err());
     }
 }

@@ -9,6 +9,8 @@
 //! - [`feast_config`]: `feature_store.yaml` parsing, hybrid store included.
 //! - [`feature_view`]: FeatureView definitions in YAML.
 //! - [`routing`]: the routing rule and the routing table document.
+//! - [`yaml`]: reading and writing YAML (serde-saphyr with the options every
+//!   document here uses).
 //! - `crd` (feature `crd`): the Kubernetes custom resources.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
@@ -24,6 +26,7 @@ pub mod keys;
 pub mod proto;
 pub mod registry;
 pub mod routing;
+pub mod yaml;
 
 #[cfg(feature = "crd")]
 pub mod crd;

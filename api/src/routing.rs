@@ -13,6 +13,7 @@ use crate::feast_config::{
     BackendConf, BackendSpec, BackendType, OnlineStoreConfig, RepoConfig, parse_at,
 };
 use crate::feature_view::{EntityDef, FeatureViewDef, FieldDef, check_name};
+use crate::yaml::Value;
 
 /// Version of the routing table document this build reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -261,7 +262,7 @@ struct RawBackend {
     #[serde(rename = "type")]
     backend_type: BackendType,
     #[serde(default)]
-    conf: serde_yaml::Value,
+    conf: Value,
 }
 
 #[derive(Deserialize)]
@@ -274,7 +275,7 @@ struct RawTable {
     routing_tag: String,
     #[serde(default)]
     default_backend: Option<String>,
-    backends: Vec<serde_yaml::Value>,
+    backends: Vec<Value>,
     #[serde(default)]
     feature_views: Vec<RoutedView>,
     #[serde(default)]
@@ -285,11 +286,8 @@ impl RoutingTable {
     /// Parses and validates a routing table document (YAML or JSON).
     pub fn parse(file: &str, text: &str) -> Result<RoutingTable, ConfigError> {
         // Check the version first so a newer document fails with that reason.
-        let probe: serde_yaml::Value = crate::error::from_yaml(file, text)?;
-        match probe
-            .get("schema_version")
-            .and_then(serde_yaml::Value::as_u64)
-        {
+        let probe: Value = crate::error::from_yaml(file, text)?;
+        match probe.get("schema_version").and_then(Value::as_u64) {
             Some(v) if v == u64::from(SCHEMA_VERSION) => {}
             Some(v) => {
                 return Err(ConfigError::new(
@@ -337,7 +335,7 @@ impl RoutingTable {
     /// Deterministic YAML: the same table always gives the same bytes.
     pub fn to_yaml(&self) -> String {
         // Serializing plain structs, strings and numbers cannot fail.
-        serde_yaml::to_string(self).unwrap_or_default()
+        crate::yaml::to_string(self).unwrap_or_default()
     }
 
     /// Sorts everything that has no meaningful order.

@@ -23,18 +23,16 @@ fn crds_are_fresh() {
 #[test]
 fn examples_are_valid_resources() {
     let text = repo_file("examples/hybridonlinestore.yaml");
-    let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&text)
-        .map(|d| serde::Deserialize::deserialize(d).unwrap())
-        .collect();
+    let docs = api::yaml::documents(&text, 10).unwrap();
     let store_doc = docs
         .iter()
-        .find(|d| d["kind"] == "HybridOnlineStore")
+        .find(|d| d.get("kind").and_then(|k| k.as_str()) == Some("HybridOnlineStore"))
         .unwrap();
-    let store: HybridOnlineStore = serde_yaml::from_value(store_doc.clone()).unwrap();
+    let store: HybridOnlineStore = serde::Deserialize::deserialize(store_doc.clone()).unwrap();
     assert_eq!(store.spec.project, "my_feature_repo");
     assert_eq!(store.spec.online_stores.len(), 2);
     for (i, s) in store.spec.online_stores.iter().enumerate() {
-        let conf: serde_yaml::Value = serde_yaml::to_value(&s.conf).unwrap();
+        let conf: api::yaml::Value = serde::Deserialize::deserialize(&s.conf).unwrap();
         let parsed = BackendConf::parse(
             s.backend_type,
             conf,
@@ -45,7 +43,7 @@ fn examples_are_valid_resources() {
         assert!(!parsed.has_literal_credentials());
     }
 
-    let fv: FeatureView = serde_yaml::from_str(&repo_file("examples/featureview.yaml")).unwrap();
+    let fv: FeatureView = api::yaml::from_str(&repo_file("examples/featureview.yaml")).unwrap();
     assert_eq!(fv.spec.name.as_deref(), Some("user_features"));
     assert_eq!(
         fv.spec.tags.get("team").map(String::as_str),

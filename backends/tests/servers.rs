@@ -391,7 +391,7 @@ fn cassandra_conf(keyspace: &str) -> CassandraConf {
         env("CASSANDRA_HOST"),
         env("CASSANDRA_PORT")
     );
-    serde_yaml::from_str(&conf).unwrap()
+    api::yaml::from_str(&conf).unwrap()
 }
 
 async fn create_keyspace(name: &str) {

@@ -330,9 +330,9 @@ pub fn backend(
 ) -> Result<Backend, ConfigError> {
     let file = format!("HybridOnlineStore {}", store.name_any());
     let path = format!("spec.onlineStores[{index}].conf");
-    let conf_yaml: serde_yaml::Value = serde_yaml::to_value(&spec.conf)
+    let conf = <api::yaml::Value as serde::Deserialize>::deserialize(&spec.conf)
         .map_err(|e| ConfigError::new(&file, &path, e.to_string()))?;
-    let mut conf = BackendConf::parse(spec.backend_type, conf_yaml, &file, &path)?;
+    let mut conf = BackendConf::parse(spec.backend_type, conf, &file, &path)?;
     // Before anything reads a Secret or opens a connection: a CR names
     // Secret keys in its own namespace and nothing else of the operator's.
     confine(&conf, &file, &path)?;
@@ -728,7 +728,7 @@ mod tests {
     use api::crd::{FeatureView, HybridOnlineStore};
 
     fn store() -> HybridOnlineStore {
-        let mut s: HybridOnlineStore = serde_yaml::from_str(
+        let mut s: HybridOnlineStore = api::yaml::from_str(
             r#"
 apiVersion: hybrid-online-store.io/v1alpha1
 kind: HybridOnlineStore
@@ -752,7 +752,7 @@ spec:
     }
 
     fn fv(tag: &str) -> FeatureView {
-        serde_yaml::from_str(&format!(
+        api::yaml::from_str(&format!(
             r#"
 apiVersion: hybrid-online-store.io/v1alpha1
 kind: FeatureView
@@ -802,7 +802,7 @@ spec:
 
     /// One backend spec, parsed and checked as `backend` does.
     fn check(ty: &str, conf: &str, credentials: &str) -> Result<Backend, ConfigError> {
-        let s: HybridOnlineStore = serde_yaml::from_str(&format!(
+        let s: HybridOnlineStore = api::yaml::from_str(&format!(
             r#"
 apiVersion: hybrid-online-store.io/v1alpha1
 kind: HybridOnlineStore

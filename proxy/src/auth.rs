@@ -206,9 +206,8 @@ impl AuthConfig {
             path: path.to_path_buf(),
             message,
         };
-        let de = serde_yaml::Deserializer::from_str(text);
-        let raw: RawConfig = serde_path_to_error::deserialize(de)
-            .map_err(|e| invalid(format!("at `{}`: {}", e.path(), e.inner())))?;
+        let raw: RawConfig = api::yaml::from_str(text)
+            .map_err(|e| invalid(format!("at `{}`: {}", e.path, e.message)))?;
         let mut cfg = AuthConfig::default();
         for (i, r) in raw.principals.into_iter().enumerate() {
             let digest = match (&r.token, &r.token_sha256) {
