@@ -56,16 +56,22 @@ pub fn confine(root: &Path, path: &Path) -> Result<PathBuf, ConfineError> {
     } else {
         root.clone()
     };
-    // Once a component does not exist, nothing below it does either, so the
-    // rest is resolved by text alone.
+    // Below a component that does not exist nothing does, so what follows
+    // is resolved by text, until a `..` climbs back out of it.
     let mut exists = true;
     for c in path.components() {
         match c {
             Component::Prefix(_) | Component::RootDir | Component::CurDir => {}
             Component::ParentDir => {
-                // `cur` is canonical (or below a missing component), so
-                // dropping its last component is what `..` does.
+                // `cur` is canonical (or below a missing component, which
+                // `create_dir_all` would make a plain directory), so
+                // dropping its last component is what `..` does. Climbing
+                // out of the missing part lands on existing directories
+                // again, whose links must be followed from there on.
                 cur.pop();
+                if !exists {
+                    exists = std::fs::symlink_metadata(&cur).is_ok();
+                }
             }
             Component::Normal(name) => {
                 cur.push(name);
@@ -209,6 +215,16 @@ mod tests {
         assert_eq!(
             confine(&root, Path::new("dirlink/../root/sub/secret")).unwrap(),
             std::fs::canonicalize(root.join("sub/secret")).unwrap()
+        );
+        // Out of a missing directory and back into the link (found by
+        // fuzzing): once `missing` is created, the kernel follows `dirlink`.
+        assert_eq!(
+            confine(&root, Path::new("missing/../dirlink/x")).unwrap_err(),
+            ConfineError::Escapes
+        );
+        assert_eq!(
+            confine(&root, Path::new("a/b/../../dirlink/new.db")).unwrap_err(),
+            ConfineError::Escapes
         );
         // A link that stays inside is fine.
         assert_eq!(

@@ -142,7 +142,7 @@ def test_hot_reload_under_load(proxy_bin, procs, tmp_path):
 
     cm = ConfigMapDir(tmp_path / "configmap")
     cm.write_initial(tables["A"])
-    # The databases live beside the ConfigMap mount: that is the data dir.
+    # The backends' files live beside the mounted directory: the data dir.
     proxy = procs.proxy(["--routing-table", str(cm.path), "--data-dir", str(tmp_path)])
     check = requests.Session()
     assert current_val(check, proxy.url) == "A"

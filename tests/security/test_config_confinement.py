@@ -404,3 +404,37 @@ def test_bad_bigtable_emulator_host_hot_reloaded(host, proxy_bin, procs, tmp_pat
     assert val_of(proxy, "bt2") is None  # its (empty) table answers
     assert val_of(proxy) == "A"
     assert proxy.proc.alive()
+
+
+# ---------------------------------------------------------------------------
+# what the one-shot commands write out
+# ---------------------------------------------------------------------------
+
+def test_routing_table_output_holds_no_literal_secret(proxy_bin, tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    planted = "PLANTED-" + pysecrets.token_hex(16)
+    (repo / "feature_store.yaml").write_text(f"""\
+project: p
+registry: data/registry.db
+provider: local
+online_store:
+  type: redis
+  connection_string: "localhost:6379,password={planted}"
+entity_key_serialization_version: 3
+""")
+    p = H.run([proxy_bin, "routing-table", "--repo", str(repo)], cwd=tmp_path, timeout=60)
+    assert "schema_version: 1" in p.stdout, p.stdout
+    assert planted not in p.stdout + p.stderr, "a literal credential was printed"
+    assert "password=<redacted>" in p.stdout, p.stdout
+    assert "redis" in p.stderr and "not printed" in p.stderr, p.stderr
+
+
+def test_apply_state_file_is_private(proxy_bin, tmp_path):
+    s = Setup(tmp_path)
+    s.write(s.good())
+    state = tmp_path / "applied.yaml"
+    p = H.run([proxy_bin, "apply", "--routing-table", str(s.table), "--data-dir", str(s.data),
+               "--secrets-dir", str(s.secrets), "--state", str(state)], cwd=tmp_path, timeout=60)
+    assert state.exists()
+    assert state.stat().st_mode & 0o777 == 0o600, oct(state.stat().st_mode)
