@@ -39,7 +39,10 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "cargo deny (bans, licenses, sources)"
 # deny.toml: banned crates (serde_yaml and others with RustSec advisories),
 # the license allow-list, crates.io only. Offline: no advisory database.
+# `cargo fetch` first: the metadata cargo-deny reads covers every target,
+# so crates only other platforms build (wasm) must be in the local cache.
 deny="$(tests/scripts/cargo-deny.sh | tail -n 1)"
+cargo fetch --locked -q
 "$deny" deny --offline check bans licenses sources
 
 step "start redis-server, the Bigtable emulator and Apache Cassandra"
