@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import select
 import logging
 import math
 import os
@@ -246,6 +247,10 @@ class Client:
 
     def post(self, path: str, body: Any) -> Tuple[int, bytes]:
         data = json.dumps(body).encode()
+        if self.conn is not None and self._closed_by_server():
+            # The proxy closes idle keep-alive connections
+            # (--idle-timeout-seconds); like urllib3, check before reuse.
+            self.close()
         if self.conn is None:
             self.conn = http.client.HTTPConnection(H.HOST, self.port, timeout=self.timeout)
         try:
@@ -258,6 +263,14 @@ class Client:
         except BaseException:
             self.close()
             raise
+
+    def _closed_by_server(self) -> bool:
+        sock = self.conn.sock if self.conn is not None else None
+        if sock is None:
+            return False
+        readable, _, _ = select.select([sock], [], [], 0)
+        # An idle connection is readable only when the peer closed it.
+        return bool(readable)
 
     def close(self) -> None:
         if self.conn is not None:
