@@ -69,8 +69,10 @@ def test_token_review_audiences_cache_and_revocation(tmp_path):
             time.sleep(0.2)
         took = time.monotonic() - revoked_at
         secutil.report(f"TokenReview: wrong audience 401; a revoked token refused {took:.1f} s after revocation "
-                       f"(--auth-cache-seconds 2)")
+                       f"(--auth-cache-seconds 2, plus the API server's own 10 s token cache)")
         assert r.status_code == 401, "a revoked token still works"
-        assert took <= 4, took
+        # Ours (2 s) plus kube-apiserver's own cache of authenticated
+        # tokens (10 s), plus slack.
+        assert took <= 15, took
     finally:
         proxy.stop()
