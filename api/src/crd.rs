@@ -177,6 +177,85 @@ pub struct ProxySpec {
     pub port: i32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// Per-request and per-connection bounds of the proxy; each unset field
+    /// keeps the proxy's own default (the matching `hos-proxy serve` flag).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<ProxyLimits>,
+}
+
+/// Bounds that keep one client or team from exhausting a shared proxy. Each
+/// field is passed as the `hos-proxy serve` flag of the same name; an unset
+/// field passes nothing, so the proxy's default applies. The ranges refuse
+/// values that would switch a bound off (0) or make it meaningless.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProxyLimits {
+    /// Largest request body in bytes, also the largest gRPC message; larger
+    /// bodies get 413 before they are buffered (`--max-body-bytes`,
+    /// default 4194304 = 4 MiB; at most 1 GiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_073_741_824))]
+    pub max_body_bytes: Option<i32>,
+    /// Most entity rows per request; more get 413 (`--max-entity-rows`,
+    /// default 10000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_000_000))]
+    pub max_entity_rows: Option<i32>,
+    /// Most feature columns per request, feature services expanded; more
+    /// get 413 (`--max-features`, default 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100_000))]
+    pub max_features: Option<i32>,
+    /// Most cells (entity rows x feature columns) one read or write may
+    /// touch; more get 413, which also bounds the response size
+    /// (`--max-cells`, default 200000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100_000_000))]
+    pub max_cells: Option<i32>,
+    /// Longest string or bytes entity key value, in bytes; longer get 413
+    /// (`--max-key-bytes`, default 4096; at most 1 MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_048_576))]
+    pub max_key_bytes: Option<i32>,
+    /// Feature requests in flight in the whole proxy (HTTP and gRPC); more
+    /// are shed at once with 503 and `Retry-After` (`--max-in-flight`,
+    /// default 1024).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100_000))]
+    pub max_in_flight: Option<i32>,
+    /// Feature requests in flight per principal (per client address without
+    /// authentication); more get 429, so one team cannot take every slot
+    /// (`--max-in-flight-per-principal`, default 256).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100_000))]
+    pub max_in_flight_per_principal: Option<i32>,
+    /// Milliseconds a feature request may take, body upload included; longer
+    /// get 504 (`--request-timeout-ms`, default 30000; at most one hour).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3_600_000))]
+    pub request_timeout_ms: Option<i32>,
+    /// Milliseconds a client has to send a request's headers (and finish a
+    /// TLS handshake) before its connection is closed
+    /// (`--header-read-timeout-ms`, default 10000; at most 10 minutes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 600_000))]
+    pub header_read_timeout_ms: Option<i32>,
+    /// Seconds a connection may stay open with nothing in flight and no
+    /// bytes moving before it is closed (`--idle-timeout-seconds`,
+    /// default 30; at most 3600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub idle_timeout_seconds: Option<i32>,
+    /// Client connections open at once per listener; more are closed at
+    /// accept (`--max-connections`, default 4096).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100_000))]
+    pub max_connections: Option<i32>,
+    /// Concurrent streams on one HTTP/2 (gRPC) connection
+    /// (`--http2-max-streams`, default 128).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10_000))]
+    pub http2_max_streams: Option<i32>,
 }
 
 /// Observed state of a store.

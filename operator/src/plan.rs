@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use api::crd::{FeatureView, FeatureViewSpec, HybridOnlineStore, OnlineStoreSpec};
+use api::crd::{FeatureView, FeatureViewSpec, HybridOnlineStore, OnlineStoreSpec, ProxyLimits};
 use api::credential::{Credential, CredentialRef};
 use api::entity_key::SerializationVersion;
 use api::error::ConfigError;
@@ -556,6 +556,37 @@ fn owner(store: &HybridOnlineStore) -> OwnerReference {
     }
 }
 
+/// `hos-proxy serve` flags for the limits a store sets; an unset limit
+/// passes no flag, so the proxy's own default applies (and a later change of
+/// that default reaches every store that did not choose otherwise).
+pub fn limit_args(limits: Option<&ProxyLimits>) -> Vec<String> {
+    let Some(l) = limits else {
+        return Vec::new();
+    };
+    let flags = [
+        ("--max-body-bytes", l.max_body_bytes),
+        ("--max-entity-rows", l.max_entity_rows),
+        ("--max-features", l.max_features),
+        ("--max-cells", l.max_cells),
+        ("--max-key-bytes", l.max_key_bytes),
+        ("--max-in-flight", l.max_in_flight),
+        (
+            "--max-in-flight-per-principal",
+            l.max_in_flight_per_principal,
+        ),
+        ("--request-timeout-ms", l.request_timeout_ms),
+        ("--header-read-timeout-ms", l.header_read_timeout_ms),
+        ("--idle-timeout-seconds", l.idle_timeout_seconds),
+        ("--max-connections", l.max_connections),
+        ("--http2-max-streams", l.http2_max_streams),
+    ];
+    flags
+        .into_iter()
+        .filter_map(|(flag, value)| value.map(|v| [flag.to_string(), v.to_string()]))
+        .flatten()
+        .collect()
+}
+
 /// The proxy Deployment and Service a store asks for (`spec.proxy.enabled`):
 /// the routing ConfigMap mounted (the proxy hot-reloads it, so route changes
 /// need no rollout) and each referenced Secret mounted under [`SECRETS_DIR`].
@@ -635,6 +666,18 @@ pub fn proxy_objects(
         period_seconds: Some(10),
         ..Default::default()
     };
+    let mut args: Vec<String> = vec![
+        "serve".into(),
+        "--routing-table".into(),
+        format!("/etc/hos/routing/{ROUTING_KEY}"),
+        "--listen".into(),
+        format!("0.0.0.0:{}", spec.port),
+        "--secrets-dir".into(),
+        SECRETS_DIR.into(),
+        "--log-format".into(),
+        "json".into(),
+    ];
+    args.extend(limit_args(spec.limits.as_ref()));
     let container = Container {
         name: "hos-proxy".into(),
         image: Some(
@@ -642,17 +685,7 @@ pub fn proxy_objects(
                 .clone()
                 .unwrap_or_else(|| default_image.to_string()),
         ),
-        args: Some(vec![
-            "serve".into(),
-            "--routing-table".into(),
-            format!("/etc/hos/routing/{ROUTING_KEY}"),
-            "--listen".into(),
-            format!("0.0.0.0:{}", spec.port),
-            "--secrets-dir".into(),
-            SECRETS_DIR.into(),
-            "--log-format".into(),
-            "json".into(),
-        ]),
+        args: Some(args),
         ports: Some(vec![ContainerPort {
             name: Some("http".into()),
             container_port: spec.port,
@@ -1057,6 +1090,86 @@ spec:
         let mounted = backends(&s, Credentials::Mounted).unwrap();
         let err = route(&s, &mounted, &view_def(&fv("nope")).unwrap()).unwrap_err();
         assert!(err.contains("names no backend"), "{err}");
+    }
+
+    /// The proxy container's args for a store whose `spec.proxy` is `proxy`.
+    fn proxy_args(proxy: &str) -> Vec<String> {
+        let mut s = store();
+        s.spec.proxy = Some(api::yaml::from_str(proxy).unwrap());
+        let (deployment, _) = proxy_objects(&s, "img").unwrap();
+        let pod = deployment.spec.unwrap().template.spec.unwrap();
+        pod.containers[0].args.clone().unwrap()
+    }
+
+    #[test]
+    fn proxy_gets_exactly_the_limits_a_store_sets() {
+        let base = proxy_args("{enabled: true}");
+        assert_eq!(base[0], "serve");
+        assert!(!base.iter().any(|a| a.starts_with("--max")), "{base:?}");
+        // No limits, or an empty block: the proxy's defaults, no flags.
+        assert_eq!(proxy_args("{enabled: true, limits: {}}"), base);
+
+        let some = proxy_args(
+            "{enabled: true, limits: {maxBodyBytes: 1048576, idleTimeoutSeconds: 5, \
+             maxInFlightPerPrincipal: 8}}",
+        );
+        let mut want = base.clone();
+        want.extend(
+            [
+                "--max-body-bytes",
+                "1048576",
+                "--max-in-flight-per-principal",
+                "8",
+                "--idle-timeout-seconds",
+                "5",
+            ]
+            .map(String::from),
+        );
+        assert_eq!(some, want);
+
+        // Every field of the CRD's schema reaches the flag of the same name
+        // (camelCase to kebab-case), so a field added to the CRD but not to
+        // `limit_args` fails here.
+        use kube::CustomResourceExt;
+        let crd = serde_json::to_value(HybridOnlineStore::crd()).unwrap();
+        let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+        let fields: Vec<String> = schema
+            .pointer("/properties/spec/properties/proxy/properties/limits/properties")
+            .and_then(|p| p.as_object())
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        assert_eq!(fields.len(), 12, "{fields:?}");
+        let all: Vec<String> = fields
+            .iter()
+            .enumerate()
+            .map(|(i, f)| format!("{f}: {}", i + 1))
+            .collect();
+        let limits: serde_json::Value =
+            api::yaml::from_str(&format!("{{{}}}", all.join(", "))).unwrap();
+        // The CRD type drops nothing it was given: all fields are known.
+        let typed: ProxyLimits = serde_json::from_value(limits.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&typed).unwrap(), limits);
+        let args = limit_args(Some(&typed));
+        assert_eq!(args.len(), 2 * fields.len(), "{args:?}");
+        for (i, f) in fields.iter().enumerate() {
+            let flag = format!(
+                "--{}",
+                f.chars().fold(String::new(), |mut out, c| {
+                    if c.is_ascii_uppercase() {
+                        out.push('-');
+                    }
+                    out.push(c.to_ascii_lowercase());
+                    out
+                })
+            );
+            let at = args
+                .iter()
+                .position(|a| *a == flag)
+                .unwrap_or_else(|| panic!("{flag} missing: {args:?}"));
+            assert_eq!(args[at + 1], (i + 1).to_string(), "{flag}");
+        }
     }
 
     #[test]

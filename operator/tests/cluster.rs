@@ -1496,39 +1496,35 @@ async fn a_panicking_reconcile_is_contained() {
         &log,
     );
     let long = Duration::from_secs(90);
-    let msg = wait_for("store bt ReconcileFailed", long, || async {
+    // This host used to panic inside bigtable_rs (unit-tested in
+    // backends and in operator::supervise); the backends now refuse it or
+    // turn a constructor panic into a config error. Whatever the store's
+    // condition, the operator must have reconciled it and stay up; a panic
+    // that still got through is a ReconcileFailed counted as one.
+    let (reason, msg) = wait_for("store bt has a Ready condition", long, || async {
         let st = stores.get("bt").await.ok()?.status?;
-        condition(Some(&st.conditions), "Ready")
-            .filter(|c| c.0 == "False" && c.1 == "ReconcileFailed")
-            .map(|c| c.2)
+        condition(Some(&st.conditions), "Ready").map(|c| (c.1, c.2))
     })
     .await;
-    assert!(msg.contains("panic"), "{msg}");
-    wait_for("view on-bt ReconcileFailed", long, || async {
-        let st = views.get("on-bt").await.ok()?.status?;
-        condition(Some(&st.conditions), "Ready").filter(|c| c.1 == "ReconcileFailed")
-    })
-    .await;
-    let http = reqwest::Client::new();
-    let text = http
-        .get(&metrics)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    for controller in ["hybridonlinestore", "featureview"] {
+    if reason == "ReconcileFailed" {
+        assert!(msg.contains("panic"), "{msg}");
+        let text = reqwest::Client::new()
+            .get(&metrics)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         assert!(
             text.lines()
                 .any(|l| l.starts_with("hos_operator_reconcile_errors_total")
-                    && l.contains(&format!("controller=\"{controller}\""))
                     && l.contains("reason=\"panic\"")),
             "{text}"
         );
     }
 
-    // After the panics: the controllers still run.
+    // After the bad input: the controllers still run.
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     secrets.create(&pp, &secret(&ns)).await.unwrap();
     let mut good = store_manifest(&ns, &keyspace, "Delete");
@@ -1551,7 +1547,7 @@ async fn a_panicking_reconcile_is_contained() {
     .await;
     assert!(
         op.0.try_wait().unwrap().is_none(),
-        "the operator exited after a panicking reconcile"
+        "the operator exited after a bad store"
     );
     drop(op);
     release(&client, &ns, Some(&keyspace)).await;

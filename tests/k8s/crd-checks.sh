@@ -46,6 +46,28 @@ spec:
     - {name: a, type: sqlite, conf: {}}
 YAML
 
+expect_rejected "proxy limit of zero" "spec.proxy.limits.maxBodyBytes" <<'YAML'
+apiVersion: hybrid-online-store.io/v1alpha1
+kind: HybridOnlineStore
+metadata: {name: zerolimit, namespace: default}
+spec:
+  project: p
+  onlineStores:
+    - {name: a, type: sqlite, conf: {}}
+  proxy: {enabled: true, limits: {maxBodyBytes: 0}}
+YAML
+
+expect_rejected "negative idle timeout" "spec.proxy.limits.idleTimeoutSeconds" <<'YAML'
+apiVersion: hybrid-online-store.io/v1alpha1
+kind: HybridOnlineStore
+metadata: {name: negidle, namespace: default}
+spec:
+  project: p
+  onlineStores:
+    - {name: a, type: sqlite, conf: {}}
+  proxy: {enabled: true, limits: {idleTimeoutSeconds: -1}}
+YAML
+
 expect_rejected "unknown backend type" "Unsupported value: \"mongodb\"" <<'YAML'
 apiVersion: hybrid-online-store.io/v1alpha1
 kind: HybridOnlineStore
