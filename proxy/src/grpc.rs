@@ -49,10 +49,17 @@ pub struct Serving {
     state: Arc<AppState>,
 }
 
+impl Serving {
+    /// The service over `state` (tests call its methods directly).
+    pub fn new(state: Arc<AppState>) -> Self {
+        Serving { state }
+    }
+}
+
 /// The tonic service, ready to mount on a router.
 pub fn service(state: Arc<AppState>) -> ServingServiceServer<Serving> {
     let limit = state.limits.max_body_bytes;
-    ServingServiceServer::new(Serving { state }).max_decoding_message_size(limit)
+    ServingServiceServer::new(Serving::new(state)).max_decoding_message_size(limit)
 }
 
 /// Converts a request key value to the join key's declared type where the
