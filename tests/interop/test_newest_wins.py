@@ -440,6 +440,13 @@ def test_invalid_event_times_refused(env):
         must_write(env, [(kb[0], m, 9.0, 9, ok_ts)], f"after {label}")
         assert_states(env, {kb: present(9.0, 9, ok_ts)}, f"the normal write after {label}")
         env.expected[kb] = present(9.0, 9, ok_ts)
+    # /push validates alike (um_push feeds user_merchant)
+    kp = (40999, m)
+    body = {"push_source_name": "um_push", "to": "online",
+            "df": write_body([(kp[0], m, 1.0, 1, ok_ts), (kp[0], m, 2.0, 2, 1e300)])["df"]}
+    r = env.proxy.post("/push", body)
+    assert_refused(env, r, "event_timestamp", 1, "/push with event_timestamp = 1e300")
+    assert_states(env, {kp: NOT_FOUND}, "after the refused push: nothing of it may be written")
 
 
 def test_far_future_does_not_block_next_write(env):
