@@ -268,8 +268,21 @@ pub fn parse_timestamp(s: &str) -> Option<(i64, u32)> {
 /// Formats an event timestamp as Feast's feature server does:
 /// `YYYY-MM-DDTHH:MM:SSZ`, with `.mmm`, `.uuuuuu` or `.nnnnnnnnn` only
 /// when the fraction is non-zero.
+///
+/// Always RFC 3339: a stored time outside years 0001..=9999 (which the
+/// proxy refuses to write, but another writer may have stored) is shown
+/// as the nearest end of that range.
 pub fn format_timestamp(secs: i64, nanos: u32) -> String {
-    let Some(dt) = DateTime::<Utc>::from_timestamp(secs, nanos) else {
+    /// 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z.
+    const FIRST: i64 = -62_135_596_800;
+    const LAST: i64 = 253_402_300_799;
+    if secs > LAST {
+        return "9999-12-31T23:59:59Z".to_string();
+    }
+    if secs < FIRST {
+        return "0001-01-01T00:00:00Z".to_string();
+    }
+    let Some(dt) = DateTime::<Utc>::from_timestamp(secs, nanos.min(999_999_999)) else {
         return "1970-01-01T00:00:00Z".to_string();
     };
     let base = dt.format("%Y-%m-%dT%H:%M:%S");
@@ -361,5 +374,13 @@ mod tests {
             "2024-05-01T12:34:56.789123Z"
         );
         assert_eq!(format_timestamp(0, 0), "1970-01-01T00:00:00Z");
+        // Out of RFC 3339's years: the nearest end, never `+200000-...`.
+        assert_eq!(
+            format_timestamp(6_249_223_902_208, 0),
+            "9999-12-31T23:59:59Z"
+        );
+        assert_eq!(format_timestamp(i64::MAX, 0), "9999-12-31T23:59:59Z");
+        assert_eq!(format_timestamp(i64::MIN, 0), "0001-01-01T00:00:00Z");
+        assert_eq!(format_timestamp(253_402_300_799, 0), "9999-12-31T23:59:59Z");
     }
 }

@@ -37,6 +37,9 @@ pub struct Limits {
     /// Most cells (entity rows x feature columns) one request may read or
     /// write (`--max-cells`); bounds the response as well.
     pub max_cells: usize,
+    /// How far past the proxy's clock an event or created time a write
+    /// carries may be (`--max-event-time-skew-seconds`).
+    pub max_event_time_skew_seconds: u64,
 }
 
 impl Default for Limits {
@@ -47,6 +50,7 @@ impl Default for Limits {
             max_features: 1_000,
             max_key_bytes: 4_096,
             max_cells: 200_000,
+            max_event_time_skew_seconds: 86_400,
         }
     }
 }
