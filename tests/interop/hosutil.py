@@ -36,6 +36,14 @@ HOST = "127.0.0.1"
 # report can show the tail of each live process's stderr (see conftest).
 LIVE_PROCS: List["Proc"] = []
 
+# Figures measured by the tests, printed at the end of the run (conftest).
+REPORT: List[str] = []
+
+
+def report(line: str) -> None:
+    print(line, flush=True)
+    REPORT.append(line)
+
 
 def sub_env(**extra: str) -> Dict[str, str]:
     # The proxy reads HOS_* settings from the environment; tests pass flags.
