@@ -5,17 +5,16 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+mod common;
+
 use api::json::{format_timestamp, value_to_json};
 use api::proto::feast::serving::get_online_features_request::Kind;
 use api::proto::feast::serving::serving_service_server::ServingService;
 use api::proto::feast::serving::{FeatureList, GetOnlineFeaturesRequest};
 use api::proto::feast::types::RepeatedValue;
 use api::proto::{FieldStatus, Val, Value};
-use proxy::config::ConfigSource;
 use proxy::features::Limits;
 use proxy::grpc::Serving;
-use proxy::server::{AppState, router};
-use proxy::state::{Shared, reload};
 use serde_json::{Value as Json, json};
 
 const STORE: &str = r#"
@@ -90,21 +89,8 @@ fn as_json(resp: &api::proto::feast::serving::GetOnlineFeaturesResponse) -> Json
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_and_grpc_answer_alike() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("feature_store.yaml"), STORE).unwrap();
-    std::fs::write(dir.path().join("views.yaml"), VIEWS).unwrap();
-    let source = ConfigSource::repo(
-        dir.path().to_path_buf(),
-        None,
-        vec![dir.path().join("views.yaml")],
-    );
-    let shared = Arc::new(Shared::new(dir.path().join("secrets")));
-    reload(&shared, &source, true).await.unwrap();
-    let state = Arc::new(AppState::new(shared, Limits::default(), None));
-    let app = router(Arc::clone(&state));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let p = common::start(STORE, VIEWS, Limits::default()).await;
+    let (base, state) = (p.base.clone(), Arc::clone(&p.state));
     let http = reqwest::Client::new();
     let grpc = Serving::new(state);
     let post = |path: &'static str, body: Json| {

@@ -42,7 +42,6 @@ older push changes nothing.
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import random
@@ -260,35 +259,7 @@ def test_older_event_never_replaces_newer(env):
 # --------------------------------------------------------------------------
 
 
-class Conn:
-    """One keep-alive HTTP/1.1 connection of one writer thread."""
-
-    def __init__(self, port: int):
-        self.port = port
-        self.conn: Optional[http.client.HTTPConnection] = None
-
-    def post(self, path: str, body: Any) -> Tuple[int, bytes]:
-        if self.conn is None:
-            self.conn = http.client.HTTPConnection(H.HOST, self.port, timeout=30)
-        try:
-            self.conn.request("POST", path, body=json.dumps(body).encode(),
-                              headers={"Content-Type": "application/json"})
-            resp = self.conn.getresponse()
-            out = resp.read()
-            if resp.will_close:
-                self.close()
-            return resp.status, out
-        except BaseException:
-            self.close()
-            raise
-
-    def close(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
-            self.conn = None
-
-
-def concurrent_round(conns: List[Conn], key: Key, base: int, rng: random.Random) -> List[Tuple[int, Any]]:
+def concurrent_round(conns: List[H.KeepAliveClient], key: Key, base: int, rng: random.Random) -> List[Tuple[int, Any]]:
     """WRITERS threads write KEY at once, writer i with event time
     base + offsets[i] (a random permutation of 0..WRITERS-1), values
     spend = that time in seconds, visits = its offset. Returns per writer
@@ -323,7 +294,7 @@ def concurrent_round(conns: List[Conn], key: Key, base: int, rng: random.Random)
 def test_concurrent_writers_newest_wins(env):
     env = ready(env)
     rng = random.Random(int(os.environ.get("NEWEST_WINS_SEED", "18")))
-    conns = [Conn(env.proxy.port) for _ in range(WRITERS)]
+    conns = [H.KeepAliveClient(env.proxy.port) for _ in range(WRITERS)]
     violations: List[str] = []
     failed_writes: List[str] = []
     t0 = time.monotonic()
