@@ -129,6 +129,17 @@ async fn watch(
             }
             last.clone_from(&doc);
         }
-        let _ = install(&shared, source.load(&cm), apply).await;
+        // Parsing a large table runs on the blocking pool, off the
+        // runtime's workers that serve requests.
+        let parse = {
+            let source = source.clone();
+            move || source.load(&cm)
+        };
+        let loaded = match tokio::task::spawn_blocking(parse).await {
+            Ok(loaded) => loaded.map_err(crate::state::ReloadError::ConfigMap),
+            Err(e) if e.is_panic() => Err(crate::state::ReloadError::Panicked),
+            Err(_) => Err(crate::state::ReloadError::Cancelled),
+        };
+        let _ = install(&shared, loaded, apply).await;
     }
 }

@@ -293,11 +293,20 @@ pub async fn build_snapshot(
         };
         backends.insert(b.name.clone(), handle);
     }
+    // Unchanged views keep the previous snapshot's `Arc`s: a reload of a
+    // large table that changed one view allocates one view.
     let views = loaded
         .table
         .feature_views
         .iter()
-        .map(|v| (v.name.clone(), Arc::new(v.clone())))
+        .map(|v| {
+            let view = previous
+                .and_then(|p| p.views.get(&v.name))
+                .filter(|old| old.as_ref() == v)
+                .map(Arc::clone)
+                .unwrap_or_else(|| Arc::new(v.clone()));
+            (v.name.clone(), view)
+        })
         .collect();
     Ok(Snapshot {
         version,
@@ -382,14 +391,50 @@ impl Shared {
     }
 }
 
+/// Why a new configuration was not installed (the previous snapshot
+/// keeps serving).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error(transparent)]
+    Load(#[from] crate::config::LoadError),
+    #[error("{0}")]
+    ConfigMap(String),
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error("provisioning the new routes' tables: {0}")]
+    Provision(String),
+    #[error("building the new routes panicked; the table is rejected")]
+    Panicked,
+    #[error("building the new routes was cancelled")]
+    Cancelled,
+}
+
+impl ReloadError {
+    /// The `hos_proxy_reload_total` result label.
+    fn label(&self) -> &'static str {
+        match self {
+            ReloadError::Panicked => "panic",
+            _ => "error",
+        }
+    }
+}
+
 /// Loads the source, builds a snapshot and publishes it. On failure the
-/// previous snapshot keeps serving and the error is returned.
+/// previous snapshot keeps serving and the error is returned. Reading and
+/// parsing (YAML, a registry.db) run on the blocking pool, off the
+/// runtime's workers that serve requests.
 pub async fn reload(
     shared: &Arc<Shared>,
     source: &ConfigSource,
     apply: bool,
-) -> Result<u64, String> {
-    install(shared, source.load().map_err(|e| e.to_string()), apply).await
+) -> Result<u64, ReloadError> {
+    let source = source.clone();
+    let loaded = match tokio::task::spawn_blocking(move || source.load()).await {
+        Ok(loaded) => loaded.map_err(ReloadError::from),
+        Err(e) if e.is_panic() => Err(ReloadError::Panicked),
+        Err(_) => Err(ReloadError::Cancelled),
+    };
+    install(shared, loaded, apply).await
 }
 
 /// Builds a snapshot from a loaded configuration and publishes it; on
@@ -399,24 +444,22 @@ pub async fn reload(
 /// (`hos_proxy_reload_total{result="panic"}`), and the caller lives on.
 pub async fn install(
     shared: &Arc<Shared>,
-    loaded: Result<Loaded, String>,
+    loaded: Result<Loaded, ReloadError>,
     apply: bool,
-) -> Result<u64, String> {
-    let task = tokio::spawn(build_and_publish(Arc::clone(shared), loaded, apply));
-    let (result, label) = match task.await {
-        Ok(Ok(version)) => return Ok(version),
-        Ok(Err(e)) => (Err(e), "error"),
-        Err(e) if e.is_panic() => (
-            Err("building the new routes panicked; the table is rejected".to_string()),
-            "panic",
-        ),
-        Err(_) => (
-            Err("building the new routes was cancelled".to_string()),
-            "error",
-        ),
+) -> Result<u64, ReloadError> {
+    let result = match loaded {
+        Err(e) => Err(e),
+        Ok(loaded) => {
+            match tokio::spawn(build_and_publish(Arc::clone(shared), loaded, apply)).await {
+                Ok(r) => r,
+                Err(e) if e.is_panic() => Err(ReloadError::Panicked),
+                Err(_) => Err(ReloadError::Cancelled),
+            }
+        }
     };
-    shared.metrics.reload(label);
     if let Err(e) = &result {
+        let label = e.label();
+        shared.metrics.reload(label);
         tracing::error!(error = %e, result = label, "configuration rejected; previous routes keep serving");
     }
     result
@@ -424,12 +467,11 @@ pub async fn install(
 
 async fn build_and_publish(
     shared: Arc<Shared>,
-    loaded: Result<Loaded, String>,
+    loaded: Loaded,
     apply: bool,
-) -> Result<u64, String> {
+) -> Result<u64, ReloadError> {
     let previous = shared.current.load_full();
     let version = previous.as_ref().map(|p| p.version + 1).unwrap_or(1);
-    let loaded = loaded?;
     let snap = build_snapshot(
         loaded,
         version,
@@ -437,10 +479,12 @@ async fn build_and_publish(
         Some(&shared),
         &shared.secrets_dir,
     )
-    .await
-    .map_err(|e| e.to_string())?;
+    .await?;
+    // The previous snapshot is released here (or when its last request
+    // ends), not kept alive by this task.
+    drop(previous);
     if apply {
-        for line in provision(&snap).await? {
+        for line in provision(&snap).await.map_err(ReloadError::Provision)? {
             tracing::info!(object = %line, "provisioned");
         }
     }

@@ -424,7 +424,11 @@ async fn bad_reload_keeps_serving_the_previous_routes() {
     )
     .unwrap();
     let err = reload(&p.shared, &p.source, true).await.unwrap_err();
-    assert!(err.contains("`team_c` names no backend"), "{err}");
+    assert!(matches!(err, proxy::state::ReloadError::Load(_)), "{err:?}");
+    assert!(
+        err.to_string().contains("`team_c` names no backend"),
+        "{err}"
+    );
     assert_eq!(p.shared.current.load().as_ref().unwrap().version, 1);
     let metrics = p.shared.metrics.encode();
     assert!(
@@ -445,8 +449,16 @@ async fn bad_reload_keeps_serving_the_previous_routes() {
         VIEWS.replace("tags: {team: team_a}", "tags: {team: team_b}"),
     )
     .unwrap();
+    let before = p.shared.current.load_full().unwrap();
     assert_eq!(reload(&p.shared, &p.source, true).await.unwrap(), 2);
     assert!(tables(&p.dir.path().join("b.db")).contains(&"demo_users".to_string()));
+    // Structural sharing: the views the reload did not change are the same
+    // allocations as before; the changed one is new.
+    let after = p.shared.current.load_full().unwrap();
+    assert!(Arc::ptr_eq(&before.views["orders"], &after.views["orders"]));
+    assert!(Arc::ptr_eq(&before.views["stats"], &after.views["stats"]));
+    assert!(!Arc::ptr_eq(&before.views["users"], &after.views["users"]));
+    assert_eq!(after.views["users"].backend, "team_b");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
