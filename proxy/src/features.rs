@@ -9,7 +9,7 @@ use api::entity_key::{self, SerializationVersion};
 use api::json::{infer_key_value, json_to_value};
 use api::keys::DUMMY_ENTITY_JOIN_KEY;
 use api::proto::Value;
-use api::routing::RoutedView;
+use api::routing::{JoinKey, RoutedView};
 use axum::http::StatusCode;
 use serde_json::{Map, Value as Json};
 
@@ -108,6 +108,128 @@ pub(crate) fn entity_columns<'a>(
     Ok(EntityColumns { columns, rows })
 }
 
+impl EntityColumns<'_> {
+    /// The values of join key `jk` typed as its view declares (inferred
+    /// where it declares no type); `None` when the request lacks the key.
+    fn typed_column(&self, jk: &JoinKey, field: &str) -> Option<Result<Vec<Value>, ApiError>> {
+        let Some(Json::Array(items)) = self.columns.get(&jk.name) else {
+            return None;
+        };
+        Some(
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, j)| {
+                    if j.is_null() {
+                        return Err(ApiError::invalid(format!(
+                            "`{field}.{}` row {i} is null",
+                            jk.name
+                        )));
+                    }
+                    match jk.dtype {
+                        Some(d) => json_to_value(j, d),
+                        None => infer_key_value(j),
+                    }
+                    .map_err(|e| ApiError::invalid(format!("`{field}.{}` row {i}: {e}", jk.name)))
+                })
+                .collect(),
+        )
+    }
+}
+
+fn missing_join_key(field: &str, jk: &JoinKey, view: &RoutedView) -> ApiError {
+    ApiError::invalid(format!(
+        "`{field}` is missing join key `{}` of feature view `{}`",
+        jk.name, view.name
+    ))
+}
+
+/// Where a read's join-key values come from: the JSON `entities` object or
+/// the protobuf `entities` map. Each types a join key's column for the
+/// view that declares it, or says it is absent.
+pub(crate) trait EntitySource {
+    fn column(&self, jk: &JoinKey) -> Option<Result<Vec<Value>, ApiError>>;
+}
+
+impl EntitySource for EntityColumns<'_> {
+    fn column(&self, jk: &JoinKey) -> Option<Result<Vec<Value>, ApiError>> {
+        self.typed_column(jk, "entities")
+    }
+}
+
+/// A decoded read, whichever protocol it came in: the one typed input of
+/// the serving core ([`read`]).
+pub(crate) struct FeatureRequest<'a> {
+    pub selection: Selection<'a>,
+    pub full_names: bool,
+    /// Entity rows (all key columns have this many values).
+    pub rows: usize,
+    pub entities: &'a (dyn EntitySource + Sync),
+}
+
+/// What a read found: the selection, each selected view's rows (or why its
+/// backend failed), and the typed key columns (by join key) it used.
+pub(crate) struct ReadOutcome {
+    pub selected: Selected,
+    pub results: Vec<ViewRows>,
+    pub typed_keys: HashMap<String, Vec<Value>>,
+}
+
+/// The serving core behind HTTP and gRPC: authorizes the project, resolves
+/// the selection (limits checked), authorizes its views, types each join
+/// key once and serializes every view's keys, then reads every view's
+/// backend concurrently.
+pub(crate) async fn read(
+    snap: &Snapshot,
+    req: FeatureRequest<'_>,
+    principal: &Principal,
+    limits: &Limits,
+    metrics: &Metrics,
+) -> Result<ReadOutcome, ApiError> {
+    // The project first: a caller not allowed it learns nothing about
+    // which views exist.
+    principal.authorize_project(snap, Access::Read)?;
+    let selected = select(snap, req.selection, req.full_names, req.rows, limits)?;
+    principal.authorize(
+        snap,
+        selected.order.iter().map(|(v, _)| v.as_ref()),
+        Access::Read,
+    )?;
+    let version = snap.table.entity_key_serialization_version;
+    let mut typed_keys: HashMap<String, Vec<Value>> = HashMap::new();
+    let mut keys = Vec::with_capacity(selected.order.len());
+    for (view, _) in &selected.order {
+        let join_keys: Vec<&JoinKey> = view.join_keys().collect();
+        if join_keys.is_empty() {
+            keys.push(vec![dummy_key(version)?; req.rows]);
+            continue;
+        }
+        for jk in &join_keys {
+            if !typed_keys.contains_key(&jk.name) {
+                let col = req
+                    .entities
+                    .column(jk)
+                    .ok_or_else(|| missing_join_key("entities", jk, view))??;
+                typed_keys.insert(jk.name.clone(), col);
+            }
+        }
+        let names: Vec<&str> = join_keys.iter().map(|k| k.name.as_str()).collect();
+        let columns: Vec<&[Value]> = names
+            .iter()
+            .map(|n| typed_keys.get(*n).map(Vec::as_slice).unwrap_or_default())
+            .collect();
+        keys.push(encode_keys(
+            &names, &columns, req.rows, version, "entities", limits,
+        )?);
+    }
+    let results = read_views(snap, &selected, keys, metrics).await?;
+    Ok(ReadOutcome {
+        selected,
+        results,
+        typed_keys,
+    })
+}
+
 /// The number of entity rows of key columns with these lengths: all equal,
 /// within the limit (1 when there are no key columns).
 pub(crate) fn entity_rows<'a>(
@@ -163,29 +285,9 @@ pub(crate) fn view_keys(
     }
     let mut values: Vec<Vec<Value>> = Vec::with_capacity(join_keys.len());
     for jk in &join_keys {
-        let Some(Json::Array(items)) = entities.columns.get(&jk.name) else {
-            return Err(ApiError::invalid(format!(
-                "`{field}` is missing join key `{}` of feature view `{}`",
-                jk.name, view.name
-            )));
-        };
-        let col = items
-            .iter()
-            .enumerate()
-            .map(|(i, j)| {
-                if j.is_null() {
-                    return Err(ApiError::invalid(format!(
-                        "`{field}.{}` row {i} is null",
-                        jk.name
-                    )));
-                }
-                match jk.dtype {
-                    Some(d) => json_to_value(j, d),
-                    None => infer_key_value(j),
-                }
-                .map_err(|e| ApiError::invalid(format!("`{field}.{}` row {i}: {e}", jk.name)))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let col = entities
+            .typed_column(jk, field)
+            .ok_or_else(|| missing_join_key(field, jk, view))??;
         values.push(col);
     }
     let names: Vec<&str> = join_keys.iter().map(|k| k.name.as_str()).collect();
@@ -497,33 +599,31 @@ pub async fn get_online_features(
         }
         None => return Err(ApiError::invalid("`entities` is required")),
     };
-    // The project is checked before any view is looked up: a caller not
-    // allowed the project learns nothing about which views exist.
-    principal.authorize_project(snap, Access::Read)?;
-    let selected = select(
+    let outcome = read(
         snap,
-        json_selection(body)?,
-        full_names,
-        entities.rows,
+        FeatureRequest {
+            selection: json_selection(body)?,
+            full_names,
+            rows: entities.rows,
+            entities: &entities,
+        },
+        principal,
         limits,
-    )?;
-    principal.authorize(
-        snap,
-        selected.order.iter().map(|(v, _)| v.as_ref()),
-        Access::Read,
-    )?;
-    let version = snap.table.entity_key_serialization_version;
-    let keys = selected
-        .order
-        .iter()
-        .map(|(view, _)| view_keys(view, &entities, version, "entities", limits))
-        .collect::<Result<Vec<_>, _>>()?;
-    let results = read_views(snap, &selected, keys, metrics).await?;
+        metrics,
+    )
+    .await?;
     let include_views = body
         .get("include_feature_view_version_metadata")
         .and_then(Json::as_bool)
         == Some(true);
-    Ok(response_parts(snap, &entities, &selected, &results, include_views).to_json())
+    Ok(response_parts(
+        snap,
+        &entities,
+        &outcome.selected,
+        &outcome.results,
+        include_views,
+    )
+    .to_json())
 }
 
 /// The answer's parts: join keys first, echoed in request order (typed

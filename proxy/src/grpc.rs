@@ -16,12 +16,14 @@ use api::proto::feast::serving::{
     GetFeastServingInfoResponse, GetOnlineFeaturesRequest, GetOnlineFeaturesResponse,
     GetOnlineFeaturesResponseMetadata,
 };
+use api::proto::feast::types::RepeatedValue;
 use api::proto::{Val, Value};
+use api::routing::JoinKey;
 use tonic::{Request, Response, Status};
 
-use crate::auth::{Access, Principal};
+use crate::auth::Principal;
 use crate::error::ApiError;
-use crate::features::{Selection, dummy_key, encode_keys, entity_rows, read_views, select};
+use crate::features::{EntitySource, FeatureRequest, ReadOutcome, Selection, entity_rows, read};
 use crate::response::{Cell, ViewRows, column_cells, now_seconds};
 use crate::server::{AppState, Caller, admit, authenticate};
 
@@ -77,6 +79,22 @@ fn coerce(v: &Value, dtype: Option<Dtype>, name: &str, row: usize) -> Result<Val
     Ok(Value { val: Some(val) })
 }
 
+/// The protobuf `entities` map as the serving core's entity source.
+struct ProtoEntities<'a>(&'a HashMap<String, RepeatedValue>);
+
+impl EntitySource for ProtoEntities<'_> {
+    fn column(&self, jk: &JoinKey) -> Option<Result<Vec<Value>, ApiError>> {
+        let col = self.0.get(&jk.name)?;
+        Some(
+            col.val
+                .iter()
+                .enumerate()
+                .map(|(i, v)| coerce(v, jk.dtype, &jk.name, i))
+                .collect(),
+        )
+    }
+}
+
 fn to_timestamp(ts: backends::Timestamp) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: ts.seconds,
@@ -116,53 +134,24 @@ impl Serving {
             "entities",
             limits,
         )?;
-        // The project first: a caller not allowed it learns nothing about
-        // which views exist.
-        principal.authorize_project(&snap, Access::Read)?;
-        let selected = select(&snap, selection, req.full_feature_names, rows, limits)?;
-        principal.authorize(
+        let outcome = read(
             &snap,
-            selected.order.iter().map(|(v, _)| v.as_ref()),
-            Access::Read,
-        )?;
-        let version = snap.table.entity_key_serialization_version;
-        let mut keys = Vec::with_capacity(selected.order.len());
-        // Typed key columns, by join key, for the keys and the echo.
-        let mut typed: HashMap<&str, Vec<Value>> = HashMap::new();
-        for (view, _) in &selected.order {
-            let join_keys: Vec<&api::routing::JoinKey> = view.join_keys().collect();
-            if join_keys.is_empty() {
-                keys.push(vec![dummy_key(version)?; rows]);
-                continue;
-            }
-            for jk in &join_keys {
-                if typed.contains_key(jk.name.as_str()) {
-                    continue;
-                }
-                let Some(col) = req.entities.get(&jk.name) else {
-                    return Err(ApiError::invalid(format!(
-                        "`entities` is missing join key `{}` of feature view `{}`",
-                        jk.name, view.name
-                    )));
-                };
-                let col = col
-                    .val
-                    .iter()
-                    .enumerate()
-                    .map(|(i, v)| coerce(v, jk.dtype, &jk.name, i))
-                    .collect::<Result<Vec<_>, _>>()?;
-                typed.insert(jk.name.as_str(), col);
-            }
-            let names: Vec<&str> = join_keys.iter().map(|k| k.name.as_str()).collect();
-            let columns: Vec<&[Value]> = names
-                .iter()
-                .map(|n| typed.get(n).map(Vec::as_slice).unwrap_or_default())
-                .collect();
-            keys.push(encode_keys(
-                &names, &columns, rows, version, "entities", limits,
-            )?);
-        }
-        let results = read_views(&snap, &selected, keys, &state.shared.metrics).await?;
+            FeatureRequest {
+                selection,
+                full_names: req.full_feature_names,
+                rows,
+                entities: &ProtoEntities(&req.entities),
+            },
+            principal,
+            limits,
+            &state.shared.metrics,
+        )
+        .await?;
+        let ReadOutcome {
+            selected,
+            results,
+            typed_keys: typed,
+        } = outcome;
         let by_view: HashMap<&str, (&Vec<String>, &ViewRows)> = selected
             .order
             .iter()

@@ -83,15 +83,20 @@ def start(tmp_path: Path, *extra: str, name: str = "hos-proxy-sec", auth: bool =
         (tmp_path / "auth.yaml").write_text(AUTH)
         args += ["--auth-config", str(tmp_path / "auth.yaml")]
     proxy = H.start_proxy(args, tmp_path / "logs", name=name)
-    # Rows 0..rows-1 in both views, written through the proxy.
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    for view, token in (("wide_a", "tok-a"), ("wide_b", "tok-b")):
-        df = {"user_id": list(range(rows)), "event_timestamp": [now] * rows}
-        for i in range(WIDE):
-            df[f"f{i}"] = [float(r) + i / 100 for r in range(rows)]
-        headers = {"Authorization": f"Bearer {token}"} if auth else {}
-        r = proxy.post("/write-to-online-store", {"feature_view_name": view, "df": df}, headers=headers)
-        assert r.status_code == 200, r.text
+    try:
+        # Rows 0..rows-1 in both views, written through the proxy.
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        for view, token in (("wide_a", "tok-a"), ("wide_b", "tok-b")):
+            df = {"user_id": list(range(rows)), "event_timestamp": [now] * rows}
+            for i in range(WIDE):
+                df[f"f{i}"] = [float(r) + i / 100 for r in range(rows)]
+            headers = {"Authorization": f"Bearer {token}"} if auth else {}
+            r = proxy.post("/write-to-online-store", {"feature_view_name": view, "df": df}, headers=headers)
+            assert r.status_code == 200, r.text
+    except BaseException:
+        # The caller's try/finally is not reached yet: stop it here.
+        proxy.stop()
+        raise
     return proxy
 
 
