@@ -256,6 +256,12 @@ pub struct ProxyLimits {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 10_000))]
     pub http2_max_streams: Option<i32>,
+    /// How far past the proxy's clock a written event or created time may
+    /// be, in seconds; later ones get 422 (`--max-event-time-skew-seconds`,
+    /// default 86400; 0: no future times; at most one year).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 31_536_000))]
+    pub max_event_time_skew_seconds: Option<i32>,
 }
 
 /// Observed state of a store.

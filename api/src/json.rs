@@ -71,6 +71,109 @@ fn map_to_json(m: &t::Map) -> Json {
     )
 }
 
+/// Writes `value_to_json(v)` as JSON text into `out`, byte for byte what
+/// `serde_json` would print for that tree, without building it: the
+/// response path writes every cell this way.
+pub fn write_value_json(v: &Value, out: &mut Vec<u8>) {
+    let Some(val) = &v.val else {
+        out.extend_from_slice(b"null");
+        return;
+    };
+    match val {
+        Val::BytesVal(b) => write_b64(b, out),
+        Val::StringVal(s) | Val::UuidVal(s) | Val::TimeUuidVal(s) => write_str(s, out),
+        Val::Int32Val(i) => write_int(i64::from(*i), out),
+        Val::Int64Val(i) | Val::UnixTimestampVal(i) => write_int(*i, out),
+        Val::DoubleVal(d) => write_float(*d, out),
+        Val::FloatVal(f) => write_float(f64::from(*f), out),
+        Val::BoolVal(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Val::BytesListVal(l) => write_arr(&l.val, out, |b, o| write_b64(b, o)),
+        Val::StringListVal(l) | Val::UuidListVal(l) | Val::TimeUuidListVal(l) => {
+            write_arr(&l.val, out, |s, o| write_str(s, o))
+        }
+        Val::Int32ListVal(l) => write_arr(&l.val, out, |i, o| write_int(i64::from(*i), o)),
+        Val::Int64ListVal(l) | Val::UnixTimestampListVal(l) => {
+            write_arr(&l.val, out, |i, o| write_int(*i, o))
+        }
+        Val::DoubleListVal(l) => write_arr(&l.val, out, |d, o| write_float(*d, o)),
+        Val::FloatListVal(l) => write_arr(&l.val, out, |f, o| write_float(f64::from(*f), o)),
+        Val::BoolListVal(l) => write_arr(&l.val, out, |b, o| {
+            o.extend_from_slice(if *b { b"true" } else { b"false" })
+        }),
+        Val::NullVal(_) => out.extend_from_slice(b"null"),
+        Val::MapVal(m) => write_map(m, out),
+        Val::MapListVal(l) => write_arr(&l.val, out, write_map),
+        Val::BytesSetVal(s) => write_arr(&s.val, out, |b, o| write_b64(b, o)),
+        Val::StringSetVal(s) => write_arr(&s.val, out, |x, o| write_str(x, o)),
+        Val::Int32SetVal(s) => write_arr(&s.val, out, |i, o| write_int(i64::from(*i), o)),
+        Val::Int64SetVal(s) | Val::UnixTimestampSetVal(s) => {
+            write_arr(&s.val, out, |i, o| write_int(*i, o))
+        }
+        Val::DoubleSetVal(s) => write_arr(&s.val, out, |d, o| write_float(*d, o)),
+        Val::FloatSetVal(s) => write_arr(&s.val, out, |f, o| write_float(f64::from(*f), o)),
+        Val::BoolSetVal(s) => write_arr(&s.val, out, |b, o| {
+            o.extend_from_slice(if *b { b"true" } else { b"false" })
+        }),
+    }
+}
+
+/// A JSON string literal (serde_json's escaping).
+pub fn write_str(s: &str, out: &mut Vec<u8>) {
+    // Writing into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+fn write_int(i: i64, out: &mut Vec<u8>) {
+    let _ = serde_json::to_writer(&mut *out, &i);
+}
+
+fn write_float(f: f64, out: &mut Vec<u8>) {
+    match Number::from_f64(f) {
+        Some(n) => {
+            let _ = serde_json::to_writer(&mut *out, &n);
+        }
+        None if f.is_nan() => out.extend_from_slice(b"\"NaN\""),
+        None if f > 0.0 => out.extend_from_slice(b"\"Infinity\""),
+        None => out.extend_from_slice(b"\"-Infinity\""),
+    }
+}
+
+fn write_b64(b: &[u8], out: &mut Vec<u8>) {
+    // Base64 needs no escaping.
+    out.push(b'"');
+    let start = out.len();
+    out.resize(start + base64::encoded_len(b.len(), true).unwrap_or(0), 0);
+    let n = B64.encode_slice(b, &mut out[start..]).unwrap_or(0);
+    out.truncate(start + n);
+    out.push(b'"');
+}
+
+fn write_arr<T>(items: &[T], out: &mut Vec<u8>, f: impl Fn(&T, &mut Vec<u8>)) {
+    out.push(b'[');
+    for (i, x) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        f(x, out);
+    }
+    out.push(b']');
+}
+
+fn write_map(m: &t::Map, out: &mut Vec<u8>) {
+    let mut keys: Vec<&String> = m.val.keys().collect();
+    keys.sort();
+    out.push(b'{');
+    for (i, k) in keys.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_str(k, out);
+        out.push(b':');
+        write_value_json(&m.val[k], out);
+    }
+    out.push(b'}');
+}
+
 fn kind(j: &Json) -> &'static str {
     match j {
         Json::Null => "null",
@@ -268,8 +371,21 @@ pub fn parse_timestamp(s: &str) -> Option<(i64, u32)> {
 /// Formats an event timestamp as Feast's feature server does:
 /// `YYYY-MM-DDTHH:MM:SSZ`, with `.mmm`, `.uuuuuu` or `.nnnnnnnnn` only
 /// when the fraction is non-zero.
+///
+/// Always RFC 3339: a stored time outside years 0001..=9999 (which the
+/// proxy refuses to write, but another writer may have stored) is shown
+/// as the nearest end of that range.
 pub fn format_timestamp(secs: i64, nanos: u32) -> String {
-    let Some(dt) = DateTime::<Utc>::from_timestamp(secs, nanos) else {
+    /// 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z.
+    const FIRST: i64 = -62_135_596_800;
+    const LAST: i64 = 253_402_300_799;
+    if secs > LAST {
+        return "9999-12-31T23:59:59Z".to_string();
+    }
+    if secs < FIRST {
+        return "0001-01-01T00:00:00Z".to_string();
+    }
+    let Some(dt) = DateTime::<Utc>::from_timestamp(secs, nanos.min(999_999_999)) else {
         return "1970-01-01T00:00:00Z".to_string();
     };
     let base = dt.format("%Y-%m-%dT%H:%M:%S");
@@ -361,5 +477,75 @@ mod tests {
             "2024-05-01T12:34:56.789123Z"
         );
         assert_eq!(format_timestamp(0, 0), "1970-01-01T00:00:00Z");
+        // Out of RFC 3339's years: the nearest end, never `+200000-...`.
+        assert_eq!(
+            format_timestamp(6_249_223_902_208, 0),
+            "9999-12-31T23:59:59Z"
+        );
+        assert_eq!(format_timestamp(i64::MAX, 0), "9999-12-31T23:59:59Z");
+        assert_eq!(format_timestamp(i64::MIN, 0), "0001-01-01T00:00:00Z");
+        assert_eq!(format_timestamp(253_402_300_799, 0), "9999-12-31T23:59:59Z");
+    }
+
+    fn arb_f64() -> impl proptest::strategy::Strategy<Value = f64> {
+        use proptest::prelude::*;
+        prop_oneof![
+            any::<f64>(),
+            Just(f64::NAN),
+            Just(f64::INFINITY),
+            Just(f64::NEG_INFINITY),
+            Just(-0.0),
+            Just(0.1),
+        ]
+    }
+
+    fn arb_scalar() -> impl proptest::strategy::Strategy<Value = Val> {
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+        let l = || 0..4usize;
+        prop_oneof![
+            any::<i64>().prop_map(Val::Int64Val),
+            any::<i32>().prop_map(Val::Int32Val),
+            any::<i64>().prop_map(Val::UnixTimestampVal),
+            arb_f64().prop_map(Val::DoubleVal),
+            any::<f32>().prop_map(Val::FloatVal),
+            any::<bool>().prop_map(Val::BoolVal),
+            ".{0,12}".prop_map(Val::StringVal),
+            "[\\x00-\\x1f\"\\\\\u{7f}-\u{10ffff}]{0,6}".prop_map(Val::StringVal),
+            vec(any::<u8>(), 0..12).prop_map(Val::BytesVal),
+            vec(any::<i64>(), l()).prop_map(|val| Val::Int64ListVal(t::Int64List { val })),
+            vec(any::<i32>(), l()).prop_map(|val| Val::Int32ListVal(t::Int32List { val })),
+            vec(arb_f64(), l()).prop_map(|val| Val::DoubleListVal(t::DoubleList { val })),
+            vec(any::<f32>(), l()).prop_map(|val| Val::FloatListVal(t::FloatList { val })),
+            vec(any::<bool>(), l()).prop_map(|val| Val::BoolListVal(t::BoolList { val })),
+            vec(".{0,6}", l()).prop_map(|val| Val::StringListVal(t::StringList { val })),
+            vec(vec(any::<u8>(), 0..6), l())
+                .prop_map(|val| Val::BytesListVal(t::BytesList { val })),
+            any::<i32>().prop_map(Val::NullVal),
+        ]
+    }
+
+    fn arb_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let scalar = || arb_scalar().prop_map(|v| Value { val: Some(v) });
+        prop_oneof![
+            4 => scalar(),
+            1 => Just(Value { val: None }),
+            1 => proptest::collection::btree_map(".{0,5}", scalar(), 0..4).prop_map(|m| Value {
+                val: Some(Val::MapVal(t::Map { val: m.into_iter().collect() })),
+            }),
+        ]
+    }
+
+    proptest::proptest! {
+        /// The streaming writer prints exactly what serde_json prints for
+        /// the `value_to_json` tree.
+        #[test]
+        fn write_value_json_is_value_to_json(v in arb_value()) {
+            let mut out = Vec::new();
+            write_value_json(&v, &mut out);
+            let want = serde_json::to_vec(&value_to_json(&v)).unwrap();
+            proptest::prop_assert_eq!(String::from_utf8(out).unwrap(), String::from_utf8(want).unwrap());
+        }
     }
 }

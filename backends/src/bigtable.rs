@@ -3,7 +3,9 @@
 //! `<murmur3_x64_128 hex of the entity key>#<view>`, column family
 //! `features` (GC: max `max_versions` versions), one column per feature
 //! holding the serialized Value and `event_ts` holding the event time as
-//! ISO-8601 text. Data goes through `bigtable_rs`; tables through the
+//! ISO-8601 text; a row is written only if its stored `event_ts` is not
+//! later (CheckAndMutateRow), so the newest cell holds the newest event.
+//! Data goes through `bigtable_rs`; tables through the
 //! generated admin API over tonic. `BIGTABLE_EMULATOR_HOST` (or the
 //! `emulator_host` option) selects the emulator; otherwise Application
 //! Default Credentials are used for data access.
@@ -17,6 +19,7 @@ use api::proto::Value;
 use api::routing::RoutedView;
 use bigtable_rs::bigtable::{BigTable, BigTableConnection};
 use bigtable_rs::google::bigtable::v2 as data;
+use futures::StreamExt;
 use googleapis_tonic_google_bigtable_admin_v2::google::bigtable::admin::v2 as admin;
 use prost::Message;
 use tonic::transport::Channel;
@@ -27,6 +30,8 @@ const DEFAULT_FAMILY: &str = "features";
 const EVENT_TS: &[u8] = b"event_ts";
 /// Bigtable's limit on mutations per MutateRows request.
 const MUTATIONS_PER_REQUEST: usize = 100_000;
+/// Conditional row writes in flight per `write` call.
+const WRITE_CONCURRENCY: usize = 32;
 
 /// A Bigtable instance (or the emulator) holding Feast's tables.
 pub struct BigtableStore {
@@ -242,6 +247,29 @@ impl BigtableStore {
         })
     }
 
+    /// A filter that yields a cell iff the row's newest `event_ts` is
+    /// later than `event_ts` (bytes of UTC ISO-8601 text).
+    fn stored_is_newer(&self, event_ts: Vec<u8>) -> data::RowFilter {
+        let f = |filter| data::RowFilter {
+            filter: Some(filter),
+        };
+        use data::row_filter::Filter;
+        f(Filter::Chain(data::row_filter::Chain {
+            filters: vec![
+                f(Filter::FamilyNameRegexFilter(format!(
+                    "^{}$",
+                    regex_escape(&self.family)
+                ))),
+                f(Filter::ColumnQualifierRegexFilter(b"^event_ts$".to_vec())),
+                f(Filter::CellsPerColumnLimitFilter(1)),
+                f(Filter::ValueRangeFilter(data::ValueRange {
+                    start_value: Some(data::value_range::StartValue::StartValueOpen(event_ts)),
+                    end_value: None,
+                })),
+            ],
+        }))
+    }
+
     async fn mutate(
         &self,
         table: String,
@@ -379,40 +407,56 @@ impl OnlineStore for BigtableStore {
         rows: Vec<WriteRow>,
     ) -> Result<(), BackendError> {
         let table = self.full_table(project, view);
-        let per_row = view.features.len() + 1;
-        let rows_per_request = (MUTATIONS_PER_REQUEST / per_row).max(1);
+        // Cells are stamped by the server (`-1`), as Feast's client does,
+        // so the newest cell is the last write applied; each row's write
+        // is applied only if the row's stored `event_ts` is not later than
+        // the write's (one CheckAndMutateRow, atomic per row), which makes
+        // the last write applied the one with the newest event, whoever
+        // wrote the stored row. Feast writes `event_ts` as UTC ISO-8601
+        // text, whose byte order is time order; the comparison is on it.
         let set = |qualifier: Vec<u8>, value: Vec<u8>| data::Mutation {
             mutation: Some(data::mutation::Mutation::SetCell(data::mutation::SetCell {
                 family_name: self.family.clone(),
                 column_qualifier: qualifier,
-                // -1: the server assigns the cell time, as Feast's client does.
                 timestamp_micros: -1,
                 value,
             })),
         };
-        for chunk in rows.chunks(rows_per_request) {
-            let entries = chunk
-                .iter()
-                .map(|r| {
-                    let mut mutations: Vec<data::Mutation> = r
-                        .values
-                        .iter()
-                        .map(|(name, v)| set(name.as_bytes().to_vec(), v.encode_to_vec()))
-                        .collect();
-                    mutations.push(set(
-                        EVENT_TS.to_vec(),
-                        iso_event_ts(r.event_ts).into_bytes(),
-                    ));
-                    data::mutate_rows_request::Entry {
-                        row_key: bigtable_row_key(&r.entity_key, &view.name).into_bytes(),
-                        mutations,
-                        ..Default::default()
-                    }
-                })
-                .collect();
-            self.mutate(table.clone(), entries).await?;
-        }
-        Ok(())
+        let requests: Vec<data::CheckAndMutateRowRequest> = rows
+            .iter()
+            .map(|r| {
+                let event_ts = iso_event_ts(r.event_ts).into_bytes();
+                let mut mutations: Vec<data::Mutation> = r
+                    .values
+                    .iter()
+                    .map(|(name, v)| set(name.as_bytes().to_vec(), v.encode_to_vec()))
+                    .collect();
+                mutations.push(set(EVENT_TS.to_vec(), event_ts.clone()));
+                data::CheckAndMutateRowRequest {
+                    table_name: table.clone(),
+                    row_key: bigtable_row_key(&r.entity_key, &view.name).into_bytes(),
+                    predicate_filter: Some(self.stored_is_newer(event_ts)),
+                    true_mutations: Vec::new(),
+                    false_mutations: mutations,
+                    ..Default::default()
+                }
+            })
+            .collect();
+        let results: Vec<Result<(), BackendError>> = futures::stream::iter(requests)
+            .map(|req| {
+                let mut client = self.data.clone();
+                async move {
+                    client
+                        .check_and_mutate_row(req)
+                        .await
+                        .map(|_| ())
+                        .map_err(data_err)
+                }
+            })
+            .buffer_unordered(WRITE_CONCURRENCY)
+            .collect()
+            .await;
+        results.into_iter().collect()
     }
 
     async fn create(&self, project: &str, view: &RoutedView) -> Result<(), BackendError> {

@@ -20,6 +20,7 @@ use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
 use scylla::frame::types::Consistency;
 use scylla::policies::load_balancing::DefaultPolicy;
+use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
 use scylla::value::CqlTimestamp;
 
@@ -229,6 +230,14 @@ impl CassandraStore {
     }
 }
 
+/// A row's Cassandra write timestamp: its event time in microseconds
+/// (validated event times, 1970..=9999, fit an i64 many times over).
+fn write_timestamp_micros(ts: Timestamp) -> i64 {
+    ts.seconds
+        .saturating_mul(1_000_000)
+        .saturating_add(i64::from(ts.nanos / 1_000))
+}
+
 #[async_trait::async_trait]
 impl OnlineStore for CassandraStore {
     async fn scan_keys(
@@ -368,28 +377,46 @@ impl OnlineStore for CassandraStore {
     ) -> Result<(), BackendError> {
         let table = self.table(project, view)?;
         let stmt = self.statement(&table, "insert").await?;
-        let cells: Vec<(String, Vec<u8>, String, CqlTimestamp)> = rows
-            .iter()
-            .flat_map(|r| {
-                let key = cassandra_entity_key(&r.entity_key);
-                let ts = CqlTimestamp(
-                    r.event_ts.seconds * 1000 + i64::from(r.event_ts.nanos / 1_000_000),
-                );
-                r.values
-                    .iter()
-                    .map(move |(name, v)| (name.clone(), v.encode_to_vec(), key.clone(), ts))
-            })
-            .collect();
-        let results: Vec<Result<(), BackendError>> = futures::stream::iter(cells)
-            .map(|cell| {
-                let stmt = &stmt;
-                async move {
-                    self.session
-                        .execute_unpaged(stmt, cell)
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| classify(e.to_string()))
+        // One single-partition UNLOGGED batch per entity key: Cassandra
+        // applies it atomically and in isolation, so a reader never sees
+        // half of a write. Its write timestamp is the event time in
+        // microseconds: Cassandra's own last-write-wins then keeps the row
+        // with the newest event, whatever the arrival order.
+        let mut templates: HashMap<usize, Batch> = HashMap::new();
+        let mut batches = Vec::with_capacity(rows.len());
+        for r in &rows {
+            if r.values.is_empty() {
+                continue;
+            }
+            let template = templates.entry(r.values.len()).or_insert_with(|| {
+                let mut b = Batch::new(BatchType::Unlogged);
+                for _ in 0..r.values.len() {
+                    b.append_statement(stmt.clone());
                 }
+                if let Some(c) = self.write_consistency {
+                    b.set_consistency(c);
+                }
+                b
+            });
+            let mut batch = template.clone();
+            batch.set_timestamp(Some(write_timestamp_micros(r.event_ts)));
+            let key = cassandra_entity_key(&r.entity_key);
+            let ts =
+                CqlTimestamp(r.event_ts.seconds * 1000 + i64::from(r.event_ts.nanos / 1_000_000));
+            let values: Vec<(String, Vec<u8>, String, CqlTimestamp)> = r
+                .values
+                .iter()
+                .map(|(name, v)| (name.clone(), v.encode_to_vec(), key.clone(), ts))
+                .collect();
+            batches.push((batch, values));
+        }
+        let results: Vec<Result<(), BackendError>> = futures::stream::iter(batches)
+            .map(|(batch, values)| async move {
+                self.session
+                    .batch(&batch, values)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| classify(e.to_string()))
             })
             .buffer_unordered(self.write_concurrency)
             .collect()

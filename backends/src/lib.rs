@@ -110,8 +110,13 @@ pub trait OnlineStore: Send + Sync {
         features: &[String],
     ) -> Result<Vec<Option<ReadRow>>, BackendError>;
 
-    /// Writes rows; a later write of the same entity and feature replaces
-    /// the earlier one as the backend's Feast store does.
+    /// Writes rows so that, for each entity key, the stored row is the one
+    /// with the greatest event time, whatever the arrival order (README,
+    /// "Write semantics"): a row older than the stored one (at the
+    /// backend's precision) is skipped, an equal or newer one replaces the
+    /// stored row as a whole. Conditional in the backend itself (a
+    /// transaction, a server-side script, a write timestamp), so
+    /// concurrent writers, retries and backfills converge.
     async fn write(
         &self,
         project: &str,

@@ -2,8 +2,9 @@
 //! `serialized entity key ++ project`; a field per feature named by the
 //! 4-byte murmur3 of `<view>:<feature>` holding the serialized Value, and
 //! `_ts:<view>` holding a serialized `google.protobuf.Timestamp`. A write
-//! whose event time is not newer than the stored one is skipped, as Feast
-//! does; `key_ttl_seconds` sets EXPIRE on the hash.
+//! whose event time is older than the stored one is skipped, in one atomic
+//! server-side step per hash (Feast compares in a separate read first,
+//! which races); `key_ttl_seconds` sets EXPIRE on the hash.
 
 use api::feast_config::{RedisConf, RedisType};
 use api::keys::{redis_feature_field, redis_key, redis_ts_field};
@@ -115,11 +116,79 @@ async fn run<T: redis::FromRedisValue>(
     conn: &Conn,
     pipe: &redis::Pipeline,
 ) -> Result<T, BackendError> {
+    run_raw(conn, pipe).await.map_err(err)
+}
+
+async fn run_raw<T: redis::FromRedisValue>(
+    conn: &Conn,
+    pipe: &redis::Pipeline,
+) -> redis::RedisResult<T> {
     match conn.clone() {
-        Conn::Single(mut c) => pipe.query_async(&mut c).await.map_err(err),
-        Conn::Cluster(mut c) => pipe.query_async(&mut c).await.map_err(err),
+        Conn::Single(mut c) => pipe.query_async(&mut c).await,
+        Conn::Cluster(mut c) => pipe.query_async(&mut c).await,
     }
 }
+
+/// The one server-side step of a write, per entity hash (so a cluster
+/// routes it by its one key): compare the stored `_ts:<view>` (a
+/// serialized `google.protobuf.Timestamp`, decoded here) with the write's
+/// event time; when the stored one is newer, leave the hash alone,
+/// otherwise set every feature field and `_ts:<view>` together, and the
+/// hash's EXPIRE when `key_ttl_seconds` is set. Atomic: no other command
+/// runs between the comparison and the HSET.
+///
+/// KEYS[1] the hash; ARGV[1] the `_ts:<view>` field; ARGV[2], ARGV[3] the
+/// event time's seconds and nanoseconds; ARGV[4] its serialized Timestamp;
+/// ARGV[5] EXPIRE seconds (0: none); ARGV[6..] field, value pairs.
+/// Returns 1 when written, 0 when a newer row was kept.
+const NEWEST_WINS_LUA: &str = r#"
+local function varint(s, i)
+  local v, m = 0, 1
+  while i <= #s do
+    local b = string.byte(s, i)
+    i = i + 1
+    v = v + (b % 128) * m
+    if b < 128 then return v, i end
+    m = m * 128
+  end
+  return nil, i
+end
+local function decode(s)
+  local secs, nanos, i = 0, 0, 1
+  while i <= #s do
+    local tag = string.byte(s, i)
+    local v
+    v, i = varint(s, i + 1)
+    if v == nil then return nil end
+    if tag == 8 then secs = v elseif tag == 16 then nanos = v else return nil end
+  end
+  -- a negative int64 is a 10-byte varint: older than any valid time
+  if secs >= 9223372036854775807 then secs = -1 end
+  return secs, nanos
+end
+local stored = redis.call('HGET', KEYS[1], ARGV[1])
+if stored then
+  local s, n = decode(stored)
+  local ws, wn = tonumber(ARGV[2]), tonumber(ARGV[3])
+  if s and (s > ws or (s == ws and n > wn)) then return 0 end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[4])
+local args = {}
+for i = 6, #ARGV do
+  args[#args + 1] = ARGV[i]
+  if #args == 200 then
+    redis.call('HSET', KEYS[1], unpack(args))
+    args = {}
+  end
+end
+if #args > 0 then redis.call('HSET', KEYS[1], unpack(args)) end
+local ttl = tonumber(ARGV[5])
+if ttl > 0 then redis.call('EXPIRE', KEYS[1], ttl) end
+return 1
+"#;
+
+static NEWEST_WINS: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(NEWEST_WINS_LUA));
 
 async fn cmd<T: redis::FromRedisValue>(conn: &Conn, c: &redis::Cmd) -> Result<T, BackendError> {
     async fn go<T: redis::FromRedisValue, C: ConnectionLike>(
@@ -300,43 +369,34 @@ impl OnlineStore for RedisStore {
             return Ok(());
         }
         let ts_field = redis_ts_field(&view.name);
-        let keys: Vec<Vec<u8>> = rows
-            .iter()
-            .map(|r| redis_key(&r.entity_key, project))
-            .collect();
+        let ttl = self.key_ttl_seconds.unwrap_or(0);
         let mut pipe = redis::pipe();
-        for k in &keys {
-            pipe.cmd("HGET").arg(k).arg(&ts_field);
-        }
-        let stored: Vec<Option<Vec<u8>>> = run(&self.conn, &pipe).await?;
-        let mut pipe = redis::pipe();
-        let mut writes = 0;
-        for ((row, key), prev) in rows.iter().zip(&keys).zip(stored) {
-            // Feast skips writes whose event second is not after the stored one.
-            let prev = prev.as_deref().and_then(decode_ts);
-            if let Some(p) = prev
-                && p.seconds != 0
-                && row.event_ts.seconds <= p.seconds
-            {
-                continue;
-            }
-            let mut hset = redis::cmd("HSET");
-            hset.arg(key);
+        for row in &rows {
+            let mut call = NEWEST_WINS.key(redis_key(&row.entity_key, project));
+            call.arg(&ts_field)
+                .arg(row.event_ts.seconds)
+                .arg(row.event_ts.nanos)
+                .arg(encode_ts(row.event_ts))
+                .arg(ttl);
             for (name, value) in &row.values {
-                hset.arg(redis_feature_field(&view.name, name).as_slice())
+                call.arg(redis_feature_field(&view.name, name).as_slice())
                     .arg(value.encode_to_vec());
             }
-            hset.arg(&ts_field).arg(encode_ts(row.event_ts));
-            pipe.add_command(hset).ignore();
-            if let Some(ttl) = self.key_ttl_seconds {
-                pipe.cmd("EXPIRE").arg(key).arg(ttl).ignore();
+            pipe.invoke_script(&call).ignore();
+        }
+        match run_raw::<()>(&self.conn, &pipe).await {
+            Err(e) if e.code() == Some("NOSCRIPT") => {
+                // A server that restarted, failed over or flushed its
+                // script cache: load the script (on every node of a
+                // cluster) and send the batch once more. Each step is
+                // conditional, so the steps that already ran stay right.
+                let mut load = redis::cmd("SCRIPT");
+                load.arg("LOAD").arg(NEWEST_WINS_LUA);
+                cmd::<String>(&self.conn, &load).await?;
+                run::<()>(&self.conn, &pipe).await
             }
-            writes += 1;
+            other => other.map_err(err),
         }
-        if writes > 0 {
-            run::<()>(&self.conn, &pipe).await?;
-        }
-        Ok(())
     }
 
     async fn create(&self, _project: &str, _view: &RoutedView) -> Result<(), BackendError> {

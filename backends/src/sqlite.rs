@@ -2,7 +2,9 @@
 //! with one row per (entity key, feature), the serialized entity key as a
 //! BLOB, the serialized Value as a BLOB and event/created times as epoch
 //! seconds (what Feast 0.67 writes when its process runs in UTC; text
-//! timestamps from older Feast versions are read too).
+//! timestamps from older Feast versions are read too). A write replaces an
+//! entity's row only when its event time, in whole seconds, is not older
+//! than the stored row's (Feast itself overwrites unconditionally).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -152,6 +154,17 @@ fn read_ts(v: ValueRef<'_>) -> Timestamp {
             .unwrap_or_default(),
         ValueRef::Null | ValueRef::Blob(_) => Timestamp::default(),
     }
+}
+
+/// The newest stored event time (epoch seconds) of one entity key over
+/// all its features: epoch seconds as the proxy and Feast 0.67 write them,
+/// or text as older Feast versions (and Python's default adapter) did.
+fn newest_stored_sql(quoted_table: &str) -> String {
+    format!(
+        "SELECT MAX(CASE typeof(event_ts) WHEN 'integer' THEN event_ts \
+         WHEN 'real' THEN CAST(event_ts AS INTEGER) WHEN 'text' THEN unixepoch(event_ts) END) \
+         FROM {quoted_table} WHERE entity_key = ?1"
+    )
 }
 
 /// A cached statement on the view's table; a missing table is named.
@@ -310,6 +323,9 @@ impl OnlineStore for SqliteStore {
                 }
             };
             let t = quote(&table);
+            // Which row is stored is decided per entity key, over all its
+            // features at once (see `newest_stored`), so the upsert itself
+            // is unconditional: the row as a whole is replaced or kept.
             let sql = if has_text {
                 format!(
                     "INSERT INTO {t} (entity_key, feature_name, value, value_text, vector_value, event_ts, created_ts) \
@@ -325,10 +341,26 @@ impl OnlineStore for SqliteStore {
                      event_ts = excluded.event_ts, created_ts = excluded.created_ts"
                 )
             };
-            let tx = conn.transaction().map_err(query_err)?;
+            let newest = newest_stored_sql(&t);
+            // IMMEDIATE: the write lock is taken before the first read, so
+            // no other writer's row can land between the comparison and
+            // the upsert (other connections wait on the busy timeout).
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(query_err)?;
             {
+                let mut newest = tx.prepare_cached(&newest).map_err(query_err)?;
                 let mut stmt = tx.prepare_cached(&sql).map_err(query_err)?;
                 for row in &rows {
+                    let stored: Option<i64> = newest
+                        .query_row([&row.entity_key], |r| r.get(0))
+                        .map_err(query_err)?;
+                    // Feast stores whole seconds: that is the precision of
+                    // the comparison. An equal time replaces (the last
+                    // write applied wins, so a retry is idempotent).
+                    if stored.is_some_and(|s| s > row.event_ts.seconds) {
+                        continue;
+                    }
                     for (name, value) in &row.values {
                         stmt.execute(rusqlite::params![
                             row.entity_key,
@@ -546,14 +578,48 @@ mod tests {
         assert_eq!(
             hit.values[0],
             Some(Value {
-                val: Some(Val::Int64Val(2))
+                val: Some(Val::Int64Val(1))
             }),
-            "last write wins, as in Feast"
+            "the newest event wins (Feast would keep the last write)"
         );
         assert_eq!(hit.values[1], None);
-        assert_eq!(hit.event_ts, Timestamp::from_seconds(50));
+        assert_eq!(hit.event_ts, Timestamp::from_seconds(100));
         assert!(got[1].is_none());
         assert_eq!(got[2], got[0]);
+        // A row stored with a text time (older Feast versions, Python's
+        // default adapter) is compared as the time it spells.
+        let t = view_table_name("p", &v.name);
+        store
+            .with_conn(move |c| {
+                c.execute(
+                    &format!(
+                        "UPDATE {} SET event_ts = '2024-05-01 12:00:00.5'",
+                        quote(&t)
+                    ),
+                    [],
+                )
+                .map_err(query_err)
+            })
+            .await
+            .unwrap();
+        let at = |h: i64, m: i64| 1_714_521_600 + h * 3600 + m * 60;
+        store.write("p", &v, vec![row(3, at(11, 0))]).await.unwrap();
+        let a = |got: Vec<Option<ReadRow>>| got[0].as_ref().unwrap().values[0].clone();
+        let (keys, names) = (vec![b"k".to_vec()], vec!["a".to_string()]);
+        let read = || store.read("p", &v, &keys, &names);
+        assert_eq!(
+            a(read().await.unwrap()),
+            Some(Value {
+                val: Some(Val::Int64Val(1))
+            })
+        );
+        store.write("p", &v, vec![row(4, at(12, 0))]).await.unwrap();
+        assert_eq!(
+            a(read().await.unwrap()),
+            Some(Value {
+                val: Some(Val::Int64Val(4))
+            })
+        );
         store.drop_view("p", &v, &[]).await.unwrap();
         store.drop_view("p", &v, &[]).await.unwrap();
         assert!(

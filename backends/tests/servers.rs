@@ -159,6 +159,169 @@ async fn exercise(store: &dyn OnlineStore, project: &str, v: &RoutedView) {
     store.drop_view(project, v, &[]).await.unwrap();
 }
 
+fn age_of(row: &Option<backends::ReadRow>) -> Option<i64> {
+    match row.as_ref()?.values[0].as_ref()?.val {
+        Some(Val::Int64Val(a)) => Some(a),
+        _ => None,
+    }
+}
+
+async fn read_one(
+    store: &dyn OnlineStore,
+    project: &str,
+    v: &RoutedView,
+    id: i64,
+) -> (Option<i64>, Timestamp) {
+    let got = store
+        .read(project, v, &[key(id)], &["age".into(), "country".into()])
+        .await
+        .unwrap();
+    let ts = got[0].as_ref().map(|r| r.event_ts).unwrap_or_default();
+    (age_of(&got[0]), ts)
+}
+
+/// Issue [L]: for a (view, key) the row with the newest event time is
+/// stored, whatever the arrival order; an equal time replaces the row as a
+/// whole; concurrent writers converge on the newest.
+async fn newest_event_wins(store: Arc<dyn OnlineStore>, project: &str, v: &RoutedView) {
+    store.create(project, v).await.unwrap();
+    let t2 = 1_714_570_000;
+    // Newer, then older: the newer stays.
+    store
+        .write(project, v, vec![row(100, 2, "T2", t2)])
+        .await
+        .unwrap();
+    store
+        .write(project, v, vec![row(100, 1, "T1", t2 - 60)])
+        .await
+        .unwrap();
+    assert_eq!(
+        read_one(store.as_ref(), project, v, 100).await,
+        (Some(2), Timestamp::from_seconds(t2)),
+        "an older event written later replaced a newer one"
+    );
+    // An equal time replaces the whole row (a retry is idempotent).
+    store
+        .write(project, v, vec![row(100, 3, "T2b", t2)])
+        .await
+        .unwrap();
+    assert_eq!(
+        read_one(store.as_ref(), project, v, 100).await,
+        (Some(3), Timestamp::from_seconds(t2))
+    );
+    // In one batch: the same key twice (newer first), and a key whose
+    // stored row is newer next to one whose stored row is older.
+    store
+        .write(project, v, vec![row(101, 9, "old", t2 + 100)])
+        .await
+        .unwrap();
+    store
+        .write(
+            project,
+            v,
+            vec![
+                row(102, 4, "new", t2 + 10),
+                row(102, 33, "stale", t2 + 5),
+                row(101, 8, "older", t2 + 50),
+                row(100, 5, "newer", t2 + 1),
+            ],
+        )
+        .await
+        .unwrap();
+    for (id, want_age, want_ts) in [(102, 4, t2 + 10), (101, 9, t2 + 100), (100, 5, t2 + 1)] {
+        assert_eq!(
+            read_one(store.as_ref(), project, v, id).await,
+            (Some(want_age), Timestamp::from_seconds(want_ts)),
+            "key {id} after a mixed batch"
+        );
+    }
+    // 20 concurrent writers per key, distinct times, shuffled start.
+    let mut violations = 0;
+    for round in 0..10i64 {
+        let id = 1_000 + round;
+        let mut tasks = Vec::new();
+        for j in 0..20i64 {
+            let i = (j * 7 + round * 3) % 20;
+            let store = Arc::clone(&store);
+            let (project, v) = (project.to_string(), v.clone());
+            tasks.push(tokio::spawn(async move {
+                store
+                    .write(&project, &v, vec![row(id, i, "c", t2 + 1_000 + i)])
+                    .await
+                    .unwrap();
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        if read_one(store.as_ref(), project, v, id).await
+            != (Some(19), Timestamp::from_seconds(t2 + 1_019))
+        {
+            violations += 1;
+        }
+    }
+    assert_eq!(violations, 0, "rounds where an older concurrent write won");
+    store.drop_view(project, v, &[]).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_newest_event_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf: api::feast_config::SqliteConf = api::yaml::from_str("path: online.db").unwrap();
+    let b = Backend {
+        name: "b".into(),
+        backend_type: api::feast_config::BackendType::Sqlite,
+        conf: BackendConf::Sqlite(conf),
+    };
+    let ctx = OpenContext {
+        base_dir: dir.path().to_path_buf(),
+        ..OpenContext::default()
+    };
+    let store = backends::open(&b, &ctx).await.unwrap();
+    newest_event_wins(store, "nw", &view("nw_users")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs redis-server: run tests/run.sh"]
+async fn redis_newest_event_wins() {
+    let store = open(BackendConf::Redis(redis_conf())).await;
+    newest_event_wins(Arc::clone(&store), "nw", &view("nw_users")).await;
+    // A server that lost its script cache (restart, failover, SCRIPT
+    // FLUSH) still takes writes: the script is loaded again.
+    let client = redis::Client::open(env("REDIS_URL")).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let v = view("nw_flush");
+    store
+        .write("nw", &v, vec![row(7, 70, "after-flush", 1_714_570_000)])
+        .await
+        .unwrap();
+    assert_eq!(
+        read_one(store.as_ref(), "nw", &v, 7).await,
+        (Some(70), Timestamp::from_seconds(1_714_570_000))
+    );
+    store.drop_view("nw", &v, &[]).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs the Bigtable emulator: run tests/run.sh"]
+async fn bigtable_newest_event_wins() {
+    let store = open(BackendConf::Bigtable(bigtable_conf())).await;
+    newest_event_wins(store, "nw", &view("nw_users")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs Cassandra: run tests/run.sh"]
+async fn cassandra_newest_event_wins() {
+    create_keyspace("itest_nw").await;
+    let store = open(BackendConf::Cassandra(Box::new(cassandra_conf("itest_nw")))).await;
+    newest_event_wins(store, "nw", &view("nw_users")).await;
+}
+
 fn redis_conf() -> RedisConf {
     let url = env("REDIS_URL");
     RedisConf {

@@ -579,6 +579,10 @@ pub fn limit_args(limits: Option<&ProxyLimits>) -> Vec<String> {
         ("--idle-timeout-seconds", l.idle_timeout_seconds),
         ("--max-connections", l.max_connections),
         ("--http2-max-streams", l.http2_max_streams),
+        (
+            "--max-event-time-skew-seconds",
+            l.max_event_time_skew_seconds,
+        ),
     ];
     flags
         .into_iter()
@@ -1140,7 +1144,7 @@ spec:
             .keys()
             .cloned()
             .collect();
-        assert_eq!(fields.len(), 12, "{fields:?}");
+        assert_eq!(fields.len(), 13, "{fields:?}");
         let all: Vec<String> = fields
             .iter()
             .enumerate()

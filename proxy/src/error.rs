@@ -13,6 +13,9 @@ pub struct ApiError {
     /// Feast exception class name the error corresponds to.
     pub class: &'static str,
     pub message: String,
+    /// Extra members of the detail object (beside module, class and
+    /// message), e.g. what a partly failed write did and did not write.
+    pub details: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl ApiError {
@@ -21,6 +24,7 @@ impl ApiError {
             status,
             class,
             message: message.into(),
+            details: None,
         }
     }
 
@@ -57,13 +61,23 @@ impl ApiError {
         )
     }
 
+    /// The same error with `details` added to its detail object.
+    pub fn with_details(mut self, details: serde_json::Map<String, serde_json::Value>) -> Self {
+        self.details = Some(details);
+        self
+    }
+
     fn body(&self) -> String {
-        let inner = serde_json::json!({
-            "module": "feast.errors",
-            "class": self.class,
-            "message": self.message,
-        });
-        serde_json::Value::String(inner.to_string()).to_string()
+        let mut inner = serde_json::Map::new();
+        inner.insert("module".into(), "feast.errors".into());
+        inner.insert("class".into(), self.class.into());
+        inner.insert("message".into(), self.message.clone().into());
+        if let Some(d) = &self.details {
+            for (k, v) in d {
+                inner.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+        serde_json::Value::String(serde_json::Value::Object(inner).to_string()).to_string()
     }
 }
 

@@ -6,18 +6,19 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use api::entity_key::{self, SerializationVersion};
-use api::json::{format_timestamp, infer_key_value, json_to_value, value_to_json};
+use api::json::{infer_key_value, json_to_value};
 use api::keys::DUMMY_ENTITY_JOIN_KEY;
 use api::proto::Value;
 use api::routing::RoutedView;
 use axum::http::StatusCode;
 use backends::ReadRow;
-use serde_json::{Map, Value as Json, json};
+use serde_json::{Map, Value as Json};
 
 use crate::auth::{Access, Principal};
 use crate::error::ApiError;
 use crate::guard::Op;
 use crate::metrics::Metrics;
+use crate::response::{FeatureColumn, KeyColumn, ResponseParts, ViewResult};
 use crate::state::Snapshot;
 
 /// Per-request size limits, checked where a request is decoded (HTTP and
@@ -37,6 +38,9 @@ pub struct Limits {
     /// Most cells (entity rows x feature columns) one request may read or
     /// write (`--max-cells`); bounds the response as well.
     pub max_cells: usize,
+    /// How far past the proxy's clock an event or created time a write
+    /// carries may be (`--max-event-time-skew-seconds`).
+    pub max_event_time_skew_seconds: u64,
 }
 
 impl Default for Limits {
@@ -47,6 +51,7 @@ impl Default for Limits {
             max_features: 1_000,
             max_key_bytes: 4_096,
             max_cells: 200_000,
+            max_event_time_skew_seconds: 86_400,
         }
     }
 }
@@ -71,8 +76,6 @@ impl Limits {
         Ok(())
     }
 }
-
-const EPOCH: &str = "1970-01-01T00:00:00Z";
 
 /// One requested feature column.
 pub(crate) struct Column {
@@ -540,7 +543,7 @@ pub async fn get_online_features(
     limits: &Limits,
     metrics: &Metrics,
     principal: &Principal,
-) -> Result<Json, ApiError> {
+) -> Result<Vec<u8>, ApiError> {
     let Json::Object(body) = body else {
         return Err(ApiError::invalid("request body must be a JSON object"));
     };
@@ -584,17 +587,24 @@ pub async fn get_online_features(
         .map(|(view, _)| view_keys(view, &entities, version, "entities", limits))
         .collect::<Result<Vec<_>, _>>()?;
     let results = read_views(snap, &selected, keys, metrics).await?;
-    let by_view: HashMap<&str, (&Vec<String>, &ViewRows)> = selected
-        .order
-        .iter()
-        .zip(results.iter())
-        .map(|((v, fs), rows)| (v.name.as_str(), (fs, rows)))
-        .collect();
+    let include_views = body
+        .get("include_feature_view_version_metadata")
+        .and_then(Json::as_bool)
+        == Some(true);
+    Ok(response_parts(snap, &entities, &selected, &results, include_views).to_json())
+}
 
-    let mut names = Vec::with_capacity(entities.columns.len() + selected.cols.len());
-    let mut out = Vec::with_capacity(names.capacity());
-    // Join keys first, echoed in request order (typed where a view declares
-    // the type); like Feast, keys that are no view's join key are dropped.
+/// The answer's parts: join keys first, echoed in request order (typed
+/// where a selected view declares the type; like Feast, keys that are no
+/// view's join key are dropped), then the selected columns.
+fn response_parts<'a>(
+    snap: &Snapshot,
+    entities: &EntityColumns<'a>,
+    selected: &'a Selected,
+    results: &'a [ViewRows],
+    include_views: bool,
+) -> ResponseParts<'a> {
+    let mut keys = Vec::with_capacity(entities.columns.len());
     for (k, v) in entities.columns {
         let known = snap
             .views
@@ -609,72 +619,55 @@ pub async fn get_online_features(
             .flat_map(|(v, _)| v.join_keys())
             .find(|j| &j.name == k)
             .and_then(|j| j.dtype);
-        let items = v.as_array().map(Vec::as_slice).unwrap_or_default();
-        let values: Vec<Json> = items
-            .iter()
-            .map(|j| match dtype.map(|d| json_to_value(j, d)) {
-                Some(Ok(val)) => value_to_json(&val),
-                _ => j.clone(),
-            })
-            .collect();
-        names.push(Json::String(k.clone()));
-        out.push(json!({
-            "values": values,
-            "statuses": vec!["PRESENT"; items.len()],
-            "event_timestamps": vec![EPOCH; items.len()],
-        }));
+        keys.push(KeyColumn {
+            name: k.as_str(),
+            dtype,
+            values: v.as_array().map(Vec::as_slice).unwrap_or_default(),
+        });
     }
-    let now = now_seconds();
-    for c in &selected.cols {
-        let (features, rows) = by_view[c.view.name.as_str()];
-        let fi = features.iter().position(|f| *f == c.feature).unwrap_or(0);
-        let mut values = Vec::with_capacity(entities.rows);
-        let mut statuses = Vec::with_capacity(entities.rows);
-        let mut stamps = Vec::with_capacity(entities.rows);
-        for cell in column_cells(rows, fi, entities.rows, c.view.ttl_seconds, now) {
-            statuses.push(cell.status());
-            match cell {
-                Cell::Present(v, ts) => {
-                    values.push(value_to_json(v));
-                    stamps.push(Json::String(format_timestamp(ts.seconds, ts.nanos)));
-                }
-                Cell::OutsideMaxAge(ts) => {
-                    values.push(Json::Null);
-                    stamps.push(Json::String(format_timestamp(ts.seconds, ts.nanos)));
-                }
-                Cell::NotFound | Cell::Invalid => {
-                    values.push(Json::Null);
-                    stamps.push(Json::String(EPOCH.to_string()));
-                }
-            }
-        }
-        names.push(Json::String(c.name.clone()));
-        out.push(json!({ "values": values, "statuses": statuses, "event_timestamps": stamps }));
-    }
-    let mut metadata = Map::new();
-    metadata.insert("feature_names".into(), Json::Array(names));
-    if body
-        .get("include_feature_view_version_metadata")
-        .and_then(Json::as_bool)
-        == Some(true)
-    {
-        let views: Vec<Json> = selected
-            .order
-            .iter()
-            .map(|(v, _)| json!({ "name": v.name }))
-            .collect();
-        metadata.insert("feature_view_metadata".into(), Json::Array(views));
-    }
-    let errors: Vec<Json> = results
+    let views: Vec<ViewResult<'a>> = selected
+        .order
         .iter()
-        .filter_map(|r| r.as_ref().err())
-        .map(|f| json!({"feature_view": f.view, "backend": f.backend, "message": f.message}))
+        .zip(results)
+        .map(|((v, _), rows)| ViewResult {
+            rows,
+            ttl_seconds: v.ttl_seconds,
+        })
         .collect();
-    if !errors.is_empty() {
-        metadata.insert("errors".into(), Json::Array(errors));
+    let columns = selected
+        .cols
+        .iter()
+        .map(|c| {
+            let view = selected
+                .order
+                .iter()
+                .position(|(v, _)| v.name == c.view.name)
+                .unwrap_or(0);
+            let feature = selected.order[view]
+                .1
+                .iter()
+                .position(|f| *f == c.feature)
+                .unwrap_or(0);
+            FeatureColumn {
+                name: c.name.as_str(),
+                view,
+                feature,
+            }
+        })
+        .collect();
+    ResponseParts {
+        entity_rows: entities.rows,
+        keys,
+        views,
+        columns,
+        view_metadata: include_views.then(|| {
+            selected
+                .order
+                .iter()
+                .map(|(v, _)| v.name.as_str())
+                .collect()
+        }),
+        errors: results.iter().filter_map(|r| r.as_ref().err()).collect(),
+        now: now_seconds(),
     }
-    let mut resp = Map::new();
-    resp.insert("results".into(), Json::Array(out));
-    resp.insert("metadata".into(), Json::Object(metadata));
-    Ok(Json::Object(resp))
 }

@@ -14,6 +14,7 @@ pub mod limits;
 pub mod listener;
 pub mod metrics;
 pub mod plan;
+pub mod response;
 pub mod server;
 pub mod state;
 pub mod write;

@@ -210,6 +210,11 @@ struct ServeArgs {
     /// response size too.
     #[arg(long, env = "HOS_MAX_CELLS", default_value_t = proxy::features::Limits::default().max_cells)]
     max_cells: usize,
+    /// How far past this proxy's clock a written event (or created) time
+    /// may be, in seconds (later: 422 naming the row and column). Event
+    /// times must also lie in 1970-01-01T00:00:00Z..=9999-12-31T23:59:59Z.
+    #[arg(long, env = "HOS_MAX_EVENT_TIME_SKEW_SECONDS", default_value_t = proxy::features::Limits::default().max_event_time_skew_seconds)]
+    max_event_time_skew_seconds: u64,
     /// Most feature requests in flight in the whole proxy (HTTP and gRPC);
     /// more are refused at once with 503 and `Retry-After` instead of queueing.
     #[arg(long, env = "HOS_MAX_IN_FLIGHT", default_value_t = proxy::limits::DEFAULT_MAX_IN_FLIGHT)]
@@ -415,6 +420,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_features: args.max_features,
             max_key_bytes: args.max_key_bytes,
             max_cells: args.max_cells,
+            max_event_time_skew_seconds: args.max_event_time_skew_seconds,
         },
         auth,
         admission: Arc::new(proxy::limits::Admission::new(

@@ -356,7 +356,7 @@ async fn get_features_handler(State(state): State<Arc<AppState>>, req: Request<B
         let body = body_json(&st, req).await?;
         let snap = snapshot(&st)?;
         let out = get_online_features(&snap, &body, &st.limits, &st.shared.metrics, &who).await?;
-        Ok(json_response(StatusCode::OK, out.to_string()))
+        Ok((StatusCode::OK, [(CONTENT_TYPE, "application/json")], out).into_response())
     })
     .await
 }

@@ -2,6 +2,7 @@
 //! becomes rows written to the view's backend.
 
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use api::json::{json_to_value, parse_timestamp};
 use api::routing::RoutedView;
@@ -21,27 +22,79 @@ const DEFAULT_TS_COLUMN: &str = "event_timestamp";
 /// Column Feast's `remote` store always sends created times in.
 const REMOTE_CREATED_COLUMN: &str = "created";
 
-fn timestamp(j: &Json, column: &str, row: usize) -> Result<Timestamp, ApiError> {
-    let bad = || {
-        ApiError::invalid(format!(
-            "`df.{column}` row {row}: cannot read {j} as a timestamp"
-        ))
-    };
+/// The earliest and the latest event time a write may carry: the Unix
+/// epoch and the last second of year 9999 (RFC 3339 has four-digit years).
+const MIN_EVENT_SECONDS: i64 = 0;
+const MAX_EVENT_SECONDS: i64 = 253_402_300_799;
+
+/// What every written event and created time must meet, fixed once per
+/// request: within 1970..=9999 and not later than the proxy's clock plus
+/// `--max-event-time-skew-seconds`.
+#[derive(Debug, Clone, Copy)]
+struct TimeBounds {
+    latest: i64,
+    skew_seconds: u64,
+}
+
+impl TimeBounds {
+    fn new(limits: &Limits) -> Self {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_secs()).unwrap_or(MAX_EVENT_SECONDS))
+            .unwrap_or(0);
+        let skew = i64::try_from(limits.max_event_time_skew_seconds).unwrap_or(i64::MAX);
+        TimeBounds {
+            latest: now.saturating_add(skew).min(MAX_EVENT_SECONDS),
+            skew_seconds: limits.max_event_time_skew_seconds,
+        }
+    }
+
+    /// `j` read as a timestamp (`df.<column>` row `row`) within the bounds.
+    fn read(&self, j: &Json, column: &str, row: usize) -> Result<Timestamp, ApiError> {
+        let shown = || {
+            let mut t = j.to_string();
+            if t.len() > 64 {
+                let cut = (0..=64).rev().find(|&i| t.is_char_boundary(i)).unwrap_or(0);
+                t.truncate(cut);
+                t.push('…');
+            }
+            t
+        };
+        let refuse =
+            |why: String| ApiError::invalid(format!("`df.{column}` row {row}: {} {why}", shown()));
+        let ts = parse_ts(j).ok_or_else(|| refuse("cannot be read as a timestamp".into()))?;
+        if ts.seconds < MIN_EVENT_SECONDS {
+            return Err(refuse("is before 1970-01-01T00:00:00Z".into()));
+        }
+        if ts.seconds > MAX_EVENT_SECONDS {
+            return Err(refuse("is after 9999-12-31T23:59:59Z".into()));
+        }
+        if ts.seconds > self.latest || (ts.seconds == self.latest && ts.nanos > 0) {
+            return Err(refuse(format!(
+                "is more than {} s after the proxy's clock (--max-event-time-skew-seconds)",
+                self.skew_seconds
+            )));
+        }
+        Ok(ts)
+    }
+}
+
+/// A timestamp as clients send it: RFC 3339 or ISO 8601 text, or epoch
+/// seconds (Feast's pandas path would read a bare number as nanoseconds,
+/// which no client means). `None`: not a finite timestamp.
+fn parse_ts(j: &Json) -> Option<Timestamp> {
     match j {
-        Json::String(s) => parse_timestamp(s)
-            .map(|(seconds, nanos)| Timestamp { seconds, nanos })
-            .ok_or_else(bad),
-        // Epoch seconds (Feast's pandas path would read a bare number as
-        // nanoseconds, which no client means).
+        Json::String(s) => parse_timestamp(s).map(|(seconds, nanos)| Timestamp { seconds, nanos }),
         Json::Number(n) => match (n.as_i64(), n.as_f64()) {
-            (Some(i), _) => Ok(Timestamp::from_seconds(i)),
-            (None, Some(f)) if f.is_finite() => Ok(Timestamp {
+            (Some(i), _) => Some(Timestamp::from_seconds(i)),
+            // Finite and within i64 (a float cast would saturate).
+            (None, Some(f)) if f.is_finite() && f.abs() < 9.0e18 => Some(Timestamp {
                 seconds: f.floor() as i64,
                 nanos: ((f - f.floor()) * 1e9) as u32,
             }),
-            _ => Err(bad()),
+            _ => None,
         },
-        _ => Err(bad()),
+        _ => None,
     }
 }
 
@@ -52,6 +105,7 @@ fn rows_from_df(
     view: &RoutedView,
     df: &Map<String, Json>,
     limits: &Limits,
+    bounds: &TimeBounds,
 ) -> Result<Option<Vec<WriteRow>>, ApiError> {
     let entities = entity_columns(df, "df", limits)?;
     limits.check_cells(entities.rows, view.features.len())?;
@@ -109,10 +163,10 @@ fn rows_from_df(
     )?;
     let mut rows = Vec::with_capacity(entities.rows);
     for (r, entity_key) in keys.into_iter().enumerate() {
-        let event_ts = timestamp(&ts_values[r], ts_column, r)?;
-        let created_ts = match created_values.map(|c| &c[r]) {
-            None | Some(Json::Null) => None,
-            Some(j) => Some(timestamp(j, created_column, r)?),
+        let event_ts = bounds.read(&ts_values[r], ts_column, r)?;
+        let created_ts = match created_values.map(|c| c.get(r)) {
+            None | Some(None | Some(Json::Null)) => None,
+            Some(Some(j)) => Some(bounds.read(j, created_column, r)?),
         };
         let values = features
             .iter()
@@ -132,50 +186,139 @@ fn rows_from_df(
     Ok(Some(rows))
 }
 
-async fn write_view(
+/// One view's rows, validated, to write to each of the view's backends.
+struct ViewRows<'a> {
+    view: &'a Arc<RoutedView>,
+    rows: Vec<WriteRow>,
+}
+
+/// Validates `df` for every view before anything is written: a bad row
+/// refuses the whole request.
+fn plan<'a>(
     snap: &Snapshot,
-    view: &Arc<RoutedView>,
+    views: &[&'a Arc<RoutedView>],
     df: &Map<String, Json>,
     limits: &Limits,
+) -> Result<Vec<ViewRows<'a>>, ApiError> {
+    let bounds = TimeBounds::new(limits);
+    let mut out = Vec::with_capacity(views.len());
+    for view in views {
+        match rows_from_df(snap, view, df, limits, &bounds)? {
+            Some(rows) => out.push(ViewRows { view, rows }),
+            None => {
+                tracing::info!(view = %view.name, "every feature value is null; nothing written")
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// How one (view, backend) write ended.
+struct Outcome<'a> {
+    view: &'a str,
+    backend: &'a str,
+    error: Option<String>,
+}
+
+/// Writes every planned view to each of its backends (both during a live
+/// move), all at once. Each backend's write is conditional (the newest
+/// event wins), so a retry of a partly failed request converges; the
+/// answer names what was and was not written.
+async fn execute(
+    snap: &Snapshot,
+    planned: Vec<ViewRows<'_>>,
     metrics: &Metrics,
 ) -> Result<(), ApiError> {
-    let Some(rows) = rows_from_df(snap, view, df, limits)? else {
-        tracing::info!(view = %view.name, "every feature value is null; nothing written");
+    let mut jobs = Vec::new();
+    for ViewRows { view, rows } in planned {
+        let targets: Vec<&str> = view.write_backends().collect();
+        let last = targets.len().saturating_sub(1);
+        let mut rows = Some(rows);
+        for (i, name) in targets.into_iter().enumerate() {
+            // A copy for every backend but the last.
+            let batch = if i == last {
+                rows.take().unwrap_or_default()
+            } else {
+                rows.clone().unwrap_or_default()
+            };
+            jobs.push(write_one(snap, view, name, batch, metrics));
+        }
+    }
+    let outcomes = futures::future::join_all(jobs).await;
+    let failed: Vec<&Outcome> = outcomes.iter().filter(|o| o.error.is_some()).collect();
+    let Some(first) = failed.first() else {
         return Ok(());
     };
-    // During a live move the view is written to both backends (the new
-    // one first); the write is acknowledged only when both accepted it.
-    let targets: Vec<&str> = view.write_backends().collect();
-    let last = targets.len() - 1;
-    let mut rows = Some(rows);
-    for (i, name) in targets.into_iter().enumerate() {
-        let backend = snap.backends.get(name).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "BackendUnavailable",
-                format!("backend `{name}` is not open"),
-            )
-        })?;
-        // Writes are not retried: the closure runs once and takes the rows
-        // (a copy for every backend but the last).
-        let batch = if i == last {
-            rows.take().unwrap_or_default()
-        } else {
-            rows.clone().unwrap_or_default()
-        };
-        let mut batch = Some(batch);
-        backend
-            .call(Op::Write, metrics, |store| {
-                let rows = batch.take().unwrap_or_default();
-                async move { store.write(&snap.table.project, view, rows).await }
-            })
-            .await
-            .map_err(|e| {
-                tracing::warn!(backend = %backend.name, view = %view.name, error = %e, "backend write failed");
-                ApiError::backend(&backend.name, &e)
-            })?;
+    let entry = |o: &Outcome| {
+        let mut m = Map::new();
+        m.insert("feature_view".into(), o.view.into());
+        m.insert("backend".into(), o.backend.into());
+        if let Some(e) = &o.error {
+            m.insert("error".into(), e.clone().into());
+        }
+        Json::Object(m)
+    };
+    let name = |o: &&Outcome| format!("`{}` (backend `{}`)", o.view, o.backend);
+    let written: Vec<&Outcome> = outcomes.iter().filter(|o| o.error.is_none()).collect();
+    let mut message = format!(
+        "backend `{}` failed: {}; not written: {}",
+        first.backend,
+        first.error.as_deref().unwrap_or_default(),
+        failed.iter().map(name).collect::<Vec<_>>().join(", ")
+    );
+    if !written.is_empty() {
+        message.push_str(&format!(
+            "; written: {}",
+            written.iter().map(name).collect::<Vec<_>>().join(", ")
+        ));
     }
-    Ok(())
+    let mut details = Map::new();
+    details.insert(
+        "not_written".into(),
+        Json::Array(failed.iter().map(|o| entry(o)).collect()),
+    );
+    details.insert(
+        "written".into(),
+        Json::Array(written.iter().map(|o| entry(o)).collect()),
+    );
+    Err(ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "BackendUnavailable",
+        message,
+    )
+    .with_details(details))
+}
+
+async fn write_one<'a>(
+    snap: &Snapshot,
+    view: &'a Arc<RoutedView>,
+    name: &'a str,
+    rows: Vec<WriteRow>,
+    metrics: &Metrics,
+) -> Outcome<'a> {
+    let error = match snap.backends.get(name) {
+        None => Some(format!("backend `{name}` is not open")),
+        Some(backend) => {
+            // Writes are not retried: the closure runs once and takes the rows.
+            let mut batch = Some(rows);
+            backend
+                .call(Op::Write, metrics, |store| {
+                    let rows = batch.take().unwrap_or_default();
+                    async move { store.write(&snap.table.project, view, rows).await }
+                })
+                .await
+                .err()
+                .map(|e| {
+                    tracing::warn!(backend = %name, view = %view.name, error = %e, "backend write failed");
+                    e.to_string()
+                })
+        }
+    };
+    Outcome {
+        view: &view.name,
+        backend: name,
+        error,
+    }
 }
 
 fn df_of(body: &Map<String, Json>) -> Result<&Map<String, Json>, ApiError> {
@@ -220,7 +363,8 @@ pub async fn write_to_online_store(
         )
     })?;
     principal.authorize(snap, [view.as_ref()], Access::Write)?;
-    write_view(snap, view, df, limits, metrics).await
+    let planned = plan(snap, &[view], df, limits)?;
+    execute(snap, planned, metrics).await
 }
 
 /// Serves one `/push` body: writes `df` to every view fed by the push source.
@@ -264,8 +408,6 @@ pub async fn push(
     }
     views.sort_by(|a, b| a.name.cmp(&b.name));
     principal.authorize(snap, views.iter().map(|v| v.as_ref()), Access::Write)?;
-    for v in views {
-        write_view(snap, v, df, limits, metrics).await?;
-    }
-    Ok(())
+    let planned = plan(snap, &views, df, limits)?;
+    execute(snap, planned, metrics).await
 }

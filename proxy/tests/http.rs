@@ -34,12 +34,14 @@ tags: {team: team_b}
 name: stats
 schema: [{name: active, dtype: int64}]
 tags: {team: team_b}
+source: {name: activity, type: push}
 ---
 name: sessions
 entities: [{name: user, join_keys: [user_id], dtype: int64}]
 schema: [{name: clicks, dtype: int64}]
 ttl: 1h
 tags: {team: team_a}
+source: {name: activity, type: push}
 "#;
 
 struct Proxy {
@@ -80,6 +82,7 @@ const DEFAULT_LIMITS: Limits = Limits {
     max_features: 50,
     max_key_bytes: 256,
     max_cells: 5_000,
+    max_event_time_skew_seconds: 86_400,
 };
 
 impl Proxy {
@@ -242,6 +245,7 @@ async fn malformed_requests_get_4xx_naming_the_problem() {
         max_features: 3,
         max_key_bytes: 16,
         max_cells: 6,
+        max_event_time_skew_seconds: 86_400,
     })
     .await;
     let cases: Vec<(Value, u16, &str)> = vec![
@@ -369,7 +373,7 @@ async fn malformed_requests_get_4xx_naming_the_problem() {
             "/write-to-online-store",
             json!({"feature_view_name": "users", "df": {"user_id": [1], "age": [1], "tags": [[]], "score": [1], "event_timestamp": ["soon"]}}),
             422,
-            "cannot read \"soon\" as a timestamp",
+            "`df.event_timestamp` row 0: \"soon\" cannot be read as a timestamp",
         ),
         (
             "/write-to-online-store",
@@ -572,4 +576,161 @@ async fn a_failing_backend_fails_only_its_views() {
         .await;
     assert_eq!(s, 200);
     assert!(body["metadata"].get("errors").is_none(), "{body}");
+}
+
+/// The inner detail object of a Feast-shaped error body.
+fn detail(body: &Value) -> Value {
+    serde_json::from_str(body.as_str().unwrap()).unwrap()
+}
+
+/// Issue [L]: event times are validated (4xx naming the row and column,
+/// nothing of the request written), and the newest event wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_times_are_validated_and_the_newest_wins() {
+    let p = start(DEFAULT_LIMITS).await;
+    let write = |id: i64, clicks: i64, ts: Value| {
+        json!({"feature_view_name": "sessions", "df": {
+            "user_id": [1000, id], "clicks": [1, clicks], "event_timestamp": ["2024-05-01T00:00:00Z", ts]}})
+    };
+    let now = chrono::Utc::now();
+    let in_two_days = (now + chrono::Duration::days(2)).to_rfc3339();
+    let bad: Vec<(Value, &str)> = vec![
+        (
+            json!("200000-01-01T00:00:00Z"),
+            "cannot be read as a timestamp",
+        ),
+        (json!(1e300), "cannot be read as a timestamp"),
+        (json!(i64::MAX), "is after 9999-12-31T23:59:59Z"),
+        (json!(253_402_300_800i64), "is after 9999-12-31T23:59:59Z"),
+        (
+            json!("1969-12-31T23:59:59Z"),
+            "is before 1970-01-01T00:00:00Z",
+        ),
+        (json!(-1), "is before 1970-01-01T00:00:00Z"),
+        (json!("NaN"), "cannot be read as a timestamp"),
+        (json!(true), "cannot be read as a timestamp"),
+        (
+            json!(in_two_days),
+            "is more than 86400 s after the proxy's clock",
+        ),
+    ];
+    let a = p.dir.path().join("a.db");
+    for (ts, why) in bad {
+        let (s, body) = p
+            .post_json("/write-to-online-store", write(1, 5, ts.clone()))
+            .await;
+        assert_eq!(s, 422, "{ts} -> {body}");
+        let m = message(&body);
+        assert!(
+            m.starts_with("`df.event_timestamp` row 1: ") && m.contains(why),
+            "{ts}: {m}"
+        );
+        assert_eq!(
+            rows(&a, "demo_sessions"),
+            0,
+            "{ts}: a row of a refused request was written"
+        );
+    }
+    // The created time is checked the same way.
+    let (s, body) = p
+        .post_json(
+            "/write-to-online-store",
+            json!({"feature_view_name": "sessions", "df": {"user_id": [1], "clicks": [1],
+                   "event_timestamp": ["2024-05-01T00:00:00Z"], "created": [1e300]}}),
+        )
+        .await;
+    assert_eq!(s, 422, "{body}");
+    assert!(message(&body).starts_with("`df.created` row 0: "), "{body}");
+
+    // Within the skew, and the newest event wins whatever the order.
+    let soon = (now + chrono::Duration::hours(1)).timestamp();
+    for (clicks, ts) in [(2, soon), (1, soon - 3600), (3, soon - 1)] {
+        let (s, body) = p
+            .post_json("/write-to-online-store", write(1, clicks, json!(ts)))
+            .await;
+        assert_eq!(s, 200, "{body}");
+    }
+    let (s, body) = p
+        .post_json(
+            "/get-online-features",
+            json!({"features": ["sessions:clicks"], "entities": {"user_id": [1]}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["results"][1]["values"], json!([2]));
+    assert_eq!(
+        body["results"][1]["event_timestamps"],
+        json!([api::json::format_timestamp(soon, 0)])
+    );
+}
+
+/// Issue [L]: a push to views on two backends, one failing, writes the
+/// other, answers 503 naming what was not written, and the same request
+/// retried after recovery completes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partly_failed_push_names_what_was_not_written() {
+    let p = start(DEFAULT_LIMITS).await;
+    let b = rusqlite::Connection::open(p.dir.path().join("b.db")).unwrap();
+    b.execute_batch("DROP TABLE demo_stats;").unwrap();
+    // `sessions` has a 1 h ttl: a recent event time.
+    let ts = chrono::Utc::now().timestamp() - 10;
+    let push = json!({"push_source_name": "activity", "df": {
+        "user_id": [1], "clicks": [4], "active": [9], "event_timestamp": [ts]}});
+    let (s, body) = p.post_json("/push", push.clone()).await;
+    assert_eq!(s, 503, "{body}");
+    let d = detail(&body);
+    assert_eq!(d["class"], "BackendUnavailable");
+    assert_eq!(d["not_written"][0]["feature_view"], "stats", "{d}");
+    assert_eq!(d["not_written"][0]["backend"], "team_b");
+    assert!(
+        d["not_written"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("demo_stats"),
+        "{d}"
+    );
+    assert_eq!(
+        d["written"],
+        json!([{"feature_view": "sessions", "backend": "team_a"}])
+    );
+    let m = d["message"].as_str().unwrap();
+    assert!(
+        m.contains("not written: `stats` (backend `team_b`)")
+            && m.contains("written: `sessions` (backend `team_a`)"),
+        "{m}"
+    );
+    let read = |features: Value, entities: Value| {
+        let p = &p;
+        async move {
+            p.post_json(
+                "/get-online-features",
+                json!({"features": features, "entities": entities}),
+            )
+            .await
+        }
+    };
+    let (s, body) = read(json!(["sessions:clicks"]), json!({"user_id": [1]})).await;
+    assert_eq!(
+        (s, &body["results"][1]["values"]),
+        (200, &json!([4])),
+        "{body}"
+    );
+
+    // The backend recovers (its table is back); the same request converges.
+    b.execute_batch(
+        "CREATE TABLE demo_stats (entity_key BLOB, feature_name TEXT, value BLOB, vector_value BLOB, \
+         event_ts timestamp, created_ts timestamp, PRIMARY KEY(entity_key, feature_name));",
+    )
+    .unwrap();
+    let (s, body) = p.post_json("/push", push).await;
+    assert_eq!(s, 200, "{body}");
+    let (s, body) = read(
+        json!(["sessions:clicks", "stats:active"]),
+        json!({"user_id": [1]}),
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["results"][1]["values"], json!([4]));
+    assert_eq!(body["results"][2]["values"], json!([9]));
+    assert_eq!(rows(&p.dir.path().join("a.db"), "demo_sessions"), 1);
 }

@@ -19,7 +19,7 @@ fresh Bigtable instance / Cassandra keyspace):
 """
 
 import copy
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -205,14 +205,9 @@ def test_proxy_writes_feast_reads(env):
     got = H.columns(H.sdk_json(fs, ["user_features:f_int64", "user_features:f_int32", "user_features:f_bytes",
                                     "user_features:f_float32", "user_features:f_string"], {"user_id": [5001, 5003]}))
     assert got["f_int64"]["values"] == [9007199254740993, -9223372036854775808]
-    # 5001 was rewritten with an older event time: Redis keeps the newer row
-    # (Feast skips older writes there), Bigtable and Cassandra take the last.
-    if env.kind == "redis":
-        assert got["f_int32"]["values"] == [-7, 2147483647]
-        assert got["f_int32"]["event_timestamps"] == ["2024-05-01T12:34:56Z", "2024-05-01T12:34:56Z"]
-    else:
-        assert got["f_int32"]["values"] == [99, 2147483647]
-        assert got["f_int32"]["event_timestamps"] == ["2024-04-01T00:00:00Z", "2024-05-01T12:34:56Z"]
+    # 5001 was rewritten with a newer event time: every store holds it.
+    assert got["f_int32"]["values"] == [99, 2147483647]
+    assert got["f_int32"]["event_timestamps"] == ["2024-06-01T00:00:00Z", "2024-05-01T12:34:56Z"]
     assert got["f_bytes"]["values"][0] == "AAH/"
     assert got["f_float32"]["values"][0] == 0.10000000149011612
     assert got["f_string"]["values"] == ["héllo \"q\" \\ 😀", "日本語"]
@@ -253,10 +248,17 @@ def test_proxy_writes_entityless(env):
 
     dummy = bytes.fromhex(H.DUMMY_KEY_HEX)
     zero = bytes.fromhex("00000000")
+    # Event times after the moment Feast materialized the row: Cassandra
+    # keeps the cell with the newest write timestamp, which is the event
+    # time for the proxy's writes and the wall clock for Feast's (README,
+    # "Write semantics").
+    soon = (datetime.now(timezone.utc) + timedelta(hours=1)).replace(microsecond=0)
+    t1, t2 = soon, soon + timedelta(hours=1, milliseconds=250)
+    z = lambda t, frac="": t.strftime("%Y-%m-%dT%H:%M:%S") + frac + "Z"
     for df, want, want_ts in [
-        ({"total_users": [7], "note": ["x"], "event_timestamp": ["2024-05-05T00:00:00Z"]}, 7, "2024-05-05T00:00:00Z"),
-        ({"__dummy_id": [""], "total_users": [8], "note": ["y"], "event_timestamp": ["2024-05-06T00:00:00.25Z"]}, 8,
-         "2024-05-06T00:00:00.250Z"),
+        ({"total_users": [7], "note": ["x"], "event_timestamp": [z(t1)]}, 7, z(t1)),
+        ({"__dummy_id": [""], "total_users": [8], "note": ["y"], "event_timestamp": [z(t2, ".25")]}, 8,
+         z(t2, ".250")),
     ]:
         body = {"feature_view_name": "global_stats", "df": df}
         r = env.proxy.post("/write-to-online-store", body)

@@ -55,8 +55,10 @@ USER_WRITES = [
               f_int32_list=[], f_bool_list=[], f_float32_list=[], f_bytes_list=[], f_ts_list=[],
               event_timestamp="2024-05-01 12:34:56.789123"),
      user_row(5006, event_timestamp="2024-05-01 12:34:58.000001")],
-    # an overwrite of 5001 (last write wins, even with an older time)
-    [user_row(5001, f_int32=99, event_timestamp="2024-04-01T00:00:00Z")],
+    # an overwrite of 5001 with a newer event time (an older one would be
+    # skipped by the proxy, while Feast's SQLite store overwrites anyway:
+    # tests/interop/test_newest_wins.py covers that)
+    [user_row(5001, f_int32=99, event_timestamp="2024-06-01T00:00:00Z")],
 ]
 
 UM_WRITES = [
@@ -124,7 +126,7 @@ def test_proxy_writes_feast_reads(clone, procs):
     assert got["f_int32"]["values"] == [99, 2147483647]
     assert got["f_bytes"]["values"][0] == "AAH/"
     assert got["f_float32"]["values"][0] == 0.10000000149011612
-    assert got["f_int32"]["event_timestamps"] == ["2024-04-01T00:00:00Z", "2024-05-01T12:34:56Z"]
+    assert got["f_int32"]["event_timestamps"] == ["2024-06-01T00:00:00Z", "2024-05-01T12:34:56Z"]
 
     # --- the SQLite bytes equal Feast's for every written row ---
     keys = [H.entity_key_bytes({"user_id": u}) for u in USER_IDS]
@@ -148,7 +150,7 @@ def test_proxy_writes_feast_reads(clone, procs):
     assert k1001.hex() == "01000000" "02000000" "07000000" + b"user_id".hex() + "04000000" "08000000" + (5001).to_bytes(8, "little").hex()
     row = H.table_rows(repo / "data" / "online.db", "interop_user_features", [k1001])
     assert row[(k1001, "f_int64")][0].hex() == "208180808080808010"
-    assert row[(k1001, "f_int64")][1:3] == (1711929600, "integer")
+    assert row[(k1001, "f_int64")][1:3] == (1717200000, "integer")
 
 
 def test_proxy_writes_entityless(clone, procs):

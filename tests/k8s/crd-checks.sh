@@ -68,6 +68,17 @@ spec:
   proxy: {enabled: true, limits: {idleTimeoutSeconds: -1}}
 YAML
 
+expect_rejected "event time skew over a year" "spec.proxy.limits.maxEventTimeSkewSeconds" <<'YAML'
+apiVersion: hybrid-online-store.io/v1alpha1
+kind: HybridOnlineStore
+metadata: {name: bigskew, namespace: default}
+spec:
+  project: p
+  onlineStores:
+    - {name: a, type: sqlite, conf: {}}
+  proxy: {enabled: true, limits: {maxEventTimeSkewSeconds: 31536001}}
+YAML
+
 expect_rejected "unknown backend type" "Unsupported value: \"mongodb\"" <<'YAML'
 apiVersion: hybrid-online-store.io/v1alpha1
 kind: HybridOnlineStore
