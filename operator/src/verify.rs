@@ -33,14 +33,16 @@ pub const RUNNING: &str = "Running";
 pub const PASSED: &str = "Passed";
 pub const FAILED: &str = "Failed";
 
-/// The step, in nanoseconds, at which a backend orders event times: what it
-/// stores (SQLite integer seconds, Cassandra's `event_ts` milliseconds,
-/// Bigtable cell timestamps in milliseconds, Redis a protobuf Timestamp).
-/// Two event times within one step are equal to that backend.
+/// The step, in nanoseconds, of the event times a backend reads back (the
+/// README's "Write semantics"): SQLite integer seconds, Cassandra's
+/// `event_ts` milliseconds (its writes order by microseconds, but a read
+/// sees milliseconds), Bigtable's `event_ts` text microseconds, Redis a
+/// protobuf Timestamp.
 pub fn event_time_step(t: BackendType) -> i64 {
     match t {
         BackendType::Sqlite => 1_000_000_000,
-        BackendType::Cassandra | BackendType::Bigtable => 1_000_000,
+        BackendType::Cassandra => 1_000_000,
+        BackendType::Bigtable => 1_000,
         BackendType::Redis => 1,
     }
 }
@@ -447,8 +449,9 @@ mod tests {
 
     #[test]
     fn compare_at_the_coarser_step() {
-        let ms = common_step(BackendType::Cassandra, BackendType::Redis);
+        let ms = common_step(BackendType::Cassandra, BackendType::Bigtable);
         assert_eq!(ms, 1_000_000);
+        assert_eq!(common_step(BackendType::Redis, BackendType::Bigtable), 1_000);
         let s = common_step(BackendType::Redis, BackendType::Sqlite);
         assert_eq!(s, 1_000_000_000);
         let from = row(1, 100, 700_400_000);
