@@ -489,6 +489,10 @@ pub struct MigrationVerification {
     /// write still in flight to both backends is not a mismatch.
     #[serde(default)]
     pub mismatches: i64,
+    /// Keys `to` looked behind on when first read (writes in flight to
+    /// both backends, mostly), read from it again before they counted.
+    #[serde(default)]
+    pub rechecked_keys: i64,
     /// A few of the mismatches, for a human: the entity key (hex) and how
     /// the rows differ.
     #[serde(default)]

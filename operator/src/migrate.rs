@@ -381,7 +381,8 @@ async fn finish(m: &Move<'_>, mig: &mut MigrationStatus, v: &mut api::crd::Migra
     tracing::info!(
         view = %m.view.name, from = %m.from.name, to = %m.to.name,
         source_keys = v.source_keys, destination_keys = v.destination_keys,
-        sampled_keys = v.sampled_keys, mismatches = v.mismatches,
+        sampled_keys = v.sampled_keys, rechecked_keys = v.rechecked_keys,
+        mismatches = v.mismatches,
         result = %v.result, "live move verified"
     );
     match decision {

@@ -152,6 +152,8 @@ pub struct PageFigures {
     pub verified_keys: i64,
     /// Sampled keys `to` holds but is behind on.
     pub sample_mismatches: i64,
+    /// Keys `to` looked behind on at first, read from it again.
+    pub rechecked_keys: i64,
     pub examples: Vec<String>,
 }
 
@@ -171,6 +173,7 @@ pub fn add(v: &mut MigrationVerification, p: &PageFigures) {
     v.destination_keys += p.destination_keys;
     v.sampled_keys += p.sampled_keys;
     v.verified_keys += p.verified_keys;
+    v.rechecked_keys += p.rechecked_keys;
     v.mismatches += (p.source_keys - p.destination_keys) + p.sample_mismatches;
     for e in &p.examples {
         if v.examples.len() < EXAMPLES {
@@ -318,6 +321,13 @@ pub async fn verify_page(
         })
         .collect();
     if !suspects.is_empty() {
+        tracing::debug!(
+            view = %pair.view.name,
+            keys = keys.len(),
+            suspects = suspects.len(),
+            "verification: reading keys the new backend looked behind on again"
+        );
+        fig.rechecked_keys = suspects.len() as i64;
         tokio::time::sleep(recheck).await;
         let again_keys: Vec<Vec<u8>> = suspects.iter().map(|&i| keys[i].clone()).collect();
         let again = pair
@@ -451,7 +461,10 @@ mod tests {
     fn compare_at_the_coarser_step() {
         let ms = common_step(BackendType::Cassandra, BackendType::Bigtable);
         assert_eq!(ms, 1_000_000);
-        assert_eq!(common_step(BackendType::Redis, BackendType::Bigtable), 1_000);
+        assert_eq!(
+            common_step(BackendType::Redis, BackendType::Bigtable),
+            1_000
+        );
         let s = common_step(BackendType::Redis, BackendType::Sqlite);
         assert_eq!(s, 1_000_000_000);
         let from = row(1, 100, 700_400_000);
@@ -546,6 +559,7 @@ mod tests {
                 sampled_keys: 5,
                 verified_keys: 2,
                 sample_mismatches: 1,
+                rechecked_keys: 4,
                 examples: vec!["a".into(), "b".into(), "c".into()],
             },
         );
@@ -560,6 +574,7 @@ mod tests {
             (15, 13, 9, 6, 3)
         );
         assert_eq!(v.examples.len(), 3);
+        assert_eq!(v.rechecked_keys, 4);
         assert_eq!(decide(&v), Decision::Backfill);
         v.attempt = MAX_ATTEMPTS;
         assert_eq!(decide(&v), Decision::Stuck);
@@ -693,6 +708,8 @@ mod tests {
         // even keys 160..200 -> 20 (counted as missing, not here).
         assert_eq!(fig.sample_mismatches, 8);
         assert_eq!(fig.verified_keys, 100 - 8 - 20);
+        // Read again: the 8 sampled keys behind and all 40 missing ones.
+        assert_eq!(fig.rechecked_keys, 48);
         assert_eq!(fig.examples.len(), EXAMPLES);
         assert!(
             fig.examples[0].contains("older event time in the new backend"),
@@ -719,6 +736,7 @@ mod tests {
                 .unwrap();
             assert_eq!((fig.source_keys, fig.destination_keys), (200, 200));
             assert_eq!(fig.sample_mismatches, 0, "{:?}", fig.examples);
+            assert_eq!(fig.rechecked_keys, 0);
             add(&mut ver, &fig);
         }
         assert_eq!(ver.sampled_keys, 200);

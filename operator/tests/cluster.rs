@@ -1123,6 +1123,8 @@ async fn live_move_under_load() {
         .await
         .unwrap();
     let mut phases: Vec<String> = Vec::new();
+    // When each phase was first seen, from the tag change (for the log).
+    let mut timeline: Vec<String> = Vec::new();
     let mut scanned = 0;
     let mut copied = 0;
     // The verification the status carried when it first showed Switched.
@@ -1138,6 +1140,11 @@ async fn live_move_under_load() {
         if let Some(m) = &st.migration {
             if phases.last() != Some(&m.phase) {
                 phases.push(m.phase.clone());
+                timeline.push(format!(
+                    "{} at {:.1}s",
+                    m.phase,
+                    move_started.elapsed().as_secs_f64()
+                ));
                 if m.phase == "Switched" && at_switch.is_none() {
                     at_switch =
                         Some(m.verification.clone().unwrap_or_else(|| {
@@ -1186,8 +1193,8 @@ async fn live_move_under_load() {
     let failed = failed_reads.load(Ordering::Relaxed);
     let v = at_switch.expect("the status showed Switched");
     eprintln!(
-        "live move: phases {phases:?} in {move_took:?}; backfill {scanned} keys scanned, {copied} rows copied; \
-         verification at the switch: attempt {}/{}, {} source keys, {} destination keys, {} sampled, {} verified, {} mismatches; \
+        "live move: phases {timeline:?}, done in {move_took:?}; backfill {scanned} keys scanned, {copied} rows copied; \
+         verification at the switch: attempt {}/{}, {} source keys, {} destination keys, {} sampled, {} verified, {} read again, {} mismatches; \
          {writes} concurrent writes ({unacked} unacknowledged), {reads} reads ({failed} failed)",
         v.attempt,
         v.max_attempts,
@@ -1195,6 +1202,7 @@ async fn live_move_under_load() {
         v.destination_keys,
         v.sampled_keys,
         v.verified_keys,
+        v.rechecked_keys,
         v.mismatches
     );
     // DualWrite, then backfill and verification (again after each failed
