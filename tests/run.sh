@@ -57,7 +57,7 @@ cargo test --workspace
 step "backends against the real servers"
 cargo test -p backends --test servers -- --ignored
 
-step "Feast interop: the proxy against the real Feast 0.67.0 SDK and feast serve"
+step "Feast interop: the proxy against the real Feast 0.67.0 SDK and feast serve; the newest event wins on every backend"
 cargo build -p proxy
 HOS_PROXY_BIN="$PWD/target/debug/hos-proxy" tests/interop/run.sh
 

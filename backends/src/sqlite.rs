@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,20 +25,74 @@ use crate::{
     BackendError, OnlineStore, OpenContext, ReadRow, StorageObject, Timestamp, Trust, WriteRow,
 };
 
-const POOL_SIZE: usize = 4;
+/// Reader threads per database file.
+const READERS: usize = 4;
 /// Bound parameters per read statement, well under SQLite's limit.
 const KEYS_PER_QUERY: usize = 500;
 
-/// A SQLite database file served through a small pool of connections used
-/// from blocking threads, never from the async runtime's workers.
+/// Work for a connection thread; it answers through its own channel.
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// A SQLite database file served by its own threads, never by the async
+/// runtime's workers nor its blocking pool: [`READERS`] threads with
+/// read-only connections take reads from one queue (an idle reader takes
+/// the next), and one thread with the read-write connection takes writes
+/// and DDL in order (SQLite runs one writer at a time anyway). The
+/// database is in WAL mode, so reads go on while a write commits. The
+/// threads end when the store is dropped (their queues close).
 pub struct SqliteStore {
     path: PathBuf,
-    pool: Arc<Vec<Mutex<Connection>>>,
-    next: AtomicUsize,
+    reads: Sender<Job>,
+    writes: Sender<Job>,
     /// Tables known to have Feast's `value_text` column.
     value_text: Arc<Mutex<HashMap<String, bool>>>,
     /// Rows older than this (by event time) are swept.
     key_ttl_seconds: Option<u64>,
+}
+
+/// Runs jobs from `queue` on `conn` until the queue closes. A panicking
+/// job loses only its own answer (its caller gets "worker failed").
+fn serve(mut conn: Connection, queue: Arc<Mutex<Receiver<Job>>>) {
+    loop {
+        let job = {
+            let Ok(rx) = queue.lock() else { return };
+            match rx.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            }
+        };
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut conn)));
+    }
+}
+
+fn open_connection(path: &Path, flags: OpenFlags) -> Result<Connection, BackendError> {
+    let conn = Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(|e| BackendError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+    conn.busy_timeout(Duration::from_secs(5))
+        .map_err(query_err)?;
+    Ok(conn)
+}
+
+fn spawn_threads(
+    path: &Path,
+    conns: Vec<Connection>,
+    role: &str,
+) -> Result<Sender<Job>, BackendError> {
+    let (tx, rx) = std::sync::mpsc::channel::<Job>();
+    let rx = Arc::new(Mutex::new(rx));
+    for (i, conn) in conns.into_iter().enumerate() {
+        let rx = Arc::clone(&rx);
+        std::thread::Builder::new()
+            .name(format!("sqlite-{role}-{i}"))
+            .spawn(move || serve(conn, rx))
+            .map_err(|e| {
+                BackendError::Unavailable(format!(
+                    "cannot start a thread for {}: {e}",
+                    path.display()
+                ))
+            })?;
+    }
+    Ok(tx)
 }
 
 fn quote(ident: &str) -> String {
@@ -87,25 +141,25 @@ impl SqliteStore {
                 BackendError::Unavailable(format!("cannot create {}: {e}", parent.display()))
             })?;
         }
-        let mut pool = Vec::with_capacity(POOL_SIZE);
-        for _ in 0..POOL_SIZE {
-            let conn = Connection::open_with_flags(
-                &path,
-                OpenFlags::SQLITE_OPEN_READ_WRITE
-                    | OpenFlags::SQLITE_OPEN_CREATE
-                    | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )
-            .map_err(|e| {
-                BackendError::Unavailable(format!("cannot open {}: {e}", path.display()))
-            })?;
-            conn.busy_timeout(Duration::from_secs(5))
-                .map_err(query_err)?;
-            pool.push(Mutex::new(conn));
+        // The read-write connection first: it creates the file and turns
+        // on WAL (kept in the file; Feast's SQLite reads it as usual).
+        let writer = open_connection(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
+        )?;
+        let mode: String = writer
+            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+            .map_err(query_err)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            tracing::debug!(path = %path.display(), mode, "sqlite database stays out of WAL mode");
         }
+        let readers = (0..READERS)
+            .map(|_| open_connection(&path, OpenFlags::SQLITE_OPEN_READ_ONLY))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(SqliteStore {
+            reads: spawn_threads(&path, readers, "read")?,
+            writes: spawn_threads(&path, vec![writer], "write")?,
             path,
-            pool: Arc::new(pool),
-            next: AtomicUsize::new(0),
             value_text: Arc::new(Mutex::new(HashMap::new())),
             key_ttl_seconds: conf.key_ttl_seconds.filter(|t| *t > 0),
         })
@@ -115,25 +169,40 @@ impl SqliteStore {
         &self.path
     }
 
-    async fn with_conn<T: Send + 'static>(
+    /// Runs `f` on a reader thread's read-only connection.
+    async fn read_on<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, BackendError> + Send + 'static,
     ) -> Result<T, BackendError> {
-        let pool = Arc::clone(&self.pool);
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % pool.len();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = pool[i]
-                .lock()
-                .map_err(|_| BackendError::Unavailable("sqlite connection poisoned".into()))?;
-            f(&mut conn)
-        })
-        .await
-        .map_err(|e| BackendError::Unavailable(format!("sqlite worker failed: {e}")))?
+        run_on(&self.reads, f).await
+    }
+
+    /// Runs `f` on the writer thread's read-write connection.
+    async fn write_on<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, BackendError> + Send + 'static,
+    ) -> Result<T, BackendError> {
+        run_on(&self.writes, f).await
     }
 
     fn location(&self) -> String {
         self.path.display().to_string()
     }
+}
+
+async fn run_on<T: Send + 'static>(
+    queue: &Sender<Job>,
+    f: impl FnOnce(&mut Connection) -> Result<T, BackendError> + Send + 'static,
+) -> Result<T, BackendError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let job: Job = Box::new(move |conn| {
+        let _ = tx.send(f(conn));
+    });
+    queue
+        .send(job)
+        .map_err(|_| BackendError::Unavailable("sqlite threads stopped".into()))?;
+    rx.await
+        .map_err(|_| BackendError::Unavailable("sqlite worker failed".into()))?
 }
 
 fn is_missing_table(e: &rusqlite::Error) -> bool {
@@ -232,7 +301,7 @@ impl OnlineStore for SqliteStore {
         let keys = keys.to_vec();
         let features = features.to_vec();
         let location = self.location();
-        self.with_conn(move |conn| {
+        self.read_on(move |conn| {
             let mut out: Vec<Option<ReadRow>> = vec![None; keys.len()];
             let mut slots: HashMap<&[u8], Vec<usize>> = HashMap::with_capacity(keys.len());
             for (i, k) in keys.iter().enumerate() {
@@ -296,7 +365,7 @@ impl OnlineStore for SqliteStore {
         let table = view_table_name(project, &view.name);
         let location = self.location();
         let cache = Arc::clone(&self.value_text);
-        self.with_conn(move |conn| {
+        self.write_on(move |conn| {
             let known = cache.lock().ok().and_then(|c| c.get(&table).copied());
             let has_text = match known {
                 Some(b) => b,
@@ -388,7 +457,7 @@ impl OnlineStore for SqliteStore {
     ) -> Result<crate::KeyPage, BackendError> {
         let table = view_table_name(project, &view.name);
         let location = self.location();
-        self.with_conn(move |conn| {
+        self.read_on(move |conn| {
             let sql = format!(
                 "SELECT DISTINCT entity_key FROM {} WHERE entity_key > ?1 ORDER BY entity_key LIMIT ?2",
                 quote(&table)
@@ -421,7 +490,7 @@ impl OnlineStore for SqliteStore {
             .trim_end_matches('Z')
             .replace('T', " ");
         let table = view_table_name(project, &view.name);
-        self.with_conn(move |conn| {
+        self.write_on(move |conn| {
             let sql = format!(
                 "DELETE FROM {} WHERE (typeof(event_ts) IN ('integer', 'real') AND event_ts < ?1) \
                  OR (typeof(event_ts) = 'text' AND event_ts < ?2)",
@@ -439,7 +508,7 @@ impl OnlineStore for SqliteStore {
     async fn create(&self, project: &str, view: &RoutedView) -> Result<(), BackendError> {
         let table = view_table_name(project, &view.name);
         let cache = Arc::clone(&self.value_text);
-        self.with_conn(move |conn| {
+        self.write_on(move |conn| {
             conn.execute_batch(&format!(
                 "CREATE TABLE IF NOT EXISTS {t} (entity_key BLOB, feature_name TEXT, value BLOB, value_text TEXT, \
                  vector_value BLOB, event_ts timestamp, created_ts timestamp, PRIMARY KEY(entity_key, feature_name));\n\
@@ -464,7 +533,7 @@ impl OnlineStore for SqliteStore {
     ) -> Result<(), BackendError> {
         let table = view_table_name(project, &view.name);
         let cache = Arc::clone(&self.value_text);
-        self.with_conn(move |conn| {
+        self.write_on(move |conn| {
             conn.execute_batch(&format!("DROP TABLE IF EXISTS {}", quote(&table)))
                 .map_err(query_err)?;
             if let Ok(mut c) = cache.lock() {
@@ -484,7 +553,7 @@ impl OnlineStore for SqliteStore {
     }
 
     async fn check(&self) -> Result<(), BackendError> {
-        self.with_conn(|conn| {
+        self.read_on(|conn| {
             conn.query_row("SELECT 1", [], |_| Ok(()))
                 .map_err(query_err)
         })
@@ -590,7 +659,7 @@ mod tests {
         // default adapter) is compared as the time it spells.
         let t = view_table_name("p", &v.name);
         store
-            .with_conn(move |c| {
+            .write_on(move |c| {
                 c.execute(
                     &format!(
                         "UPDATE {} SET event_ts = '2024-05-01 12:00:00.5'",

@@ -67,6 +67,22 @@ impl ApiError {
         self
     }
 
+    /// The gRPC status of this error (same message as the HTTP body).
+    pub fn grpc_status(&self) -> tonic::Status {
+        let code = match self.status {
+            StatusCode::NOT_FOUND => tonic::Code::NotFound,
+            StatusCode::UNAUTHORIZED => tonic::Code::Unauthenticated,
+            StatusCode::FORBIDDEN => tonic::Code::PermissionDenied,
+            StatusCode::PAYLOAD_TOO_LARGE => tonic::Code::ResourceExhausted,
+            StatusCode::SERVICE_UNAVAILABLE => tonic::Code::Unavailable,
+            StatusCode::TOO_MANY_REQUESTS => tonic::Code::ResourceExhausted,
+            StatusCode::GATEWAY_TIMEOUT => tonic::Code::DeadlineExceeded,
+            s if s.is_client_error() => tonic::Code::InvalidArgument,
+            _ => tonic::Code::Internal,
+        };
+        tonic::Status::new(code, self.message.clone())
+    }
+
     fn body(&self) -> String {
         let mut inner = serde_json::Map::new();
         inner.insert("module".into(), "feast.errors".into());

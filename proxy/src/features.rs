@@ -11,14 +11,15 @@ use api::keys::DUMMY_ENTITY_JOIN_KEY;
 use api::proto::Value;
 use api::routing::RoutedView;
 use axum::http::StatusCode;
-use backends::ReadRow;
 use serde_json::{Map, Value as Json};
 
 use crate::auth::{Access, Principal};
 use crate::error::ApiError;
 use crate::guard::Op;
 use crate::metrics::Metrics;
-use crate::response::{FeatureColumn, KeyColumn, ResponseParts, ViewResult};
+use crate::response::{
+    FeatureColumn, KeyColumn, ResponseParts, ViewFailure, ViewResult, ViewRows, now_seconds,
+};
 use crate::state::Snapshot;
 
 /// Per-request size limits, checked where a request is decoded (HTTP and
@@ -409,17 +410,6 @@ pub(crate) fn select(
     Ok(Selected { cols, order })
 }
 
-/// A view whose backend call failed; the request's other views still answer.
-#[derive(Debug, Clone)]
-pub(crate) struct ViewFailure {
-    pub view: String,
-    pub backend: String,
-    pub message: String,
-}
-
-/// One view's rows, or why its backend could not give them.
-pub(crate) type ViewRows = Result<Vec<Option<ReadRow>>, ViewFailure>;
-
 /// Reads every selected view from its backend concurrently, each call under
 /// its backend's guard. One failing backend fails only its views; when every
 /// view failed the request fails with 503 naming the backends.
@@ -476,64 +466,6 @@ pub(crate) async fn read_views(
         ));
     }
     Ok(results)
-}
-
-/// One response cell.
-pub(crate) enum Cell<'a> {
-    Present(&'a Value, backends::Timestamp),
-    NotFound,
-    /// Stored, but older than the view's ttl (Feast's Go server semantics:
-    /// null value, the stored event time).
-    OutsideMaxAge(backends::Timestamp),
-    /// The view's backend failed.
-    Invalid,
-}
-
-impl Cell<'_> {
-    pub fn status(&self) -> &'static str {
-        match self {
-            Cell::Present(..) => "PRESENT",
-            Cell::NotFound => "NOT_FOUND",
-            Cell::OutsideMaxAge(_) => "OUTSIDE_MAX_AGE",
-            Cell::Invalid => "INVALID",
-        }
-    }
-}
-
-/// Seconds since the epoch, now.
-pub(crate) fn now_seconds() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
-/// The cells of one column, one per entity row. `ttl`: the view's
-/// `ttl_seconds` (None or 0: no limit); an event time older than
-/// `now - ttl` is outside the max age.
-pub(crate) fn column_cells<'a>(
-    rows: &'a ViewRows,
-    feature_index: usize,
-    entity_rows: usize,
-    ttl: Option<u64>,
-    now: i64,
-) -> impl Iterator<Item = Cell<'a>> + 'a {
-    let oldest = ttl
-        .filter(|t| *t > 0)
-        .map(|t| now.saturating_sub(i64::try_from(t).unwrap_or(i64::MAX)));
-    (0..entity_rows).map(move |r| match rows {
-        Err(_) => Cell::Invalid,
-        Ok(rows) => match rows.get(r).and_then(Option::as_ref).and_then(|row| {
-            row.values
-                .get(feature_index)?
-                .as_ref()
-                .map(|v| (v, row.event_ts))
-        }) {
-            None => Cell::NotFound,
-            Some((_, ts)) if oldest.is_some_and(|o| ts.seconds < o) => Cell::OutsideMaxAge(ts),
-            Some((v, ts)) => Cell::Present(v, ts),
-        },
-    })
 }
 
 /// Serves one `/get-online-features` request body.

@@ -17,42 +17,30 @@ use api::proto::feast::serving::{
     GetOnlineFeaturesResponseMetadata,
 };
 use api::proto::{Val, Value};
-use axum::http::StatusCode;
 use tonic::{Request, Response, Status};
 
 use crate::auth::{Access, Principal};
 use crate::error::ApiError;
-use crate::features::{
-    Cell, Selection, ViewRows, column_cells, dummy_key, encode_keys, entity_rows, now_seconds,
-    read_views, select,
-};
-use crate::server::{AppState, Caller};
-
-/// The gRPC status of an API error (same message as the HTTP body).
-pub fn status_of(e: &ApiError) -> Status {
-    let code = match e.status {
-        StatusCode::NOT_FOUND => tonic::Code::NotFound,
-        StatusCode::UNAUTHORIZED => tonic::Code::Unauthenticated,
-        StatusCode::FORBIDDEN => tonic::Code::PermissionDenied,
-        StatusCode::PAYLOAD_TOO_LARGE => tonic::Code::ResourceExhausted,
-        StatusCode::SERVICE_UNAVAILABLE => tonic::Code::Unavailable,
-        StatusCode::TOO_MANY_REQUESTS => tonic::Code::ResourceExhausted,
-        StatusCode::GATEWAY_TIMEOUT => tonic::Code::DeadlineExceeded,
-        s if s.is_client_error() => tonic::Code::InvalidArgument,
-        _ => tonic::Code::Internal,
-    };
-    Status::new(code, e.message.clone())
-}
+use crate::features::{Selection, dummy_key, encode_keys, entity_rows, read_views, select};
+use crate::response::{Cell, ViewRows, column_cells, now_seconds};
+use crate::server::{AppState, Caller, admit, authenticate};
 
 /// The ServingService implementation.
 pub struct Serving {
     state: Arc<AppState>,
 }
 
+impl Serving {
+    /// The service over `state` (tests call its methods directly).
+    pub fn new(state: Arc<AppState>) -> Self {
+        Serving { state }
+    }
+}
+
 /// The tonic service, ready to mount on a router.
 pub fn service(state: Arc<AppState>) -> ServingServiceServer<Serving> {
     let limit = state.limits.max_body_bytes;
-    ServingServiceServer::new(Serving { state }).max_decoding_message_size(limit)
+    ServingServiceServer::new(Serving::new(state)).max_decoding_message_size(limit)
 }
 
 /// Converts a request key value to the join key's declared type where the
@@ -310,8 +298,21 @@ impl ServingService for Serving {
                 if e.status.is_server_error() {
                     tracing::warn!(status = e.status.as_u16(), error = %e.message, "gRPC request failed");
                 }
-                Err(status_of(&e))
+                Err(e.grpc_status())
             }
         }
     }
+}
+
+/// The gRPC ServingService's routes (its own listener, `--grpc-listen`),
+/// behind the same authentication and admission as HTTP.
+pub fn router(state: Arc<AppState>) -> axum::Router {
+    use axum::middleware::from_fn_with_state;
+    axum::Router::new()
+        .route_service(
+            "/feast.serving.ServingService/{*method}",
+            service(Arc::clone(&state)),
+        )
+        .route_layer(from_fn_with_state(Arc::clone(&state), admit))
+        .route_layer(from_fn_with_state(state, authenticate))
 }

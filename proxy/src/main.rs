@@ -14,7 +14,7 @@ use proxy::configmap::ConfigMapSource;
 use proxy::features::Limits;
 use proxy::guard::GuardConfig;
 use proxy::listener::ConnLimits;
-use proxy::server::{AppState, TlsFiles, admin_router, grpc_router, router, tls_config};
+use proxy::server::{AppState, TlsFiles, admin_router, router, tls_config};
 use proxy::state::{
     Shared, Snapshot, build_snapshot, provision, reload, spawn_reloader, spawn_sweeper,
 };
@@ -473,7 +473,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(addr = %addr, tls = tls.is_some(), "serving Feast gRPC ServingService");
         servers.spawn(proxy::listener::serve(
             grpc,
-            grpc_router(Arc::clone(&state)),
+            proxy::grpc::router(Arc::clone(&state)),
             tls.clone(),
             conn_limits,
             Arc::clone(&state),

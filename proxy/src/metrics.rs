@@ -10,8 +10,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::state::Snapshot;
-
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub endpoint: &'static str,
@@ -327,14 +325,16 @@ impl Metrics {
         self.reloads.get_or_create(&ResultLabels { result }).inc();
     }
 
-    pub fn set_routing(&self, version: u64, views: usize, snap: &Snapshot) {
+    /// The routing table's version, view count and views per backend
+    /// (every open backend, zero included).
+    pub fn set_routing(
+        &self,
+        version: u64,
+        views: usize,
+        counts: &std::collections::BTreeMap<&str, i64>,
+    ) {
         self.routing_version.set(version as i64);
         self.feature_views.set(views as i64);
-        let mut counts: std::collections::BTreeMap<&str, i64> =
-            snap.backends.keys().map(|b| (b.as_str(), 0)).collect();
-        for v in snap.views.values() {
-            *counts.entry(v.backend.as_str()).or_default() += 1;
-        }
         // Backends that left the table drop out of the metric.
         if let Ok(mut known) = self.known_backends.lock() {
             for gone in known.iter().filter(|b| !counts.contains_key(b.as_str())) {
@@ -345,6 +345,7 @@ impl Metrics {
             *known = counts.keys().map(|s| s.to_string()).collect();
         }
         for (b, n) in counts {
+            let n = *n;
             self.views_per_backend
                 .get_or_create(&BackendNameLabels {
                     backend: b.to_string(),

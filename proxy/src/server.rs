@@ -77,7 +77,7 @@ pub fn is_grpc<B>(req: &Request<B>) -> bool {
 /// `e` in the protocol of the request it answers.
 pub fn error_response<B>(req: &Request<B>, e: ApiError) -> Response {
     if is_grpc(req) {
-        crate::grpc::status_of(&e).into_http()
+        e.grpc_status().into_http()
     } else {
         e.into_response()
     }
@@ -207,7 +207,7 @@ pub async fn admit(State(state): State<Arc<AppState>>, req: Request<Body>, next:
                 ),
             );
             if grpc {
-                crate::grpc::status_of(&e).into_http()
+                e.grpc_status().into_http()
             } else {
                 e.into_response()
             }
@@ -455,18 +455,6 @@ async fn metrics_handler(State(state): State<Arc<AppState>>) -> Response {
         state.shared.metrics.encode(),
     )
         .into_response()
-}
-
-/// The gRPC ServingService's routes (its own listener, `--grpc-listen`),
-/// behind the same authentication.
-pub fn grpc_router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route_service(
-            "/feast.serving.ServingService/{*method}",
-            crate::grpc::service(Arc::clone(&state)),
-        )
-        .route_layer(middleware::from_fn_with_state(Arc::clone(&state), admit))
-        .route_layer(middleware::from_fn_with_state(state, authenticate))
 }
 
 /// TLS settings of the listeners: PEM files, re-read when they change.

@@ -445,7 +445,12 @@ async fn build_and_publish(
         }
     }
     let views = snap.views.len();
-    shared.metrics.set_routing(version, views, &snap);
+    let mut counts: std::collections::BTreeMap<&str, i64> =
+        snap.backends.keys().map(|b| (b.as_str(), 0)).collect();
+    for v in snap.views.values() {
+        *counts.entry(v.backend.as_str()).or_default() += 1;
+    }
+    shared.metrics.set_routing(version, views, &counts);
     shared.current.store(Some(Arc::new(snap)));
     shared.metrics.reload("success");
     tracing::info!(version, views, "routing table loaded");

@@ -7,13 +7,11 @@
 //! carries a Feast-shaped error with a message. Hand-written `seed-*`
 //! inputs must succeed and `malformed-*` ones must get a 4xx.
 
-use std::sync::Arc;
+mod common;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use proxy::config::ConfigSource;
 use proxy::features::Limits;
-use proxy::server::{AppState, router};
-use proxy::state::{Shared, reload};
 
 const ENDPOINTS: [&str; 3] = ["/get-online-features", "/write-to-online-store", "/push"];
 
@@ -63,28 +61,17 @@ async fn request_json_corpus() {
         previous(info);
     }));
 
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("feature_store.yaml"), STORE).unwrap();
-    std::fs::write(dir.path().join("views.yaml"), VIEWS).unwrap();
-    let source = ConfigSource::repo(
-        dir.path().to_path_buf(),
-        None,
-        vec![dir.path().join("views.yaml")],
-    );
-    let shared = Arc::new(Shared::new(dir.path().join("secrets")));
-    reload(&shared, &source, true).await.unwrap();
-    let app = router(Arc::new(AppState::new(
-        shared,
+    let p = common::start(
+        STORE,
+        VIEWS,
         Limits {
             max_body_bytes: 1 << 20,
             max_entity_rows: 100,
             ..Limits::default()
         },
-        None,
-    )));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    )
+    .await;
+    let base = p.base.clone();
     let http = reqwest::Client::new();
 
     let corpus =

@@ -4,9 +4,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
+mod common;
+
 use proxy::config::ConfigSource;
 use proxy::features::Limits;
-use proxy::server::{AppState, router};
 use proxy::state::{Shared, reload};
 use serde_json::{Value, json};
 
@@ -53,25 +54,12 @@ struct Proxy {
 }
 
 async fn start(limits: Limits) -> Proxy {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("feature_store.yaml"), STORE).unwrap();
-    std::fs::write(dir.path().join("views.yaml"), VIEWS).unwrap();
-    let source = ConfigSource::repo(
-        dir.path().to_path_buf(),
-        None,
-        vec![dir.path().join("views.yaml")],
-    );
-    let shared = Arc::new(Shared::new(dir.path().join("secrets")));
-    reload(&shared, &source, true).await.unwrap();
-    let app = router(Arc::new(AppState::new(Arc::clone(&shared), limits, None)));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let p = common::start(STORE, VIEWS, limits).await;
     Proxy {
-        base,
-        shared,
-        source,
-        dir,
+        base: p.base,
+        shared: p.shared,
+        source: p.source,
+        dir: p.dir,
         http: reqwest::Client::new(),
     }
 }

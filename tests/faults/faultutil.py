@@ -15,9 +15,7 @@ not copied (conftest puts tests/interop on sys.path).
 
 from __future__ import annotations
 
-import http.client
 import json
-import select
 import logging
 import math
 import os
@@ -237,48 +235,9 @@ def drop_keyspace(ks: str) -> None:
 # --------------------------------------------------------------------------
 
 
-class Client:
-    """One keep-alive HTTP/1.1 connection to the proxy (reopened after an error)."""
-
-    def __init__(self, port: int, timeout: float):
-        self.port = port
-        self.timeout = timeout
-        self.conn: Optional[http.client.HTTPConnection] = None
-
-    def post(self, path: str, body: Any) -> Tuple[int, bytes]:
-        data = json.dumps(body).encode()
-        if self.conn is not None and self._closed_by_server():
-            # The proxy closes idle keep-alive connections
-            # (--idle-timeout-seconds); like urllib3, check before reuse.
-            self.close()
-        if self.conn is None:
-            self.conn = http.client.HTTPConnection(H.HOST, self.port, timeout=self.timeout)
-        try:
-            self.conn.request("POST", path, body=data, headers={"Content-Type": "application/json"})
-            resp = self.conn.getresponse()
-            out = resp.read()
-            if resp.will_close:
-                self.close()
-            return resp.status, out
-        except BaseException:
-            self.close()
-            raise
-
-    def _closed_by_server(self) -> bool:
-        sock = self.conn.sock if self.conn is not None else None
-        if sock is None:
-            return False
-        readable, _, _ = select.select([sock], [], [], 0)
-        # An idle connection is readable only when the peer closed it.
-        return bool(readable)
-
-    def close(self) -> None:
-        if self.conn is not None:
-            try:
-                self.conn.close()
-            except Exception:
-                pass
-            self.conn = None
+# One keep-alive HTTP/1.1 connection to the proxy: shared with the interop
+# suite (hosutil.KeepAliveClient).
+Client = H.KeepAliveClient
 
 
 def error_message(raw: bytes) -> Optional[str]:

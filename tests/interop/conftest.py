@@ -30,6 +30,15 @@ def pytest_runtest_makereport(item, call):
                 pass
 
 
+def pytest_terminal_summary(terminalreporter):
+    # Figures the tests measured (hosutil.report), printed whether they
+    # passed or not, so that they are in the log of every run.
+    if hosutil.REPORT:
+        terminalreporter.section("interop figures")
+        for line in hosutil.REPORT:
+            terminalreporter.write_line(line)
+
+
 @pytest.fixture(scope="session")
 def proxy_bin():
     return hosutil.require_proxy_bin()

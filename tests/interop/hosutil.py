@@ -8,9 +8,11 @@ timestamps through the process-local time zone.
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import math
 import os
+import select
 import shutil
 import signal
 import socket
@@ -19,7 +21,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import requests
 
@@ -35,6 +37,14 @@ HOST = "127.0.0.1"
 # Every process started by a test is registered here, so a failing test's
 # report can show the tail of each live process's stderr (see conftest).
 LIVE_PROCS: List["Proc"] = []
+
+# Figures measured by the tests, printed at the end of the run (conftest).
+REPORT: List[str] = []
+
+
+def report(line: str) -> None:
+    print(line, flush=True)
+    REPORT.append(line)
 
 
 def sub_env(**extra: str) -> Dict[str, str]:
@@ -557,3 +567,47 @@ def metric_value(text: str, name: str, labels: Dict[str, str]) -> float:
             if all(got.get(k) == v for k, v in labels.items()):
                 return float(val)
     return 0.0
+
+
+class KeepAliveClient:
+    """One keep-alive HTTP/1.1 connection to the proxy (reopened after an error)."""
+
+    def __init__(self, port: int, timeout: float = 30):
+        self.port = port
+        self.timeout = timeout
+        self.conn: Optional[http.client.HTTPConnection] = None
+
+    def post(self, path: str, body: Any) -> Tuple[int, bytes]:
+        data = json.dumps(body).encode()
+        if self.conn is not None and self._closed_by_server():
+            # The proxy closes idle keep-alive connections
+            # (--idle-timeout-seconds); like urllib3, check before reuse.
+            self.close()
+        if self.conn is None:
+            self.conn = http.client.HTTPConnection(HOST, self.port, timeout=self.timeout)
+        try:
+            self.conn.request("POST", path, body=data, headers={"Content-Type": "application/json"})
+            resp = self.conn.getresponse()
+            out = resp.read()
+            if resp.will_close:
+                self.close()
+            return resp.status, out
+        except BaseException:
+            self.close()
+            raise
+
+    def _closed_by_server(self) -> bool:
+        sock = self.conn.sock if self.conn is not None else None
+        if sock is None:
+            return False
+        readable, _, _ = select.select([sock], [], [], 0)
+        # An idle connection is readable only when the peer closed it.
+        return bool(readable)
+
+    def close(self) -> None:
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except Exception:
+                pass
+            self.conn = None

@@ -2,6 +2,8 @@
 table and rows exist only in the backend its `team` tag names, in Feast's
 layout; a tag naming no backend stops the proxy at start."""
 
+import sqlite3
+
 import hosutil as H
 
 STORE_YAML = """\
@@ -157,12 +159,14 @@ def test_failing_backend_is_503_naming_it(procs, tmp_path):
     for body in (read_a, read_b):
         r = proxy.post("/get-online-features", body)
         assert r.status_code == 200, r.text
-    # Overwrite b.db in place (same inode, so open handles see it) with
-    # bytes that are not a SQLite database.
-    b = repo / "b.db"
-    size = b.stat().st_size
-    with open(b, "r+b") as f:
-        f.write(b"this is not a sqlite database".ljust(max(size, 4096), b"\xa5"))
+    # b.db loses its table behind the proxy's back (another process drops
+    # it). Overwriting the file in place no longer fails reads at once: the
+    # database is in WAL mode, whose readers keep valid pages cached while
+    # the WAL index is unchanged.
+    b = sqlite3.connect(repo / "b.db")
+    b.execute("DROP TABLE interop_spend_b")
+    b.commit()
+    b.close()
     r = proxy.post("/get-online-features", read_b)
     assert r.status_code == 503, f"read from a broken backend: {r.status_code} {r.text[:500]}"
     e = H.feast_error(r)
