@@ -407,31 +407,96 @@ pub struct FeatureViewStatus {
 
 /// Progress of a live move between backends. Phases: `DualWrite` (writes
 /// to both, reads from `from`), `Backfill` (copying `from`'s rows to `to`,
-/// resumable from `cursor`), `Switched` (reads from `to`, writes to both),
+/// resumable from `cursor`), `Verify` (comparing `to` with `from`; a failed
+/// verification goes back to `Backfill`), `Stuck` (verification failed too
+/// often: reads stay on `from`, writes go to both, retried later),
+/// `Switched` (reads from `to`, writes to both), `Retiring` (`to` only),
 /// then the move ends: `from`'s tables go per the teardown policy.
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MigrationStatus {
+    /// Backend the view moves away from (reads stay there until `Switched`).
     pub from: String,
+    /// Backend the view moves to.
     pub to: String,
+    /// `DualWrite`, `Backfill`, `Verify`, `Stuck`, `Switched` or `Retiring`.
     pub phase: String,
     /// RFC 3339 time the phase began.
     pub phase_since: String,
-    /// Entity keys of `from` examined so far (all passes).
+    /// Entity keys of `from` examined so far by the backfill (all passes).
     #[serde(default)]
     pub scanned_keys: i64,
     /// Rows written to `to` by the backfill (missing or older there).
     #[serde(default)]
     pub copied_rows: i64,
-    /// 0: the copy; 1: a second pass catching rows changed during the first.
+    /// Backfill pass: 0 is the copy; 1 a second pass catching rows changed
+    /// during the first; each failed verification adds one more.
     #[serde(default)]
     pub pass: i32,
-    /// Where the backfill resumes (base64 of the backend's cursor).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Where the backfill or the verification resumes (hex of the backend's
+    /// key cursor).
+    // Serialized as null when unset (no `skip_serializing_if`, here and
+    // below): the operator writes its status with a merge patch, which
+    // keeps a field that is absent, so a finished pass would otherwise
+    // leave its last cursor behind for the next one.
+    #[serde(default)]
     pub cursor: Option<String>,
-    /// Why the backfill was skipped, if it was (e.g. Bigtable sources).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Why the backfill (and so the verification) was skipped, if it was
+    /// (e.g. Bigtable sources).
+    #[serde(default)]
     pub note: Option<String>,
+    /// The verification of the copy: in progress during `Verify`, then the
+    /// figures of the last one (the one that let reads switch, or the one
+    /// that failed).
+    #[serde(default)]
+    pub verification: Option<MigrationVerification>,
+}
+
+/// What verifying a live move's copy found: every entity key `from` lists
+/// is looked up in `to` (the counts), and a sample of keys is compared row
+/// against row: `to` must hold the same or a newer event time, and the same
+/// values when the event times are equal (compared at the coarser of the
+/// two backends' timestamp precisions). Reads switch to `to` only after a
+/// verification with no missing key and no mismatch.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MigrationVerification {
+    /// Which verification this is, from 1; after `maxAttempts` failed ones
+    /// in a row the move is `Stuck`.
+    pub attempt: i32,
+    /// Failed verifications allowed in a row before the move is `Stuck`.
+    pub max_attempts: i32,
+    /// `Running`, `Passed` or `Failed`.
+    pub result: String,
+    /// Entity keys `from` lists that still had a row when read.
+    #[serde(default)]
+    pub source_keys: i64,
+    /// Of `sourceKeys`, the keys `to` holds a row for.
+    #[serde(default)]
+    pub destination_keys: i64,
+    /// Keys whose rows were read from both backends and compared (event
+    /// time and values).
+    #[serde(default)]
+    pub sampled_keys: i64,
+    /// Sampled keys where `to` holds the same or a newer event time, and
+    /// the same values at an equal event time.
+    #[serde(default)]
+    pub verified_keys: i64,
+    /// Keys where `to` is behind `from`: the keys missing there
+    /// (`sourceKeys - destinationKeys`) plus the sampled keys not verified
+    /// (an older event time there, or other values at the same event
+    /// time). Each was read again from `to` after a short delay first, so a
+    /// write still in flight to both backends is not a mismatch.
+    #[serde(default)]
+    pub mismatches: i64,
+    /// Keys `to` looked behind on when first read (writes in flight to
+    /// both backends, mostly), read from it again before they counted.
+    #[serde(default)]
+    pub rechecked_keys: i64,
+    /// A few of the mismatches, for a human: the entity key (hex) and how
+    /// the rows differ.
+    #[serde(default)]
+    pub examples: Vec<String>,
 }
 
 /// The changes reconciling a FeatureView would make (dry run).

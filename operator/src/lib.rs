@@ -11,6 +11,7 @@ pub mod migrate;
 pub mod plan;
 pub mod store;
 pub mod supervise;
+pub mod verify;
 pub mod view;
 
 /// Finalizer both controllers put on their objects.

@@ -385,7 +385,7 @@ async fn apply(fv: Arc<FeatureView>, ctx: &Context, ns: &str) -> Result<Action, 
                 project: &project,
                 view: &routed,
                 from: source,
-                to: &target,
+                to: backend,
                 to_conn: &*store_conn,
             },
             status,
@@ -423,6 +423,22 @@ async fn apply(fv: Arc<FeatureView>, ctx: &Context, ns: &str) -> Result<Action, 
                         reason,
                         message,
                         retry: transient,
+                    },
+                )
+                .await;
+            }
+            crate::migrate::Next::Stuck(st, message, retry) => {
+                return fail(
+                    ctx,
+                    &fv,
+                    ns,
+                    st,
+                    &old,
+                    Failure {
+                        condition: "Routed",
+                        reason: "MigrationStuck",
+                        message,
+                        retry,
                     },
                 )
                 .await;

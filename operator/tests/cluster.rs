@@ -920,16 +920,32 @@ fn start_proxy(ns: &str, secrets_dir: &std::path::Path) -> (Operator, String) {
     (Operator(child), format!("http://127.0.0.1:{port}"))
 }
 
-/// A view moves from Cassandra to Bigtable (routing tag changed) while a
-/// writer and a reader hammer it through a proxy: no read fails, the status
-/// shows DualWrite, Backfill and Switched, every acknowledged write is read
-/// back from Bigtable at the end, and the Cassandra table is dropped
+/// Event time of the test writer's `seq`-th write: strictly increasing
+/// milliseconds (the precision Cassandra and Bigtable order at), an hour
+/// back so that no write is near the proxy's future bound.
+fn event_time(base: chrono::DateTime<chrono::Utc>, seq: i64) -> String {
+    (base + chrono::TimeDelta::milliseconds(seq))
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// A view moves from Cassandra to Bigtable (routing tag changed) while two
+/// writers and a reader hammer it through a proxy. 10,000 keys are written
+/// before the move; during it, every write carries a newer event time than
+/// the one before (updates of existing keys, racing each other, and new
+/// keys), and its value is its sequence number. No read fails; the status
+/// goes DualWrite, Backfill, Verify, Switched, Retiring, and the status
+/// that first shows Switched carries a passed verification with its
+/// figures; afterwards every key holds its newest acknowledged value on
+/// Bigtable (0 regressions), and the Cassandra table is dropped
 /// (teardownPolicy Delete).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "needs a kube-apiserver and backends: run tests/run.sh"]
 async fn live_move_under_load() {
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+    const BEFORE: i64 = 10_000;
+    const BATCH: i64 = 1_000;
+    let test_started = Instant::now();
     let client = Client::try_default().await.unwrap();
     let (ns, keyspace) = fresh_namespace(&client, "move").await;
     let pp = PostParams::default();
@@ -967,16 +983,18 @@ async fn live_move_under_load() {
         (r.status().as_u16() == 200).then_some(())
     })
     .await;
+    let t0 = chrono::Utc::now() - chrono::TimeDelta::hours(1);
+    // Writes `ids` with age = `seq` at event time `seq`; true when acknowledged.
     let write = {
         let (http, base) = (http.clone(), base.clone());
-        move |ids: Vec<i64>, ages: Vec<i64>| {
+        move |ids: Vec<i64>, seq: i64| {
             let http = http.clone();
             let base = base.clone();
             async move {
                 let n = ids.len();
                 let body = json!({"feature_view_name": "moving", "df": {
-                "user_id": ids, "age": ages, "country": vec!["DE"; n],
-                "event_timestamp": vec![chrono::Utc::now().to_rfc3339(); n]}});
+                "user_id": ids, "age": vec![seq; n], "country": vec!["DE"; n],
+                "event_timestamp": vec![event_time(t0, seq); n]}});
                 http.post(format!("{base}/write-to-online-store"))
                     .json(&body)
                     .send()
@@ -986,39 +1004,73 @@ async fn live_move_under_load() {
             }
         }
     };
-    // 300 rows before the move: the backfill has to carry them.
-    assert!(write((1..=300).collect(), (1..=300).collect()).await);
+    // 10,000 keys before the move, in big batches: the backfill carries them.
+    let seq = Arc::new(AtomicI64::new(1));
+    let mut newest: BTreeMap<i64, i64> = BTreeMap::new();
+    for first in (1..=BEFORE).step_by(BATCH as usize) {
+        let n = seq.fetch_add(1, Ordering::SeqCst);
+        let ids: Vec<i64> = (first..first + BATCH).collect();
+        assert!(write(ids.clone(), n).await, "pre-move batch {n}");
+        newest.extend(ids.into_iter().map(|i| (i, n)));
+    }
+    eprintln!(
+        "live move: {} keys written before the move in {:?}",
+        newest.len(),
+        test_started.elapsed()
+    );
 
-    // Bounded load: one writer (new entities and updates), one reader.
+    // Key -> the greatest sequence number (event time) acknowledged for it.
     let acked: Arc<tokio::sync::Mutex<BTreeMap<i64, i64>>> =
-        Arc::new(tokio::sync::Mutex::new((1..=300).map(|i| (i, i)).collect()));
+        Arc::new(tokio::sync::Mutex::new(newest));
+    let next_id = Arc::new(AtomicI64::new(BEFORE + 1));
     let stop = Arc::new(AtomicBool::new(false));
     let failed_reads = Arc::new(AtomicU64::new(0));
     let reads = Arc::new(AtomicU64::new(0));
-    let writer = {
-        let (acked, stop) = (Arc::clone(&acked), Arc::clone(&stop));
-        let write = write.clone();
-        tokio::spawn(async move {
-            let mut unacked = 0u64;
-            for i in 0..20_000i64 {
-                if stop.load(Ordering::Relaxed) {
-                    break;
+    // Two writers: each write takes the next sequence number (a newer
+    // event time), updates 40 existing keys (both writers pick from the
+    // same keys, so their writes race) and adds 5 new ones.
+    let writers: Vec<_> = (0..2i64)
+        .map(|w| {
+            let (acked, stop) = (Arc::clone(&acked), Arc::clone(&stop));
+            let (seq, next_id) = (Arc::clone(&seq), Arc::clone(&next_id));
+            let write = write.clone();
+            tokio::spawn(async move {
+                let (mut writes, mut unacked) = (0u64, 0u64);
+                let mut x = 0x9e37_79b9_u64 + w as u64;
+                for _ in 0..20_000 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let known = next_id.load(Ordering::SeqCst) - 1;
+                    let mut ids: Vec<i64> = (0..40)
+                        .map(|_| {
+                            x ^= x << 13;
+                            x ^= x >> 7;
+                            x ^= x << 17;
+                            1 + (x % known as u64) as i64
+                        })
+                        .collect();
+                    let fresh = next_id.fetch_add(5, Ordering::SeqCst);
+                    ids.extend(fresh..fresh + 5);
+                    ids.sort_unstable();
+                    ids.dedup();
+                    let n = seq.fetch_add(1, Ordering::SeqCst);
+                    writes += 1;
+                    if write(ids.clone(), n).await {
+                        let mut a = acked.lock().await;
+                        for id in ids {
+                            let e = a.entry(id).or_insert(n);
+                            *e = (*e).max(n);
+                        }
+                    } else {
+                        unacked += 1;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
                 }
-                // A new entity, and an update of an old one.
-                let (new_id, old_id) = (1_000 + i, 1 + i % 300);
-                let (age_new, age_old) = (i, 100_000 + i);
-                if write(vec![new_id, old_id], vec![age_new, age_old]).await {
-                    let mut a = acked.lock().await;
-                    a.insert(new_id, age_new);
-                    a.insert(old_id, age_old);
-                } else {
-                    unacked += 1;
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            unacked
+                (writes, unacked)
+            })
         })
-    };
+        .collect();
     let reader = {
         let (acked, stop) = (Arc::clone(&acked), Arc::clone(&stop));
         let (failed, reads) = (Arc::clone(&failed_reads), Arc::clone(&reads));
@@ -1028,9 +1080,9 @@ async fn live_move_under_load() {
             while !stop.load(Ordering::Relaxed) {
                 let ids: Vec<i64> = {
                     let a = acked.lock().await;
-                    let keys: Vec<i64> = a.keys().copied().collect();
+                    let n = a.len();
                     (0..20)
-                        .map(|j| keys[(k * 20 + j * 7) % keys.len()])
+                        .filter_map(|j| a.keys().nth((k * 977 + j * 7919) % n).copied())
                         .collect()
                 };
                 k += 1;
@@ -1054,13 +1106,14 @@ async fn live_move_under_load() {
                     failed.fetch_add(1, Ordering::Relaxed);
                     eprintln!("failed read of {body}");
                 }
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })
     };
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     // Move it.
+    let move_started = Instant::now();
     views
         .patch(
             "moving",
@@ -1070,8 +1123,13 @@ async fn live_move_under_load() {
         .await
         .unwrap();
     let mut phases: Vec<String> = Vec::new();
+    // When each phase was first seen, from the tag change (for the log).
+    let mut timeline: Vec<String> = Vec::new();
     let mut scanned = 0;
-    let started = Instant::now();
+    let mut copied = 0;
+    // The verification the status carried when it first showed Switched.
+    let mut at_switch: Option<api::crd::MigrationVerification> = None;
+    let mut seen_running = false;
     loop {
         let st = views
             .get("moving")
@@ -1082,19 +1140,36 @@ async fn live_move_under_load() {
         if let Some(m) = &st.migration {
             if phases.last() != Some(&m.phase) {
                 phases.push(m.phase.clone());
+                timeline.push(format!(
+                    "{} at {:.1}s",
+                    m.phase,
+                    move_started.elapsed().as_secs_f64()
+                ));
+                if m.phase == "Switched" && at_switch.is_none() {
+                    at_switch =
+                        Some(m.verification.clone().unwrap_or_else(|| {
+                            panic!("Switched without verification figures: {m:?}")
+                        }));
+                }
             }
+            seen_running |= m.phase == "Verify"
+                && m.verification
+                    .as_ref()
+                    .is_some_and(|v| v.result == "Running");
             scanned = scanned.max(m.scanned_keys);
+            copied = copied.max(m.copied_rows);
         }
         let done = st.migration.is_none() && st.backend.as_deref() == Some("bigtable");
         if done && !phases.is_empty() {
             break;
         }
         assert!(
-            started.elapsed() < Duration::from_secs(120),
+            move_started.elapsed() < Duration::from_secs(240),
             "the move did not finish; phases so far {phases:?}, status {st:?}"
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let move_took = move_started.elapsed();
     wait_for(
         "ConfigMap routes moving to bigtable only",
         Duration::from_secs(30),
@@ -1107,39 +1182,98 @@ async fn live_move_under_load() {
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     stop.store(true, Ordering::Relaxed);
-    let unacked = writer.await.unwrap();
+    let (mut writes, mut unacked) = (0, 0);
+    for w in writers {
+        let (n, u) = w.await.unwrap();
+        writes += n;
+        unacked += u;
+    }
     reader.await.unwrap();
     let reads = reads.load(Ordering::Relaxed);
     let failed = failed_reads.load(Ordering::Relaxed);
+    let v = at_switch.expect("the status showed Switched");
     eprintln!(
-        "live move: phases {phases:?}, {scanned} keys scanned, {reads} reads ({failed} failed), {} acknowledged entities, {unacked} unacknowledged writes, {:?}",
-        acked.lock().await.len(),
-        started.elapsed()
+        "live move: phases {timeline:?}, done in {move_took:?}; backfill {scanned} keys scanned, {copied} rows copied; \
+         verification at the switch: attempt {}/{}, {} source keys, {} destination keys, {} sampled, {} verified, {} read again, {} mismatches; \
+         {writes} concurrent writes ({unacked} unacknowledged), {reads} reads ({failed} failed)",
+        v.attempt,
+        v.max_attempts,
+        v.source_keys,
+        v.destination_keys,
+        v.sampled_keys,
+        v.verified_keys,
+        v.rechecked_keys,
+        v.mismatches
+    );
+    // DualWrite, then backfill and verification (again after each failed
+    // verification), then Switched and Retiring.
+    assert!(phases.len() >= 5, "phases {phases:?}");
+    assert_eq!(
+        phases[..3],
+        ["DualWrite", "Backfill", "Verify"],
+        "phases {phases:?}"
     );
     assert_eq!(
-        phases,
-        vec![
-            "DualWrite".to_string(),
-            "Backfill".into(),
-            "Switched".into(),
-            "Retiring".into()
-        ],
-        "phases"
+        phases[phases.len() - 3..],
+        ["Verify", "Switched", "Retiring"],
+        "phases {phases:?}"
+    );
+    assert!(
+        phases[1..phases.len() - 2]
+            .iter()
+            .all(|p| p == "Backfill" || p == "Verify"),
+        "phases {phases:?}"
+    );
+    assert!(
+        seen_running,
+        "a verification in progress was never in the status"
+    );
+    // The figures were in the status before reads switched.
+    assert_eq!(v.result, "Passed");
+    assert!(v.source_keys >= BEFORE, "{v:?}");
+    assert_eq!(v.destination_keys, v.source_keys, "{v:?}");
+    assert_eq!(v.mismatches, 0, "{v:?}");
+    assert!(v.sampled_keys >= v.source_keys / 10, "{v:?}");
+    assert_eq!(v.verified_keys, v.sampled_keys, "{v:?}");
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    let verified: Vec<String> = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("Verified"))
+        .filter_map(|e| e.note)
+        .collect();
+    assert!(
+        verified.iter().any(|n| n.contains(&format!(
+            "{} of {} source keys present in the new backend",
+            v.destination_keys, v.source_keys
+        ))),
+        "Verified events: {verified:?}"
     );
     assert_eq!(
         failed, 0,
         "{failed} of {reads} reads failed during the move"
     );
     assert!(reads > 50, "too few reads ({reads}) to mean anything");
-    assert!(scanned >= 300, "the backfill examined {scanned} keys");
+    assert!(
+        scanned >= 2 * BEFORE,
+        "two backfill passes examined {scanned} keys"
+    );
+    assert!(
+        writes > 100,
+        "too few concurrent writes ({writes}) to mean anything"
+    );
 
-    // Every acknowledged write, with its last acknowledged value, from Bigtable.
+    // Every key, from Bigtable (the only backend the view routes to now):
+    // its value is the sequence number of the write that put it there,
+    // which must be no older than the newest acknowledged one.
     let acked = acked.lock().await.clone();
-    assert!(acked.len() > 300, "the writer got nothing acknowledged");
     let all: Vec<(i64, i64)> = acked.into_iter().collect();
-    for chunk in all.chunks(200) {
+    let (mut regressions, mut missing, mut newer_than_acked) = (0u64, 0u64, 0u64);
+    let mut examples = Vec::new();
+    for chunk in all.chunks(1_000) {
         let ids: Vec<i64> = chunk.iter().map(|(i, _)| *i).collect();
-        let want: Vec<serde_json::Value> = chunk.iter().map(|(_, a)| json!(a)).collect();
         let r = http
             .post(format!("{base}/get-online-features"))
             .json(&json!({"features": ["moving:age"], "entities": {"user_id": ids}}))
@@ -1147,13 +1281,34 @@ async fn live_move_under_load() {
             .await
             .unwrap();
         assert_eq!(r.status().as_u16(), 200);
-        let v: serde_json::Value = r.json().await.unwrap();
-        assert_eq!(
-            v["results"][1]["values"],
-            json!(want),
-            "values read back from bigtable"
-        );
+        let body: serde_json::Value = r.json().await.unwrap();
+        let values = body["results"][1]["values"].as_array().unwrap();
+        assert_eq!(values.len(), chunk.len());
+        for ((id, want), got) in chunk.iter().zip(values) {
+            match got.as_i64() {
+                None => {
+                    missing += 1;
+                    examples.push(format!("user {id}: missing, want {want}"));
+                }
+                Some(g) if g < *want => {
+                    regressions += 1;
+                    examples.push(format!("user {id}: {g} < acknowledged {want}"));
+                }
+                // A write newer than every acknowledged one of this key,
+                // whose answer was lost: allowed.
+                Some(g) if g > *want => newer_than_acked += 1,
+                Some(_) => {}
+            }
+        }
     }
+    examples.truncate(10);
+    eprintln!(
+        "live move: {} keys checked on bigtable after the switch: {regressions} regressions, {missing} missing, {newer_than_acked} newer than acknowledged; {examples:?}; test took {:?}",
+        all.len(),
+        test_started.elapsed()
+    );
+    assert!(all.len() as i64 > BEFORE, "the writers added no key");
+    assert_eq!((regressions, missing), (0, 0), "{examples:?}");
     let st = views.get("moving").await.unwrap().status.unwrap();
     assert!(
         st.tables.iter().any(|t| t.starts_with("bigtable table")),
