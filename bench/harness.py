@@ -575,7 +575,13 @@ def reload_scenario(args, work: Path, hybrid: Path, bodies: Path, logdir: Path) 
     rt_dir.mkdir(exist_ok=True)
     rt = rt_dir / "routing-table.yaml"
     rt.write_text(variants[0])
-    proxy = start_proxy("hos-proxy-reload", args.proxy, ["--routing-table", str(rt)], logdir)
+    # A routing table's SQLite files must stay under --data-dir (default:
+    # the table's own directory); the repos' files are under the work dir.
+    # Older proxies have no such flag and no such rule.
+    help_text = subprocess.run([str(args.proxy), "serve", "--help"], capture_output=True, text=True,
+                               timeout=30).stdout
+    data_dir = ["--data-dir", str(work)] if "--data-dir" in help_text else []
+    proxy = start_proxy("hos-proxy-reload", args.proxy, ["--routing-table", str(rt), *data_dir], logdir)
     result = {"feature_views": 1000, "backends": backends, "file_bytes": len(variants[0]),
               "phases": []}
     try:
