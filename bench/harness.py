@@ -153,17 +153,23 @@ def wait_ok(proc: Proc, url: str, timeout: float) -> None:
 
 
 class Server:
-    def __init__(self, name: str, proc: Proc, port: int, kind: str):
+    def __init__(self, name: str, proc: Proc, port: int, kind: str, grpc_port: Optional[int] = None):
         self.name, self.proc, self.port, self.kind = name, proc, port, kind
         self.url = f"http://{HOST}:{port}"
+        self.grpc_url = f"http://{HOST}:{grpc_port}" if grpc_port else None
 
 
-def start_proxy(name: str, binary: Path, args: List[str], logdir: Path) -> Server:
+def start_proxy(name: str, binary: Path, args: List[str], logdir: Path, grpc: bool = False) -> Server:
     port = free_port()
-    proc = Proc(name, [binary, "serve", *args, "--listen", f"{HOST}:{port}"], logdir, logdir,
+    grpc_port = free_port() if grpc else None
+    extra = ["--grpc-listen", f"{HOST}:{grpc_port}"] if grpc_port else []
+    proc = Proc(name, [binary, "serve", *args, "--listen", f"{HOST}:{port}", *extra], logdir, logdir,
                 env=sub_env(RUST_LOG="warn"))
     wait_ok(proc, f"http://{HOST}:{port}/ready", 60)
-    return Server(name, proc, port, "proxy")
+    if grpc_port:  # bound before /ready answers, but check: a missing listener fails here, not mid-run
+        with socket.create_connection((HOST, grpc_port), timeout=5):
+            pass
+    return Server(name, proc, port, "proxy", grpc_port)
 
 
 def start_feast(name: str, venv: Path, repo: Path, logdir: Path, workers: int) -> Server:
@@ -395,6 +401,8 @@ def write_bodies(work: Path) -> Dict[str, Path]:
         out[name] = p
 
     f50 = feature_refs("user_stats")
+    dump("read_1x10", [{"features": feature_refs("user_stats", 10), "entities": {"user_id": [rnd.randint(1, N_ENTITIES)]}}
+                       for _ in range(4000)])
     dump("read_1x50", [{"features": f50, "entities": {"user_id": [rnd.randint(1, N_ENTITIES)]}}
                        for _ in range(4000)])
     dump("read_100x50", [{"features": f50, "entities": {"user_id": rnd.sample(range(1, N_ENTITIES + 1), 100)}}
@@ -412,6 +420,7 @@ def write_bodies(work: Path) -> Dict[str, Path]:
         df["event_timestamp"] = ["@TS@"] * 100  # the load generator puts a per-request time here
         writes.append({"feature_view_name": "user_stats", "df": df})
     dump("write_100x50", writes)
+    out["grpc_1x50"] = out["read_1x50"]  # the same requests, sent as protobuf by the load generator
     return out
 
 
@@ -435,8 +444,15 @@ def run_load(args, label: str, bodies: Path, target: dict, load: dict, sample: O
         cmd += ["--direct", "--project", PROJECT]
         for view, spec in target["backends"].items():
             cmd += ["--backend", f"{view}={spec}"]
+    elif target["kind"] == "grpc":
+        cmd += ["--grpc", target["url"]]
     else:
         cmd += ["--http", target["url"] + path]
+    if sample:
+        # The server's CPU over the measured window only (the load generator
+        # reads /proc/<pid>/stat when measuring starts and ends).
+        for pid in sample.pids():
+            cmd += ["--cpu-pid", str(pid)]
     busy0, total0 = machine_cpu()
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     redis0 = cpu_seconds(args.redis_pid) if args.redis_pid else 0.0
@@ -494,6 +510,33 @@ def compare_answers(a: bytes, b: bytes) -> Optional[str]:
     return None
 
 
+def grpc_answer(url: str, body: bytes) -> bytes:
+    """One GetOnlineFeatures call (Feast's own Python stubs, from its venv)
+    for a JSON read body, returned in the HTTP answer's JSON shape so
+    compare_answers can check gRPC against HTTP."""
+    import grpc
+    from feast.protos.feast.serving import ServingService_pb2 as pb
+    from feast.protos.feast.serving import ServingService_pb2_grpc as pbg
+    from feast.protos.feast.types import Value_pb2
+
+    j = json.loads(body)
+    req = pb.GetOnlineFeaturesRequest(features=pb.FeatureList(val=j["features"]),
+                                      full_feature_names=j.get("full_feature_names", False))
+    for k, vals in j["entities"].items():
+        req.entities[k].val.extend(Value_pb2.Value(int64_val=v) for v in vals)
+    with grpc.insecure_channel(url.removeprefix("http://")) as ch:
+        resp = pbg.ServingServiceStub(ch).GetOnlineFeatures(req, timeout=30)
+
+    def val(v):
+        kind = v.WhichOneof("val")
+        return None if kind in (None, "null_val") else getattr(v, kind)
+
+    out = {"metadata": {"feature_names": list(resp.metadata.feature_names.val)},
+           "results": [{"values": [val(v) for v in r.values],
+                        "statuses": [pb.FieldStatus.Name(s) for s in r.statuses]} for r in resp.results]}
+    return json.dumps(out).encode()
+
+
 # ---------------------------------------------------------------------------
 # hot reload with 1,000 views
 # ---------------------------------------------------------------------------
@@ -532,7 +575,13 @@ def reload_scenario(args, work: Path, hybrid: Path, bodies: Path, logdir: Path) 
     rt_dir.mkdir(exist_ok=True)
     rt = rt_dir / "routing-table.yaml"
     rt.write_text(variants[0])
-    proxy = start_proxy("hos-proxy-reload", args.proxy, ["--routing-table", str(rt)], logdir)
+    # A routing table's SQLite files must stay under --data-dir (default:
+    # the table's own directory); the repos' files are under the work dir.
+    # Older proxies have no such flag and no such rule.
+    help_text = subprocess.run([str(args.proxy), "serve", "--help"], capture_output=True, text=True,
+                               timeout=30).stdout
+    data_dir = ["--data-dir", str(work)] if "--data-dir" in help_text else []
+    proxy = start_proxy("hos-proxy-reload", args.proxy, ["--routing-table", str(rt), *data_dir], logdir)
     result = {"feature_views": 1000, "backends": backends, "file_bytes": len(variants[0]),
               "phases": []}
     try:
@@ -623,8 +672,77 @@ def reload_scenario(args, work: Path, hybrid: Path, bodies: Path, logdir: Path) 
 
 
 # ---------------------------------------------------------------------------
+# profiles (--profile): perf record of hos-proxy per shape, flamegraph SVG
+# ---------------------------------------------------------------------------
+
+def profile_shapes(args, items, bodies: Dict[str, Path], logdir: Path) -> List[dict]:
+    """One extra, unmeasured run per (scenario, backend) with perf attached
+    to the hos-proxy serving it; writes results/flamegraphs/<shape>.svg.
+    Kept apart from the measured runs: perf's sampling costs the server CPU."""
+    perf = shutil.which("perf")
+    collapse = args.inferno_bin / "inferno-collapse-perf" if args.inferno_bin else None
+    flame = args.inferno_bin / "inferno-flamegraph" if args.inferno_bin else None
+    if not perf or not (collapse and collapse.exists() and flame and flame.exists()):
+        log("profiles skipped: perf or inferno not found")
+        return [{"skipped": "perf or inferno not found"}]
+    outdir = args.results / "flamegraphs"
+    outdir.mkdir(parents=True, exist_ok=True)
+    pdir = args.work / "perf"
+    pdir.mkdir(exist_ok=True)
+    done, out = set(), []
+    for scen, fam, load, (tname, spec, proc) in items:
+        shape = f"{scen}-{fam}"
+        want = PROFILE_LOAD.get(scen, "c32")
+        if shape in done or load != want or not tname.startswith("hos-proxy") or proc is None:
+            continue
+        done.add(shape)
+        data = pdir / f"{shape}.data"
+        secs = args.warmup + args.duration
+        rec_cmd = [perf, "record", "-q", "-F", str(args.profile_freq), "--call-graph", args.profile_callgraph,
+                   "-p", str(proc.pid), "-o", str(data), "--", "sleep", f"{secs:g}"]
+        rec = subprocess.Popen(rec_cmd, stdout=subprocess.DEVNULL, stderr=open(logdir / f"perf-{shape}.log", "wb"),
+                               start_new_session=True)
+        try:
+            path = "/write-to-online-store" if scen.startswith("write") else "/get-online-features"
+            res = run_load(args, f"profile {shape} {load}", bodies[scen], spec, LOADS[want], None, args.duration, path)
+        finally:
+            try:
+                rec.wait(timeout=secs + 60)
+            except subprocess.TimeoutExpired:
+                os.killpg(rec.pid, signal.SIGINT)
+                rec.wait(timeout=30)
+        svg = outdir / f"{shape}.svg"
+        title = f"hos-proxy {scen} on {fam}, {LOADS[want]['concurrency']} connections ({tname})"
+        # perf script | inferno-collapse-perf | inferno-flamegraph > svg
+        script = subprocess.Popen([perf, "script", "-i", str(data)], stdout=subprocess.PIPE,
+                                  stderr=subprocess.DEVNULL)
+        folded = subprocess.run([str(collapse)], stdin=script.stdout, capture_output=True, timeout=600)
+        script.stdout.close()
+        script.wait(timeout=60)
+        with open(svg, "wb") as f:
+            fl = subprocess.run([str(flame), "--title", title], input=folded.stdout, stdout=f,
+                                stderr=subprocess.PIPE, timeout=120)
+        ok = fl.returncode == 0 and svg.stat().st_size > 0
+        if not ok:
+            log(f"flamegraph for {shape} failed: {fl.stderr[-500:]!r}")
+            svg.unlink(missing_ok=True)
+        data.unlink(missing_ok=True)
+        out.append({"shape": shape, "load": want, "target": tname, "svg": f"flamegraphs/{svg.name}" if ok else None,
+                    "stacks": folded.stdout.count(b"\n"), "throughput_rps": res["throughput_rps"],
+                    "perf": f"record -F {args.profile_freq} --call-graph {args.profile_callgraph} -p <hos-proxy pid>"})
+        log(f"profile {shape}: {out[-1]['svg'] or 'failed'} ({res['throughput_rps']:.0f} rps under perf)")
+    return out
+
+
+# ---------------------------------------------------------------------------
 # main
 # ---------------------------------------------------------------------------
+
+SCENARIOS = ["read_1x10", "read_1x50", "grpc_1x50", "read_100x50", "read_multi", "write_100x50", "reload"]
+
+# The load at which --profile records each shape: the throughput point for
+# reads, 8 writers for writes.
+PROFILE_LOAD = {"write_100x50": "c8"}
 
 LOADS = {
     "c1": {"concurrency": 1},
@@ -652,7 +770,16 @@ def main() -> int:
                     help="repeat a run when other processes used more than this % of the machine's CPU")
     ap.add_argument("--retry-budget", type=int, default=20, help="most repeated runs in the whole benchmark")
     ap.add_argument("--only", default="", help="comma-separated scenario names to run (default: all)")
+    ap.add_argument("--profile", action="store_true",
+                    help="also record each shape's hos-proxy with perf and draw a flamegraph SVG")
+    ap.add_argument("--inferno-bin", type=Path, default=None, help="directory holding inferno-collapse-perf and "
+                    "inferno-flamegraph")
+    ap.add_argument("--profile-freq", type=int, default=199, help="perf sampling frequency (Hz)")
+    ap.add_argument("--profile-callgraph", default="dwarf,16384", help="perf --call-graph mode")
     args = ap.parse_args()
+    unknown = set(filter(None, args.only.split(","))) - set(SCENARIOS)
+    if unknown:
+        ap.error(f"unknown scenario(s) in --only: {', '.join(sorted(unknown))}; known: {', '.join(SCENARIOS)}")
 
     t_start = time.monotonic()
     work, logdir = args.work, args.work / "logs"
@@ -673,8 +800,10 @@ def main() -> int:
         bodies = write_bodies(work)
 
         log("starting hos-proxy (sqlite, redis, hybrid) and feast serve (sqlite, redis)")
-        servers["proxy-sqlite"] = start_proxy("hos-proxy-sqlite", args.proxy, ["--repo", str(repos["sqlite"])], logdir)
-        servers["proxy-redis"] = start_proxy("hos-proxy-redis", args.proxy, ["--repo", str(repos["redis"])], logdir)
+        servers["proxy-sqlite"] = start_proxy("hos-proxy-sqlite", args.proxy, ["--repo", str(repos["sqlite"])], logdir,
+                                              grpc=True)
+        servers["proxy-redis"] = start_proxy("hos-proxy-redis", args.proxy, ["--repo", str(repos["redis"])], logdir,
+                                             grpc=True)
         servers["proxy-hybrid"] = start_proxy("hos-proxy-hybrid", args.proxy, ["--repo", str(repos["hybrid"])],
                                               logdir)
         servers["feast-sqlite"] = start_feast("feast-serve-sqlite", args.venv, repos["sqlite"], logdir,
@@ -690,6 +819,9 @@ def main() -> int:
         def http_target(name):
             return {"kind": "http", "url": servers[name].url, "server": name}
 
+        def grpc_target(name):
+            return {"kind": "grpc", "url": servers[name].grpc_url, "server": name}
+
         # Targets per scenario: (target name, backend family, target spec, process to sample)
         single = {
             "sqlite": [("hos-proxy", http_target("proxy-sqlite"), servers["proxy-sqlite"].proc),
@@ -699,6 +831,11 @@ def main() -> int:
                       ("direct", {"kind": "direct", "backends": {"user_stats": redis_spec}}, None),
                       ("feast-serve", http_target("feast-redis"), servers["feast-redis"].proc)],
         }
+        # gRPC 1x50 against the proxy's --grpc-listen (feast serve has no
+        # gRPC), side by side with the same proxy over HTTP and the floor;
+        # the HTTP and direct runs are taken from read_1x50 when it runs too.
+        grpc = {fam: [("hos-proxy-grpc", grpc_target(f"proxy-{fam}"), servers[f"proxy-{fam}"].proc)]
+                for fam in ("sqlite", "redis")}
         multi = [("hos-proxy", http_target("proxy-hybrid"), servers["proxy-hybrid"].proc),
                  ("direct", {"kind": "direct", "backends": {"user_stats": f"sqlite:{a_db}",
                                                             "user_stats_b": f"sqlite:{b_db}",
@@ -707,7 +844,8 @@ def main() -> int:
 
         # Same answers from every server before any load (same data, same JSON).
         checks = {}
-        for scen, fam_targets in (("read_1x50", single["sqlite"] + single["redis"]), ("read_100x50", single["sqlite"]),
+        for scen, fam_targets in (("read_1x10", single["sqlite"] + single["redis"]),
+                                  ("read_1x50", single["sqlite"] + single["redis"]), ("read_100x50", single["sqlite"]),
                                   ("read_multi", multi)):
             body = bodies[scen].read_text().splitlines()[0].encode()
             answers = {}
@@ -724,13 +862,35 @@ def main() -> int:
                 checks[f"{scen}: {n} vs {ref_name}"] = diff or "same"
                 if diff:
                     log(f"CHECK FAILED {scen}: {n} vs {ref_name}: {diff}")
+        # gRPC against HTTP, same proxy, same request.
+        body = bodies["grpc_1x50"].read_text().splitlines()[0].encode()
+        for fam in ("sqlite", "redis"):
+            srv = servers[f"proxy-{fam}"]
+            st, b = http("POST", srv.url + "/get-online-features", body)
+            try:
+                diff = (f"HTTP {st}" if st != 200 else None) or compare_answers(b, grpc_answer(srv.grpc_url, body))
+            except Exception as e:  # noqa: BLE001 - recorded as the check's outcome
+                diff = f"gRPC call failed: {e!r}"[:300]
+            checks[f"grpc_1x50: {srv.name} gRPC vs HTTP"] = diff or "same"
+            if diff:
+                log(f"CHECK FAILED grpc_1x50 {fam}: {diff}")
         results["checks"]["same_answers"] = checks
 
         plan = []
         for load in ("c1", "c8", "c32", "r200", "r1000"):
             for fam in ("sqlite", "redis"):
                 for t in single[fam]:
+                    plan.append(("read_1x10", fam, load, t))
+        grpc_alone = bool(only) and "grpc_1x50" in only and "read_1x50" not in only
+        for load in ("c1", "c8", "c32", "r200", "r1000"):
+            for fam in ("sqlite", "redis"):
+                for t in single[fam]:
                     plan.append(("read_1x50", fam, load, t))
+                for t in grpc[fam]:
+                    plan.append(("grpc_1x50", fam, load, t))
+                if grpc_alone:  # its comparison points: the proxy over HTTP and the floor
+                    for t in single[fam][:2]:
+                        plan.append(("grpc_1x50", fam, load, t))
         for load in ("c1", "c8", "c32", "r200"):
             for fam in ("sqlite", "redis"):
                 for t in single[fam]:
@@ -759,6 +919,7 @@ def main() -> int:
                 attempts = []
                 while True:
                     res = run_load(args, label, bodies[scen], spec, LOADS[load], proc, args.duration, path)
+                    res["server_cpu_us_per_request"] = (res.get("server_cpu") or {}).get("us_per_request")
                     attempts.append(res)
                     other = res["machine"]["other_cpu_pct"]
                     if other <= args.max_other_cpu or len(attempts) >= 3 or retries["left"] <= 0:
@@ -787,6 +948,8 @@ def main() -> int:
             results["reload"] = reload_scenario(args, work, repos["hybrid"], bodies["read_1x50"], logdir)
         log(f"{len(write_plan)} write runs")
         execute(write_plan)
+        if args.profile:
+            results["profiles"] = profile_shapes(args, plan + write_plan, bodies, logdir)
         results["retries_used"] = args.retry_budget - retries["left"]
         results["end_rss_kib"] = {n: sum(rss_kib(p) for p in s.proc.pids()) for n, s in servers.items()}
         results["server_logs_warn_lines"] = {

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The benchmark: one command, bounded in time (about 15 minutes on 2 cores).
+# The benchmark: one command, bounded in time (about 20 minutes on 2 cores).
 #
 #   bench/run.sh
 #
@@ -27,7 +27,13 @@
 #   BENCH_MAX_OTHER_CPU   repeat a run (up to 2 more tries) when other processes used more than this
 #                         % of the machine's CPU during it (default 10)
 #   BENCH_RETRY_BUDGET    most repeated runs in the whole benchmark (default 15)
-#   BENCH_ONLY            comma-separated scenarios (read_1x50,read_100x50,read_multi,write_100x50,reload)
+#   BENCH_ONLY            comma-separated scenarios (read_1x10,read_1x50,grpc_1x50,read_100x50,read_multi,
+#                         write_100x50,reload)
+#   BENCH_PROFILE         1: also record hos-proxy with `perf record` once per shape (an extra, unmeasured
+#                         run) and write bench/results/flamegraphs/<scenario>-<backend>.svg (inferno,
+#                         installed into HOS_BENCH_TOOLS); skipped with a note when perf is missing
+#   BENCH_PROFILE_FREQ    perf sampling frequency in Hz (default 199)
+#   BENCH_PROFILE_CALLGRAPH  perf --call-graph mode (default dwarf,16384: release builds have no frame pointers)
 #   HOS_PROXY_BIN         use this hos-proxy binary instead of building one
 #   HOS_BENCH_TARGET_DIR  cargo target dir for the release builds (default: <repo>/target)
 #   HOS_BENCH_TOOLS       install root of the load generator (default: $HOS_CACHE/bench-tools)
@@ -48,7 +54,7 @@ mkdir -p "$results"
 {
   printf 'cd %q && ' "$root"
   for v in BENCH_DURATION BENCH_WARMUP BENCH_RELOAD_DURATION BENCH_FEAST_WORKERS BENCH_ONLY BENCH_WAIT_IDLE_SECONDS \
-           BENCH_MAX_OTHER_CPU BENCH_RETRY_BUDGET TMPDIR \
+           BENCH_MAX_OTHER_CPU BENCH_RETRY_BUDGET BENCH_PROFILE BENCH_PROFILE_FREQ BENCH_PROFILE_CALLGRAPH TMPDIR \
            HOS_PROXY_BIN HOS_BENCH_TARGET_DIR HOS_BENCH_TOOLS HOS_CACHE; do
     if [[ -n "${!v:-}" ]]; then printf '%s=%q ' "$v" "${!v}"; fi
   done
@@ -95,6 +101,24 @@ if [[ ! -x "$loadgen" || "$(cat "$tools/.hos-bench-load.stamp" 2>/dev/null)" != 
   log "installing the load generator (bench/loadgen) into $tools"
   nice -n 19 cargo install -q --locked --force --path "$here/loadgen" --root "$tools" --target-dir "$target_dir"
   echo "$stamp" > "$tools/.hos-bench-load.stamp"
+fi
+
+# Profiles (BENCH_PROFILE=1): perf from the system, inferno (flamegraph SVG)
+# installed once into the tools root.
+profile_args=()
+if [[ "${BENCH_PROFILE:-0}" == 1 ]]; then
+  if ! command -v perf >/dev/null 2>&1; then
+    log "BENCH_PROFILE=1 but no perf on PATH: profiles skipped"
+  elif ! perf record -q -o /dev/null -- true >/dev/null 2>&1; then
+    log "BENCH_PROFILE=1 but perf record is not permitted here (perf_event_paranoid?): profiles skipped"
+  else
+    if [[ ! -x "$tools/bin/inferno-flamegraph" || ! -x "$tools/bin/inferno-collapse-perf" ]]; then
+      log "installing inferno 0.12 (flamegraphs) into $tools"
+      nice -n 19 cargo install -q --locked inferno --version '^0.12' --root "$tools" --target-dir "$target_dir"
+    fi
+    profile_args=(--profile --inferno-bin "$tools/bin" --profile-freq "${BENCH_PROFILE_FREQ:-199}"
+                  --profile-callgraph "${BENCH_PROFILE_CALLGRAPH:-dwarf,16384}")
+  fi
 fi
 
 plot_venv="$cache/bench-plot-venv"
@@ -159,7 +183,7 @@ log "running the harness"
   --reload-duration "${BENCH_RELOAD_DURATION:-15}" \
   --feast-workers "${BENCH_FEAST_WORKERS:-$(nproc)}" \
   --max-other-cpu "${BENCH_MAX_OTHER_CPU:-10}" --retry-budget "${BENCH_RETRY_BUDGET:-15}" \
-  --only "${BENCH_ONLY:-}"
+  --only "${BENCH_ONLY:-}" "${profile_args[@]}"
 
 log "writing results.md and plots"
 "$plot_venv/bin/python" "$here/report.py" "$results" "$((SECONDS - t0))"

@@ -10,6 +10,11 @@
 //!   Redis through pipelined HMGET), with the same entity keys, the same
 //!   Value decoding and the same JSON response serialization as the proxy,
 //!   but no HTTP, routing or request parsing.
+//! - `--grpc URL`: calls Feast's `feast.serving.ServingService/GetOnlineFeatures`
+//!   (hos-proxy's `--grpc-listen`) with the same requests, converted from
+//!   the JSON bodies to protobuf once at start-up; one HTTP/2 channel per
+//!   worker thread, each driven by its own current-thread Tokio runtime so
+//!   the worker loop stays the same blocking loop as for HTTP.
 //!
 //! Load shapes, both bounded in time:
 //!
@@ -25,8 +30,19 @@
 //! The text `@TS@` in a body is replaced by a per-request RFC 3339 time
 //! (start of run + k seconds), so repeated writes are never skipped as stale.
 //!
+//! Latencies are recorded in HDR histograms (one per worker, merged at the
+//! end; 3 significant digits, 1 ns to 100 s), not in a sorted list, so a
+//! long run costs constant memory and the percentiles carry a known
+//! precision.
+//!
+//! `--cpu-pid PID` (repeatable): the server's processes. Their CPU time
+//! (utime + stime from /proc/PID/stat) is read when the measured phase
+//! starts and after its last request, so the CPU per request covers the
+//! measured window only.
+//!
 //! Output: one JSON object (stdout, and `--out FILE`) with counts, errors by
-//! kind, throughput and latency percentiles in microseconds.
+//! kind, throughput, latency percentiles in microseconds, where latency is
+//! measured from (`latency_from`), and the server's CPU per request.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -39,7 +55,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use api::entity_key::{self, SerializationVersion};
 use api::json::{format_timestamp, value_to_json};
 use api::keys::{redis_feature_field, redis_key, redis_ts_field};
+use api::proto::feast::serving::get_online_features_request::Kind;
+use api::proto::feast::serving::serving_service_client::ServingServiceClient;
+use api::proto::feast::serving::{FeatureList, GetOnlineFeaturesRequest};
+use api::proto::feast::types::RepeatedValue;
 use api::proto::{Val, Value};
+use hdrhistogram::Histogram;
 use prost::Message;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, params_from_iter};
@@ -49,9 +70,9 @@ const EPOCH: &str = "1970-01-01T00:00:00Z";
 
 fn usage() -> ! {
     eprintln!(
-        "usage: hos-bench-load (--http URL | --direct --backend VIEW=sqlite:PATH|VIEW=redis:HOST:PORT ... --project P)\n\
+        "usage: hos-bench-load (--http URL | --grpc URL | --direct --backend VIEW=sqlite:PATH|VIEW=redis:HOST:PORT ... --project P)\n\
          \x20      --bodies FILE [--concurrency N] [--rate RPS] [--duration S] [--warmup S]\n\
-         \x20      [--timeout S] [--grace S] [--label TEXT] [--out FILE]"
+         \x20      [--timeout S] [--grace S] [--cpu-pid PID ...] [--label TEXT] [--out FILE]"
     );
     std::process::exit(2)
 }
@@ -65,6 +86,7 @@ enum BackendSpec {
 #[derive(Clone, Debug)]
 struct Args {
     http: Option<String>,
+    grpc: Option<String>,
     direct: bool,
     backends: HashMap<String, BackendSpec>,
     project: String,
@@ -75,6 +97,7 @@ struct Args {
     warmup: f64,
     timeout: f64,
     grace: f64,
+    cpu_pids: Vec<u32>,
     label: String,
     out: Option<PathBuf>,
 }
@@ -82,6 +105,7 @@ struct Args {
 fn parse_args() -> Args {
     let mut a = Args {
         http: None,
+        grpc: None,
         direct: false,
         backends: HashMap::new(),
         project: String::new(),
@@ -92,6 +116,7 @@ fn parse_args() -> Args {
         warmup: 1.0,
         timeout: 10.0,
         grace: 1.0,
+        cpu_pids: Vec::new(),
         label: String::new(),
         out: None,
     };
@@ -100,6 +125,7 @@ fn parse_args() -> Args {
         let mut val = || it.next().unwrap_or_else(|| usage());
         match flag.as_str() {
             "--http" => a.http = Some(val()),
+            "--grpc" => a.grpc = Some(val()),
             "--direct" => a.direct = true,
             "--backend" => {
                 let v = val();
@@ -121,12 +147,15 @@ fn parse_args() -> Args {
             "--warmup" => a.warmup = val().parse().unwrap_or_else(|_| usage()),
             "--timeout" => a.timeout = val().parse().unwrap_or_else(|_| usage()),
             "--grace" => a.grace = val().parse().unwrap_or_else(|_| usage()),
+            "--cpu-pid" => a.cpu_pids.push(val().parse().unwrap_or_else(|_| usage())),
             "--label" => a.label = val(),
             "--out" => a.out = Some(PathBuf::from(val())),
             _ => usage(),
         }
     }
-    if a.http.is_some() == a.direct || a.bodies.as_os_str().is_empty() || a.concurrency == 0 {
+    let modes =
+        usize::from(a.http.is_some()) + usize::from(a.grpc.is_some()) + usize::from(a.direct);
+    if modes != 1 || a.bodies.as_os_str().is_empty() || a.concurrency == 0 {
         usage();
     }
     if a.direct && a.project.is_empty() {
@@ -301,6 +330,113 @@ fn parse_direct(line: &str) -> Result<DirectReq, String> {
         views,
         columns,
     }))
+}
+
+/// A JSON read body as Feast's gRPC request: the same feature refs and
+/// entity columns, values typed as the JSON path infers them (integers as
+/// Int64), so both paths read the same rows.
+fn parse_grpc(line: &str) -> Result<GetOnlineFeaturesRequest, String> {
+    let body: Json = serde_json::from_str(line).map_err(|e| format!("bad body JSON: {e}"))?;
+    let features = body
+        .get("features")
+        .and_then(Json::as_array)
+        .ok_or("gRPC body without features")?
+        .iter()
+        .map(|f| {
+            f.as_str()
+                .map(str::to_string)
+                .ok_or("feature ref not a string")
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let entities = body
+        .get("entities")
+        .and_then(Json::as_object)
+        .ok_or("gRPC body without entities")?
+        .iter()
+        .map(|(k, v)| {
+            let vals = v
+                .as_array()
+                .map(|a| a.iter().map(json_value).collect())
+                .unwrap_or_default();
+            (k.clone(), RepeatedValue { val: vals })
+        })
+        .collect();
+    Ok(GetOnlineFeaturesRequest {
+        kind: Some(Kind::Features(FeatureList { val: features })),
+        entities,
+        full_feature_names: body
+            .get("full_feature_names")
+            .and_then(Json::as_bool)
+            .unwrap_or(false),
+        ..Default::default()
+    })
+}
+
+// ---------------------------------------------------------------------------
+// gRPC client: one HTTP/2 channel per worker, on a current-thread runtime
+// ---------------------------------------------------------------------------
+
+struct GrpcClient {
+    rt: tokio::runtime::Runtime,
+    endpoint: tonic::transport::Endpoint,
+    client: Option<ServingServiceClient<tonic::transport::Channel>>,
+}
+
+impl GrpcClient {
+    fn new(url: &str, timeout: Duration) -> GrpcClient {
+        let host = url
+            .strip_prefix("http://")
+            .unwrap_or_else(|| panic!("only http:// gRPC URLs: {url}"));
+        let addr = host
+            .trim_end_matches('/')
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .unwrap_or_else(|| panic!("cannot resolve {host}"));
+        assert!(addr.ip().is_loopback(), "only loopback targets: {addr}");
+        let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
+            .unwrap_or_else(|e| panic!("bad gRPC URL {url}: {e}"))
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .tcp_nodelay(true);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("tokio runtime: {e}"));
+        GrpcClient {
+            rt,
+            endpoint,
+            client: None,
+        }
+    }
+
+    /// One GetOnlineFeatures call; returns the response's encoded size.
+    fn call(&mut self, req: &GetOnlineFeaturesRequest) -> Result<usize, String> {
+        let GrpcClient {
+            rt,
+            endpoint,
+            client,
+        } = self;
+        let res = rt.block_on(async {
+            if client.is_none() {
+                let ch = endpoint
+                    .connect()
+                    .await
+                    .map_err(|e| format!("connect: {e}"))?;
+                // Large 100-row answers exceed tonic's 4 MiB default.
+                *client = Some(ServingServiceClient::new(ch).max_decoding_message_size(64 << 20));
+            }
+            let c = client.as_mut().ok_or("no channel")?;
+            c.get_online_features(req.clone())
+                .await
+                .map(|r| r.get_ref().encoded_len())
+                .map_err(|st| format!("grpc_{:?}", st.code()).to_lowercase())
+        });
+        if matches!(&res, Err(e) if e.starts_with("connect")) {
+            self.client = None;
+        }
+        res
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -633,10 +769,7 @@ impl Direct {
                             .transpose()
                     })
                     .collect::<Result<Vec<_>, _>>()?;
-                let secs = ts
-                    .as_deref()
-                    .and_then(|b| prost_types_seconds(b))
-                    .unwrap_or(0);
+                let secs = ts.as_deref().and_then(prost_types_seconds).unwrap_or(0);
                 Ok(Some((values, secs)))
             })
             .collect()
@@ -875,23 +1008,46 @@ fn encode_ts_seconds(secs: i64) -> Vec<u8> {
 // ---------------------------------------------------------------------------
 
 enum Target {
-    Http(HttpClient),
+    Http(Box<HttpClient>),
+    Grpc(Box<GrpcClient>),
     Direct(Box<Direct>),
 }
 
 struct Bodies {
     templates: Vec<Template>,
     direct: Vec<DirectReq>,
+    grpc: Vec<GetOnlineFeaturesRequest>,
 }
 
-#[derive(Default)]
+/// Highest latency the histograms hold: 100 s in ns (a request's timeout is
+/// far below; anything above is clamped to it, never dropped).
+const HIST_MAX_NS: u64 = 100_000_000_000;
+
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, HIST_MAX_NS, 3)
+        .unwrap_or_else(|e| panic!("histogram bounds: {e}"))
+}
+
 struct Tally {
-    latencies_ns: Vec<u64>,
+    hist: Histogram<u64>,
     ok: u64,
     sent: u64,
     errors: BTreeMap<String, u64>,
     bytes: u64,
     last_done: Option<Instant>,
+}
+
+impl Default for Tally {
+    fn default() -> Tally {
+        Tally {
+            hist: new_histogram(),
+            ok: 0,
+            sent: 0,
+            errors: BTreeMap::new(),
+            bytes: 0,
+            last_done: None,
+        }
+    }
 }
 
 struct Shared {
@@ -919,6 +1075,7 @@ fn send(
                 Err(format!("http_{status}"))
             }
         }
+        Target::Grpc(c) => c.call(&bodies.grpc[i]),
         Target::Direct(d) => {
             let s = match &bodies.direct[i] {
                 DirectReq::Read(r) => d.read(r)?,
@@ -981,8 +1138,11 @@ fn run_phase(
             Ok(n) => {
                 t.ok += 1;
                 t.bytes += n as u64;
-                t.latencies_ns
-                    .push(done.duration_since(due).as_nanos() as u64);
+                // Open loop: from the request's scheduled time, so time
+                // spent waiting behind a slow server counts (no
+                // coordinated omission). Closed loop: due == send time.
+                let ns = u64::try_from(done.duration_since(due).as_nanos()).unwrap_or(u64::MAX);
+                t.hist.saturating_record(ns.clamp(1, HIST_MAX_NS));
             }
             Err(e) => *t.errors.entry(e).or_default() += 1,
         }
@@ -991,12 +1151,45 @@ fn run_phase(
     t
 }
 
-fn pct(sorted: &[u64], p: f64) -> f64 {
-    if sorted.is_empty() {
+/// A quantile of the histogram in µs (NaN when empty).
+fn pct(h: &Histogram<u64>, q: f64) -> f64 {
+    if h.is_empty() {
         return f64::NAN;
     }
-    let idx = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[idx] as f64 / 1000.0
+    h.value_at_quantile(q) as f64 / 1000.0
+}
+
+/// Summed utime + stime of these processes, in seconds (a process that is
+/// gone counts 0). /proc reports clock ticks of `clk_tck` per second.
+fn cpu_seconds(pids: &[u32], clk_tck: f64) -> f64 {
+    let mut ticks = 0u64;
+    for pid in pids {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // Fields after the command name (which may hold spaces): state is
+        // field 3, utime 14 and stime 15 (1-based) -> 11 and 12 here.
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        for i in [11, 12] {
+            ticks += f.get(i).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
+        }
+    }
+    ticks as f64 / clk_tck
+}
+
+/// The kernel's USER_HZ (`getconf CLK_TCK`; 100 on Linux when unknown).
+fn clk_tck() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .filter(|&t| t > 0.0)
+        .unwrap_or(100.0)
 }
 
 fn main() {
@@ -1005,6 +1198,14 @@ fn main() {
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", args.bodies.display()));
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     assert!(!lines.is_empty(), "no bodies in {}", args.bodies.display());
+    let grpc = if args.grpc.is_some() {
+        lines
+            .iter()
+            .map(|l| parse_grpc(l).unwrap_or_else(|e| panic!("{e}")))
+            .collect()
+    } else {
+        Vec::new()
+    };
     let direct = if args.direct {
         lines
             .iter()
@@ -1016,7 +1217,9 @@ fn main() {
     let bodies = Arc::new(Bodies {
         templates: lines.iter().map(|l| Template::new(l)).collect(),
         direct,
+        grpc,
     });
+    let tck = clk_tck();
     let timeout = Duration::from_secs_f64(args.timeout);
     let base_secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -1043,9 +1246,10 @@ fn main() {
         let meas = Arc::clone(&meas);
         let starts = Arc::clone(&starts);
         handles.push(std::thread::spawn(move || {
-            let mut target = match &args.http {
-                Some(url) => Target::Http(HttpClient::new(url, timeout)),
-                None => Target::Direct(Box::new(Direct::new(&args))),
+            let mut target = match (&args.http, &args.grpc) {
+                (Some(url), _) => Target::Http(Box::new(HttpClient::new(url, timeout))),
+                (None, Some(url)) => Target::Grpc(Box::new(GrpcClient::new(url, timeout))),
+                (None, None) => Target::Direct(Box::new(Direct::new(&args))),
             };
             let grace = Duration::from_secs_f64(args.grace);
             barrier.wait(); // A
@@ -1087,6 +1291,7 @@ fn main() {
     starts.lock().expect("lock").0 = Instant::now();
     barrier.wait(); // A
     barrier.wait(); // B
+    let cpu0 = cpu_seconds(&args.cpu_pids, tck);
     starts.lock().expect("lock").1 = Instant::now();
     barrier.wait(); // C
     let measure_start = starts.lock().expect("lock").1;
@@ -1098,7 +1303,10 @@ fn main() {
         total.ok += t.ok;
         total.sent += t.sent;
         total.bytes += t.bytes;
-        total.latencies_ns.extend(t.latencies_ns);
+        total
+            .hist
+            .add(&t.hist)
+            .unwrap_or_else(|e| panic!("merging histograms: {e}"));
         for (k, v) in t.errors {
             *total.errors.entry(k).or_default() += v;
         }
@@ -1107,8 +1315,9 @@ fn main() {
             (a, b) => a.or(b),
         };
     }
-    let mut lat = std::mem::take(&mut total.latencies_ns);
-    lat.sort_unstable();
+    // After the last measured request of every worker.
+    let cpu1 = cpu_seconds(&args.cpu_pids, tck);
+    let lat = &total.hist;
     let elapsed = total
         .last_done
         .map(|d| d.duration_since(measure_start).as_secs_f64())
@@ -1120,7 +1329,19 @@ fn main() {
     let mean = if lat.is_empty() {
         f64::NAN
     } else {
-        lat.iter().map(|&x| x as f64).sum::<f64>() / lat.len() as f64 / 1000.0
+        lat.mean() / 1000.0
+    };
+    let server_cpu = if args.cpu_pids.is_empty() {
+        Json::Null
+    } else {
+        let cpu = (cpu1 - cpu0).max(0.0);
+        json!({
+            "pids": args.cpu_pids,
+            "cpu_s": (cpu * 1000.0).round() / 1000.0,
+            "clk_tck": tck,
+            "window": "measured phase (after warm-up, to the last answer)",
+            "us_per_request": if total.sent > 0 { (cpu * 1e6 / total.sent as f64).round() } else { f64::NAN },
+        })
     };
     let num = |x: f64| {
         serde_json::Number::from_f64((x * 1000.0).round() / 1000.0)
@@ -1129,8 +1350,8 @@ fn main() {
     };
     let out = json!({
         "label": args.label,
-        "mode": if args.direct { "direct" } else { "http" },
-        "target": args.http.clone().unwrap_or_else(|| "direct".into()),
+        "mode": if args.direct { "direct" } else if args.grpc.is_some() { "grpc" } else { "http" },
+        "target": args.http.clone().or_else(|| args.grpc.clone()).unwrap_or_else(|| "direct".into()),
         "concurrency": args.concurrency,
         "rate": args.rate,
         "duration_s": args.duration,
@@ -1145,14 +1366,20 @@ fn main() {
         "unsent": unsent,
         "throughput_rps": num(total.ok as f64 / elapsed),
         "response_bytes_mean": num(if total.ok > 0 { total.bytes as f64 / total.ok as f64 } else { 0.0 }),
+        // Open loop: each latency runs from the request's scheduled send
+        // time (coordinated-omission-correct); closed loop: from its send.
+        "latency_from": if args.rate.is_some() { "scheduled" } else { "sent" },
+        "latency_recorder": "hdrhistogram, per-worker histograms merged, 3 significant digits, 1 ns..100 s",
+        "latency_samples": lat.len(),
+        "server_cpu": server_cpu,
         "latency_us": {
-            "min": num(lat.first().map(|&x| x as f64 / 1000.0).unwrap_or(f64::NAN)),
+            "min": num(if lat.is_empty() { f64::NAN } else { lat.min() as f64 / 1000.0 }),
             "mean": num(mean),
-            "p50": num(pct(&lat, 0.50)),
-            "p90": num(pct(&lat, 0.90)),
-            "p99": num(pct(&lat, 0.99)),
-            "p99.9": num(pct(&lat, 0.999)),
-            "max": num(lat.last().map(|&x| x as f64 / 1000.0).unwrap_or(f64::NAN)),
+            "p50": num(pct(lat, 0.50)),
+            "p90": num(pct(lat, 0.90)),
+            "p99": num(pct(lat, 0.99)),
+            "p99.9": num(pct(lat, 0.999)),
+            "max": num(if lat.is_empty() { f64::NAN } else { lat.max() as f64 / 1000.0 }),
         },
     });
     let s = serde_json::to_string_pretty(&out).expect("json");
@@ -1160,4 +1387,70 @@ fn main() {
         std::fs::write(p, &s).unwrap_or_else(|e| panic!("cannot write {}: {e}", p.display()));
     }
     println!("{s}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_request_matches_the_json_body() {
+        let req = parse_grpc(
+            r#"{"features":["user_stats:f00","user_stats:f01"],"entities":{"user_id":[7,42]},"full_feature_names":true}"#,
+        )
+        .unwrap();
+        match req.kind {
+            Some(Kind::Features(FeatureList { val })) => {
+                assert_eq!(val, vec!["user_stats:f00", "user_stats:f01"])
+            }
+            other => panic!("unexpected kind {other:?}"),
+        }
+        let ids: Vec<Option<Val>> = req.entities["user_id"]
+            .val
+            .iter()
+            .map(|v| v.val.clone())
+            .collect();
+        assert_eq!(ids, vec![Some(Val::Int64Val(7)), Some(Val::Int64Val(42))]);
+        assert!(req.full_feature_names);
+        assert!(parse_grpc(r#"{"entities":{"user_id":[1]}}"#).is_err());
+    }
+
+    #[test]
+    fn merged_histograms_give_the_percentiles_of_all_samples() {
+        // Worker A: 1..=900 µs, worker B: 901..=1000 µs (as ns).
+        let mut a = Tally::default();
+        let mut b = Tally::default();
+        for us in 1..=1000u64 {
+            let t = if us <= 900 { &mut a } else { &mut b };
+            t.hist.saturating_record(us * 1000);
+        }
+        a.hist.add(&b.hist).unwrap();
+        assert_eq!(a.hist.len(), 1000);
+        // 3 significant digits: within 0.1 % of the exact order statistic.
+        for (q, exact) in [(0.5, 500.0), (0.9, 900.0), (0.99, 990.0), (0.999, 999.0)] {
+            let got = pct(&a.hist, q);
+            assert!(
+                (got - exact).abs() <= exact * 0.001 + 1.0,
+                "q={q}: {got} vs {exact}"
+            );
+        }
+        assert!((a.hist.max() as f64 / 1000.0 - 1000.0).abs() <= 1.0);
+        assert!(pct(&new_histogram(), 0.5).is_nan());
+    }
+
+    #[test]
+    fn cpu_seconds_reads_this_process() {
+        let me = std::process::id();
+        let t0 = cpu_seconds(&[me], 100.0);
+        let start = Instant::now();
+        let mut x = 0u64;
+        while start.elapsed() < Duration::from_millis(300) {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        }
+        std::hint::black_box(x);
+        let t1 = cpu_seconds(&[me], 100.0);
+        assert!(t1 - t0 >= 0.1, "{t0} -> {t1}");
+        // A pid that does not exist counts 0.
+        assert_eq!(cpu_seconds(&[u32::MAX], 100.0), 0.0);
+    }
 }
