@@ -129,18 +129,19 @@ async fn run_raw<T: redis::FromRedisValue>(
     }
 }
 
-/// The one server-side step of a write, per entity hash (so a cluster
-/// routes it by its one key): compare the stored `_ts:<view>` (a
-/// serialized `google.protobuf.Timestamp`, decoded here) with the write's
-/// event time; when the stored one is newer, leave the hash alone,
-/// otherwise set every feature field and `_ts:<view>` together, and the
-/// hash's EXPIRE when `key_ttl_seconds` is set. Atomic: no other command
-/// runs between the comparison and the HSET.
+/// The server-side step of a write, for one or more entity hashes (in a
+/// cluster one per call, so it routes by its one key): for each hash,
+/// compare the stored `_ts:<view>` (a serialized
+/// `google.protobuf.Timestamp`, decoded here) with the row's event time;
+/// when the stored one is newer leave the hash alone, otherwise set every
+/// feature field and `_ts:<view>` in one HSET, and the hash's EXPIRE when
+/// `key_ttl_seconds` is set. Atomic: no other command runs between a
+/// comparison and its HSET.
 ///
-/// KEYS[1] the hash; ARGV[1] the `_ts:<view>` field; ARGV[2], ARGV[3] the
-/// event time's seconds and nanoseconds; ARGV[4] its serialized Timestamp;
-/// ARGV[5] EXPIRE seconds (0: none); ARGV[6..] field, value pairs.
-/// Returns 1 when written, 0 when a newer row was kept.
+/// KEYS: the hashes. ARGV[1] the `_ts:<view>` field; ARGV[2] EXPIRE
+/// seconds (0: none); then per key: seconds, nanoseconds, the serialized
+/// Timestamp, the number of fields n, and n field, value pairs.
+/// Returns how many hashes were written.
 const NEWEST_WINS_LUA: &str = r#"
 local function varint(s, i)
   local v, m = 0, 1
@@ -166,26 +167,38 @@ local function decode(s)
   if secs >= 9223372036854775807 then secs = -1 end
   return secs, nanos
 end
-local stored = redis.call('HGET', KEYS[1], ARGV[1])
-if stored then
-  local s, n = decode(stored)
-  local ws, wn = tonumber(ARGV[2]), tonumber(ARGV[3])
-  if s and (s > ws or (s == ws and n > wn)) then return 0 end
-end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[4])
-local args = {}
-for i = 6, #ARGV do
-  args[#args + 1] = ARGV[i]
-  if #args == 200 then
-    redis.call('HSET', KEYS[1], unpack(args))
-    args = {}
+local ttl = tonumber(ARGV[2])
+local p = 3
+local written = 0
+for k = 1, #KEYS do
+  local ws, wn, ts, n = tonumber(ARGV[p]), tonumber(ARGV[p + 1]), ARGV[p + 2], tonumber(ARGV[p + 3])
+  local first, last = p + 4, p + 3 + 2 * n
+  p = last + 1
+  local stored = redis.call('HGET', KEYS[k], ARGV[1])
+  local newer = false
+  if stored then
+    local s, ns = decode(stored)
+    newer = s ~= nil and (s > ws or (s == ws and ns > wn))
+  end
+  if not newer then
+    if n <= 3000 then
+      redis.call('HSET', KEYS[k], ARGV[1], ts, unpack(ARGV, first, last))
+    else
+      redis.call('HSET', KEYS[k], ARGV[1], ts)
+      for i = first, last, 2000 do
+        redis.call('HSET', KEYS[k], unpack(ARGV, i, math.min(i + 1999, last)))
+      end
+    end
+    if ttl > 0 then redis.call('EXPIRE', KEYS[k], ttl) end
+    written = written + 1
   end
 end
-if #args > 0 then redis.call('HSET', KEYS[1], unpack(args)) end
-local ttl = tonumber(ARGV[5])
-if ttl > 0 then redis.call('EXPIRE', KEYS[1], ttl) end
-return 1
+return written
 "#;
+
+/// Hashes per script call on a single server (one call per hash in a
+/// cluster): few round trips and calls, while one call stays short.
+const KEYS_PER_CALL: usize = 64;
 
 static NEWEST_WINS: std::sync::LazyLock<redis::Script> =
     std::sync::LazyLock::new(|| redis::Script::new(NEWEST_WINS_LUA));
@@ -370,17 +383,24 @@ impl OnlineStore for RedisStore {
         }
         let ts_field = redis_ts_field(&view.name);
         let ttl = self.key_ttl_seconds.unwrap_or(0);
+        let per_call = match self.conn {
+            Conn::Single(_) => KEYS_PER_CALL,
+            Conn::Cluster(_) => 1,
+        };
         let mut pipe = redis::pipe();
-        for row in &rows {
-            let mut call = NEWEST_WINS.key(redis_key(&row.entity_key, project));
-            call.arg(&ts_field)
-                .arg(row.event_ts.seconds)
-                .arg(row.event_ts.nanos)
-                .arg(encode_ts(row.event_ts))
-                .arg(ttl);
-            for (name, value) in &row.values {
-                call.arg(redis_feature_field(&view.name, name).as_slice())
-                    .arg(value.encode_to_vec());
+        for chunk in rows.chunks(per_call) {
+            let mut call = NEWEST_WINS.prepare_invoke();
+            call.arg(&ts_field).arg(ttl);
+            for row in chunk {
+                call.key(redis_key(&row.entity_key, project))
+                    .arg(row.event_ts.seconds)
+                    .arg(row.event_ts.nanos)
+                    .arg(encode_ts(row.event_ts))
+                    .arg(row.values.len());
+                for (name, value) in &row.values {
+                    call.arg(redis_feature_field(&view.name, name).as_slice())
+                        .arg(value.encode_to_vec());
+                }
             }
             pipe.invoke_script(&call).ignore();
         }

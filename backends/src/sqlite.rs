@@ -147,11 +147,23 @@ impl SqliteStore {
             &path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
         )?;
-        let mode: String = writer
-            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
-            .map_err(query_err)?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            tracing::debug!(path = %path.display(), mode, "sqlite database stays out of WAL mode");
+        // Not fatal: a database another process holds locked, or a file
+        // system without shared memory, keeps its journal mode and is
+        // served as before (readers then wait while a write commits).
+        match writer.query_row("PRAGMA journal_mode=WAL", [], |r| r.get::<_, String>(0)) {
+            Ok(mode) if mode.eq_ignore_ascii_case("wal") => {}
+            Ok(mode) => {
+                tracing::info!(path = %path.display(), mode, "sqlite database stays out of WAL mode")
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot switch the sqlite database to WAL mode")
+            }
+        }
+        // The writer touches a key's index and table pages for every
+        // feature: a larger page cache than SQLite's 2 MiB default saves
+        // most of the re-reads of a big table.
+        if let Err(e) = writer.execute_batch("PRAGMA cache_size = -16384") {
+            tracing::debug!(error = %e, "sqlite cache_size not set");
         }
         let readers = (0..READERS)
             .map(|_| open_connection(&path, OpenFlags::SQLITE_OPEN_READ_ONLY))
@@ -223,17 +235,6 @@ fn read_ts(v: ValueRef<'_>) -> Timestamp {
             .unwrap_or_default(),
         ValueRef::Null | ValueRef::Blob(_) => Timestamp::default(),
     }
-}
-
-/// The newest stored event time (epoch seconds) of one entity key over
-/// all its features: epoch seconds as the proxy and Feast 0.67 write them,
-/// or text as older Feast versions (and Python's default adapter) did.
-fn newest_stored_sql(quoted_table: &str) -> String {
-    format!(
-        "SELECT MAX(CASE typeof(event_ts) WHEN 'integer' THEN event_ts \
-         WHEN 'real' THEN CAST(event_ts AS INTEGER) WHEN 'text' THEN unixepoch(event_ts) END) \
-         FROM {quoted_table} WHERE entity_key = ?1"
-    )
 }
 
 /// A cached statement on the view's table; a missing table is named.
@@ -392,44 +393,39 @@ impl OnlineStore for SqliteStore {
                 }
             };
             let t = quote(&table);
-            // Which row is stored is decided per entity key, over all its
-            // features at once (see `newest_stored`), so the upsert itself
-            // is unconditional: the row as a whole is replaced or kept.
+            // The upsert itself compares: an existing row is replaced only
+            // when the write's time (whole seconds, what Feast stores) is
+            // not older than the stored one, read as epoch seconds or as
+            // text (older Feast versions). An equal time replaces (the
+            // last write applied wins, so a retry is idempotent). A key's
+            // features carry one time, so they are kept or replaced
+            // together.
+            let keep_newer = "WHERE excluded.event_ts >= COALESCE(CASE typeof(event_ts) \
+                 WHEN 'integer' THEN event_ts WHEN 'real' THEN CAST(event_ts AS INTEGER) \
+                 WHEN 'text' THEN unixepoch(event_ts) END, excluded.event_ts)";
             let sql = if has_text {
                 format!(
                     "INSERT INTO {t} (entity_key, feature_name, value, value_text, vector_value, event_ts, created_ts) \
                      VALUES (?1, ?2, ?3, ?4, NULL, ?5, ?6) ON CONFLICT(entity_key, feature_name) DO UPDATE SET \
                      value = excluded.value, value_text = excluded.value_text, vector_value = excluded.vector_value, \
-                     event_ts = excluded.event_ts, created_ts = excluded.created_ts"
+                     event_ts = excluded.event_ts, created_ts = excluded.created_ts {keep_newer}"
                 )
             } else {
                 format!(
                     "INSERT INTO {t} (entity_key, feature_name, value, vector_value, event_ts, created_ts) \
                      VALUES (?1, ?2, ?3, NULL, ?5, ?6) ON CONFLICT(entity_key, feature_name) DO UPDATE SET \
                      value = excluded.value, vector_value = excluded.vector_value, \
-                     event_ts = excluded.event_ts, created_ts = excluded.created_ts"
+                     event_ts = excluded.event_ts, created_ts = excluded.created_ts {keep_newer}"
                 )
             };
-            let newest = newest_stored_sql(&t);
-            // IMMEDIATE: the write lock is taken before the first read, so
-            // no other writer's row can land between the comparison and
-            // the upsert (other connections wait on the busy timeout).
+            // IMMEDIATE: the batch is one write transaction from its start
+            // (no lock upgrade that could fail with "busy" midway).
             let tx = conn
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
                 .map_err(query_err)?;
             {
-                let mut newest = tx.prepare_cached(&newest).map_err(query_err)?;
                 let mut stmt = tx.prepare_cached(&sql).map_err(query_err)?;
                 for row in &rows {
-                    let stored: Option<i64> = newest
-                        .query_row([&row.entity_key], |r| r.get(0))
-                        .map_err(query_err)?;
-                    // Feast stores whole seconds: that is the precision of
-                    // the comparison. An equal time replaces (the last
-                    // write applied wins, so a retry is idempotent).
-                    if stored.is_some_and(|s| s > row.event_ts.seconds) {
-                        continue;
-                    }
                     for (name, value) in &row.values {
                         stmt.execute(rusqlite::params![
                             row.entity_key,
