@@ -389,11 +389,17 @@ impl OnlineStore for RedisStore {
         };
         let mut pipe = redis::pipe();
         for chunk in rows.chunks(per_call) {
-            let mut call = NEWEST_WINS.prepare_invoke();
+            // EVALSHA written out (rather than a ScriptInvocation, which
+            // copies every argument once more): the hash, the keys, then
+            // the arguments the script reads.
+            let mut call = redis::cmd("EVALSHA");
+            call.arg(NEWEST_WINS.get_hash()).arg(chunk.len());
+            for row in chunk {
+                call.arg(redis_key(&row.entity_key, project));
+            }
             call.arg(&ts_field).arg(ttl);
             for row in chunk {
-                call.key(redis_key(&row.entity_key, project))
-                    .arg(row.event_ts.seconds)
+                call.arg(row.event_ts.seconds)
                     .arg(row.event_ts.nanos)
                     .arg(encode_ts(row.event_ts))
                     .arg(row.values.len());
@@ -402,7 +408,7 @@ impl OnlineStore for RedisStore {
                         .arg(value.encode_to_vec());
                 }
             }
-            pipe.invoke_script(&call).ignore();
+            pipe.add_command(call).ignore();
         }
         match run_raw::<()>(&self.conn, &pipe).await {
             Err(e) if e.code() == Some("NOSCRIPT") => {
