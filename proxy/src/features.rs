@@ -196,7 +196,10 @@ pub(crate) async fn read(
         Access::Read,
     )?;
     let version = snap.table.entity_key_serialization_version;
-    let mut typed_keys: HashMap<String, Vec<Value>> = HashMap::new();
+    // Each join key is typed once per declared type (views that share a
+    // key name almost always share its type; one that declares another
+    // gets its own column).
+    let mut typed: HashMap<(&str, Option<api::Dtype>), Vec<Value>> = HashMap::new();
     let mut keys = Vec::with_capacity(selected.order.len());
     for (view, _) in &selected.order {
         let join_keys: Vec<&JoinKey> = view.join_keys().collect();
@@ -205,22 +208,41 @@ pub(crate) async fn read(
             continue;
         }
         for jk in &join_keys {
-            if !typed_keys.contains_key(&jk.name) {
+            if let std::collections::hash_map::Entry::Vacant(slot) =
+                typed.entry((jk.name.as_str(), jk.dtype))
+            {
                 let col = req
                     .entities
                     .column(jk)
                     .ok_or_else(|| missing_join_key("entities", jk, view))??;
-                typed_keys.insert(jk.name.clone(), col);
+                slot.insert(col);
             }
         }
         let names: Vec<&str> = join_keys.iter().map(|k| k.name.as_str()).collect();
-        let columns: Vec<&[Value]> = names
+        let columns: Vec<&[Value]> = join_keys
             .iter()
-            .map(|n| typed_keys.get(*n).map(Vec::as_slice).unwrap_or_default())
+            .map(|k| {
+                typed
+                    .get(&(k.name.as_str(), k.dtype))
+                    .map(Vec::as_slice)
+                    .unwrap_or_default()
+            })
             .collect();
         keys.push(encode_keys(
             &names, &columns, req.rows, version, "entities", limits,
         )?);
+    }
+    // The echo shows a key as the first selected view that declares it
+    // typed it.
+    let mut typed_keys: HashMap<String, Vec<Value>> = HashMap::new();
+    for (view, _) in &selected.order {
+        for jk in view.join_keys() {
+            if !typed_keys.contains_key(&jk.name)
+                && let Some(col) = typed.remove(&(jk.name.as_str(), jk.dtype))
+            {
+                typed_keys.insert(jk.name.clone(), col);
+            }
+        }
     }
     let results = read_views(snap, &selected, keys, metrics).await?;
     Ok(ReadOutcome {

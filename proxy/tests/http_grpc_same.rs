@@ -47,6 +47,11 @@ tags: {team: b}
 name: stats
 schema: [{name: active, dtype: int64}]
 tags: {team: a}
+---
+name: legacy
+entities: [{name: user_s, join_keys: [user_id], dtype: string}]
+schema: [{name: note, dtype: string}]
+tags: {team: b}
 "#;
 
 /// A JSON entity value as the gRPC client would send it.
@@ -209,6 +214,25 @@ async fn http_and_grpc_answer_alike() {
         compared += h.len();
     }
     assert!(compared >= 15, "only {compared} columns compared");
+
+    // Two views that type one join key differently (int64 and string):
+    // each reads its own key, from one request (HTTP; a gRPC client sends
+    // one typed value per key).
+    let (s, body) = post(
+        "/write-to-online-store",
+        json!({"feature_view_name": "legacy", "df": {"user_id": ["1"], "note": ["n1"],
+               "event_timestamp": [now - 5]}}),
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    let (s, body) = post(
+        "/get-online-features",
+        json!({"features": ["users:age", "legacy:note"], "entities": {"user_id": [1]}}),
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["results"][1]["values"], json!([30]), "{body}");
+    assert_eq!(body["results"][2]["values"], json!(["n1"]), "{body}");
 
     // Refusals agree too: an unknown view is 404 / NOT_FOUND, a bad
     // reference 422 / INVALID_ARGUMENT.
