@@ -3,16 +3,17 @@
 //! tree, each stored row's event time formatted once (not once per cell),
 //! each cell's value written by `api::json::write_value_json`.
 //!
-//! [`ResponseParts`] is everything the answer holds; `get_online_features`
-//! fills it from the request and the backends' rows. The gRPC adapter
-//! encodes the same cells (`features::column_cells`) as protobuf.
+//! It also holds what a read found, view by view ([`ViewRows`]), and the
+//! cells of a column ([`column_cells`], TTL at retrieval applied):
+//! [`ResponseParts`] is everything the JSON answer holds and
+//! `features::get_online_features` fills it; the gRPC adapter encodes the
+//! same cells as protobuf.
 
 use api::dtype::Dtype;
 use api::json::{format_timestamp, json_to_value, write_str, write_value_json};
-use serde_json::Value as Json;
-
 use api::proto::Value;
 use backends::ReadRow;
+use serde_json::Value as Json;
 
 /// A view whose backend call failed; the request's other views still answer.
 #[derive(Debug, Clone)]
