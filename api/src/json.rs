@@ -190,7 +190,8 @@ fn expected(d: Dtype, j: &Json) -> String {
     format!("expected {d}, got {} ({})", kind(j), truncate(j))
 }
 
-fn truncate(j: &Json) -> String {
+/// `j` as JSON text, cut to 40 characters (with `…`) for error messages.
+pub fn truncate(j: &Json) -> String {
     let s = j.to_string();
     if s.chars().count() > 40 {
         format!("{}…", s.chars().take(40).collect::<String>())

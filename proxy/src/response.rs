@@ -175,7 +175,7 @@ impl ResponseParts<'_> {
             out.extend_from_slice(b"],\"statuses\":[");
             repeat(&mut out, b"\"PRESENT\"", k.values.len());
             out.extend_from_slice(b"],\"event_timestamps\":[");
-            repeat(&mut out, b"\"1970-01-01T00:00:00Z\"", k.values.len());
+            repeat(&mut out, format!("\"{EPOCH}\"").as_bytes(), k.values.len());
             out.extend_from_slice(b"]}");
         }
         for c in &self.columns {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use api::json::{json_to_value, parse_timestamp};
+use api::json::{json_to_value, parse_timestamp, truncate};
 use api::routing::RoutedView;
 use axum::http::StatusCode;
 use backends::{Timestamp, WriteRow};
@@ -51,17 +51,9 @@ impl TimeBounds {
 
     /// `j` read as a timestamp (`df.<column>` row `row`) within the bounds.
     fn read(&self, j: &Json, column: &str, row: usize) -> Result<Timestamp, ApiError> {
-        let shown = || {
-            let mut t = j.to_string();
-            if t.len() > 64 {
-                let cut = (0..=64).rev().find(|&i| t.is_char_boundary(i)).unwrap_or(0);
-                t.truncate(cut);
-                t.push('…');
-            }
-            t
+        let refuse = |why: String| {
+            ApiError::invalid(format!("`df.{column}` row {row}: {} {why}", truncate(j)))
         };
-        let refuse =
-            |why: String| ApiError::invalid(format!("`df.{column}` row {row}: {} {why}", shown()));
         let ts = parse_ts(j).ok_or_else(|| refuse("cannot be read as a timestamp".into()))?;
         if ts.seconds < MIN_EVENT_SECONDS {
             return Err(refuse("is before 1970-01-01T00:00:00Z".into()));
