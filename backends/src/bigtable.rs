@@ -66,6 +66,14 @@ fn data_err(e: bigtable_rs::bigtable::Error) -> BackendError {
 }
 
 /// Python's `datetime.isoformat()` of an aware UTC time, as Feast writes it.
+fn chain(filters: Vec<data::RowFilter>) -> data::RowFilter {
+    data::RowFilter {
+        filter: Some(data::row_filter::Filter::Chain(data::row_filter::Chain {
+            filters,
+        })),
+    }
+}
+
 fn iso_event_ts(ts: Timestamp) -> String {
     let Some(dt) = chrono::DateTime::<chrono::Utc>::from_timestamp(ts.seconds, ts.nanos) else {
         return "1970-01-01T00:00:00+00:00".into();
@@ -250,24 +258,30 @@ impl BigtableStore {
     /// A filter that yields a cell iff the row's newest `event_ts` is
     /// later than `event_ts` (bytes of UTC ISO-8601 text).
     fn stored_is_newer(&self, event_ts: Vec<u8>) -> data::RowFilter {
-        let f = |filter| data::RowFilter {
-            filter: Some(filter),
-        };
-        use data::row_filter::Filter;
-        f(Filter::Chain(data::row_filter::Chain {
-            filters: vec![
-                f(Filter::FamilyNameRegexFilter(format!(
-                    "^{}$",
-                    regex_escape(&self.family)
-                ))),
-                f(Filter::ColumnQualifierRegexFilter(b"^event_ts$".to_vec())),
-                f(Filter::CellsPerColumnLimitFilter(1)),
-                f(Filter::ValueRangeFilter(data::ValueRange {
+        let mut filters = self.newest_cells(b"^event_ts$".to_vec());
+        filters.push(data::RowFilter {
+            filter: Some(data::row_filter::Filter::ValueRangeFilter(
+                data::ValueRange {
                     start_value: Some(data::value_range::StartValue::StartValueOpen(event_ts)),
                     end_value: None,
-                })),
-            ],
-        }))
+                },
+            )),
+        });
+        chain(filters)
+    }
+
+    /// Each matching column's newest cell in the feature family: the first
+    /// links of every filter here (reads and the write condition).
+    fn newest_cells(&self, qualifier_regex: Vec<u8>) -> Vec<data::RowFilter> {
+        use data::row_filter::Filter;
+        [
+            Filter::FamilyNameRegexFilter(format!("^{}$", regex_escape(&self.family))),
+            Filter::ColumnQualifierRegexFilter(qualifier_regex),
+            Filter::CellsPerColumnLimitFilter(1),
+        ]
+        .into_iter()
+        .map(|f| data::RowFilter { filter: Some(f) })
+        .collect()
     }
 
     async fn mutate(
@@ -316,26 +330,7 @@ impl OnlineStore for BigtableStore {
         let mut alternatives: Vec<String> = features.iter().map(|f| regex_escape(f)).collect();
         alternatives.push("event_ts".into());
         let qualifier = format!("^({})$", alternatives.join("|"));
-        let filter = data::RowFilter {
-            filter: Some(data::row_filter::Filter::Chain(data::row_filter::Chain {
-                filters: vec![
-                    data::RowFilter {
-                        filter: Some(data::row_filter::Filter::FamilyNameRegexFilter(format!(
-                            "^{}$",
-                            regex_escape(&self.family)
-                        ))),
-                    },
-                    data::RowFilter {
-                        filter: Some(data::row_filter::Filter::ColumnQualifierRegexFilter(
-                            qualifier.into_bytes(),
-                        )),
-                    },
-                    data::RowFilter {
-                        filter: Some(data::row_filter::Filter::CellsPerColumnLimitFilter(1)),
-                    },
-                ],
-            })),
-        };
+        let filter = chain(self.newest_cells(qualifier.into_bytes()));
         let mut unique = row_keys.clone();
         unique.sort();
         unique.dedup();
