@@ -2,16 +2,17 @@
 //! `serialized entity key ++ project`; a field per feature named by the
 //! 4-byte murmur3 of `<view>:<feature>` holding the serialized Value, and
 //! `_ts:<view>` holding a serialized `google.protobuf.Timestamp`. A write
-//! whose event time is older than the stored one is skipped, in one atomic
-//! server-side step per hash (Feast compares in a separate read first,
-//! which races); `key_ttl_seconds` sets EXPIRE on the hash.
+//! whose event time is older than the stored one is skipped, atomically
+//! (Feast compares in a separate read first, which races): `WATCH` and
+//! `MULTI`/`EXEC` on a single server, a Lua step per hash otherwise;
+//! `key_ttl_seconds` sets EXPIRE on the hash.
 
 use api::feast_config::{RedisConf, RedisType};
 use api::keys::{redis_feature_field, redis_key, redis_ts_field};
 use api::proto::Value;
 use api::routing::RoutedView;
 use prost::Message;
-use redis::aio::{ConnectionLike, ConnectionManager};
+use redis::aio::{ConnectionLike, ConnectionManager, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
 
 use crate::{BackendError, OnlineStore, ReadRow, StorageObject, Timestamp, WriteRow};
@@ -96,13 +97,77 @@ enum Conn {
     Cluster(ClusterConnection),
 }
 
+/// Dedicated connections for `WATCH`/`MULTI` writes on a single server.
+/// The shared multiplexed connection cannot carry them: another task's
+/// commands could land between `WATCH` and `EXEC`. At most
+/// [`TX_CONNECTIONS`] are open; a write that finds none free takes the
+/// script path instead of waiting.
+struct TxPool {
+    client: redis::Client,
+    config: redis::AsyncConnectionConfig,
+    idle: std::sync::Mutex<Vec<MultiplexedConnection>>,
+    permits: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+/// Open dedicated write connections per Redis server (per backend).
+const TX_CONNECTIONS: usize = 16;
+
+/// Keys per `WATCH`/`MULTI` transaction; larger writes run several in turn.
+const TX_KEYS: usize = 1_000;
+
+/// Transactions tried per chunk before a contended chunk takes the script.
+const TX_ATTEMPTS: usize = 2;
+
+/// A checked-out dedicated connection; returned with [`TxPool::put`] only
+/// when its state is clean (no `WATCH` or `MULTI` pending).
+struct TxConn {
+    conn: MultiplexedConnection,
+    /// Taken from the pool rather than opened for this write.
+    reused: bool,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl TxPool {
+    async fn take(&self) -> Result<Option<TxConn>, redis::RedisError> {
+        let Ok(permit) = std::sync::Arc::clone(&self.permits).try_acquire_owned() else {
+            return Ok(None);
+        };
+        let idle = self.idle.lock().ok().and_then(|mut v| v.pop());
+        let reused = idle.is_some();
+        let conn = match idle {
+            Some(c) => c,
+            None => {
+                self.client
+                    .get_multiplexed_async_connection_with_config(&self.config)
+                    .await?
+            }
+        };
+        Ok(Some(TxConn {
+            conn,
+            reused,
+            _permit: permit,
+        }))
+    }
+
+    fn put(&self, c: TxConn) {
+        if let Ok(mut v) = self.idle.lock() {
+            v.push(c.conn);
+        }
+    }
+}
+
 /// A Redis server or cluster holding Feast's hashes.
 pub struct RedisStore {
     conn: Conn,
+    /// `Some` on a single server: writes try `WATCH`/`MULTI` first.
+    tx: Option<TxPool>,
     key_ttl_seconds: Option<u64>,
     /// Host list for messages (never the password).
     location: String,
 }
+
+/// Connect and response timeout of every Redis connection.
+const REDIS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn err(e: redis::RedisError) -> BackendError {
     if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
@@ -124,7 +189,13 @@ async fn run_raw<T: redis::FromRedisValue>(
     pipe: &redis::Pipeline,
 ) -> redis::RedisResult<T> {
     match conn.clone() {
-        Conn::Single(mut c) => pipe.query_async(&mut c).await,
+        Conn::Single(mut c) => match pipe.query_async(&mut c).await {
+            // The server closed the connection (restart, idle timeout,
+            // CLIENT KILL): the manager reconnects. Everything sent here is
+            // a read or a conditional write, so sending it again is safe.
+            Err(e) if e.is_connection_dropped() => pipe.query_async(&mut c).await,
+            other => other,
+        },
         Conn::Cluster(mut c) => pipe.query_async(&mut c).await,
     }
 }
@@ -196,6 +267,144 @@ end
 return written
 "#;
 
+/// What every path of one write shares: the `_ts:<view>` field, the
+/// EXPIRE seconds, and the hashed field names of the first row's features
+/// (rows of one write almost always name the same features in the same
+/// order, so each name is hashed once per write, not once per row).
+struct Write<'a> {
+    view: &'a str,
+    ts_field: String,
+    ttl: u64,
+    first: Vec<(&'a str, [u8; 4])>,
+}
+
+impl<'a> Write<'a> {
+    fn new(view: &'a RoutedView, rows: &'a [WriteRow], ttl: u64) -> Write<'a> {
+        let first = rows
+            .first()
+            .map(|r| {
+                r.values
+                    .iter()
+                    .map(|(n, _)| (n.as_str(), redis_feature_field(&view.name, n)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Write {
+            view: &view.name,
+            ts_field: redis_ts_field(&view.name),
+            ttl,
+            first,
+        }
+    }
+
+    /// Appends the row's `field, value` pairs to `c`.
+    fn fields(&self, c: &mut redis::Cmd, row: &WriteRow) {
+        for (i, (name, value)) in row.values.iter().enumerate() {
+            match self.first.get(i) {
+                Some((n, field)) if *n == name.as_str() => c.arg(field.as_slice()),
+                _ => c.arg(redis_feature_field(self.view, name).as_slice()),
+            };
+            c.arg(value.encode_to_vec());
+        }
+    }
+}
+
+/// Whether a stored `_ts:<view>` is later than `ts`. A value that does not
+/// decode, or holds `i64::MAX` seconds (what a negative int64 decodes to
+/// in the script's doubles), counts as older, as in [`NEWEST_WINS_LUA`].
+fn stored_is_newer(stored: &[u8], ts: Timestamp) -> bool {
+    decode_ts(stored).is_some_and(|s| s.seconds != i64::MAX && s > ts)
+}
+
+/// The transaction path of a write on a single server, for up to
+/// [`TX_KEYS`] distinct hashes: on a dedicated connection, `WATCH` the
+/// hashes and read their `_ts:<view>` (one round trip); then in one
+/// `MULTI`/`EXEC` set the rows whose stored time is not later (a second
+/// round trip; nothing is sent when every row is older). Redis runs the
+/// `HSET`s natively, which costs its one thread less than passing every
+/// value through the script. If another client changes a watched hash
+/// first, `EXEC` applies nothing and the chunk is tried again, then left
+/// to the script.
+///
+/// `Ok(true)`: the chunk is settled. `Ok(false)`: the caller runs the
+/// script (no free dedicated connection, contention, or a pooled
+/// connection the server has closed).
+async fn watched(
+    pool: &TxPool,
+    w: &Write<'_>,
+    rows: &[WriteRow],
+    keys: &[Vec<u8>],
+) -> Result<bool, BackendError> {
+    let Some(mut c) = pool.take().await.map_err(err)? else {
+        return Ok(false);
+    };
+    for _ in 0..TX_ATTEMPTS {
+        match transact(&mut c.conn, w, rows, keys).await {
+            Ok(true) => {
+                pool.put(c);
+                return Ok(true);
+            }
+            Ok(false) => continue,
+            // A connection that waited in the pool may have been closed by
+            // the server (timeout, restart): drop it, the script path's
+            // managed connection reconnects.
+            Err(e) if c.reused && (e.is_io_error() || e.is_connection_dropped()) => {
+                tracing::debug!(error = %e, "dropping a closed redis write connection");
+                return Ok(false);
+            }
+            // The connection's state (a pending WATCH) is unknown: drop it.
+            Err(e) => return Err(err(e)),
+        }
+    }
+    tracing::debug!(
+        keys = keys.len(),
+        "redis write contended; taking the script"
+    );
+    pool.put(c);
+    Ok(false)
+}
+
+/// One `WATCH`, read, `MULTI`/`EXEC` round; `Ok(false)` when `EXEC` was
+/// aborted by a change to a watched hash. Leaves no `WATCH` pending.
+async fn transact(
+    conn: &mut MultiplexedConnection,
+    w: &Write<'_>,
+    rows: &[WriteRow],
+    keys: &[Vec<u8>],
+) -> redis::RedisResult<bool> {
+    let mut read = redis::pipe();
+    read.cmd("WATCH").arg(keys).ignore();
+    for k in keys {
+        read.cmd("HGET").arg(k).arg(&w.ts_field);
+    }
+    let stored: Vec<Option<Vec<u8>>> = read.query_async(conn).await?;
+    let mut tx = redis::pipe();
+    tx.atomic();
+    let mut writes = 0;
+    for ((row, key), stored) in rows.iter().zip(keys).zip(&stored) {
+        if stored
+            .as_deref()
+            .is_some_and(|s| stored_is_newer(s, row.event_ts))
+        {
+            continue;
+        }
+        writes += 1;
+        let mut hset = redis::cmd("HSET");
+        hset.arg(key).arg(&w.ts_field).arg(encode_ts(row.event_ts));
+        w.fields(&mut hset, row);
+        tx.add_command(hset).ignore();
+        if w.ttl > 0 {
+            tx.cmd("EXPIRE").arg(key).arg(w.ttl).ignore();
+        }
+    }
+    if writes == 0 {
+        let _: () = redis::cmd("UNWATCH").query_async(conn).await?;
+        return Ok(true);
+    }
+    let done: Option<()> = tx.query_async(conn).await?;
+    Ok(done.is_some())
+}
+
 /// Hashes per script call on a single server (one call per hash in a
 /// cluster): few round trips and calls, while one call stays short.
 const KEYS_PER_CALL: usize = 64;
@@ -208,7 +417,11 @@ async fn cmd<T: redis::FromRedisValue>(conn: &Conn, c: &redis::Cmd) -> Result<T,
         mut conn: C,
         c: &redis::Cmd,
     ) -> Result<T, BackendError> {
-        c.query_async(&mut conn).await.map_err(err)
+        match c.query_async(&mut conn).await {
+            // As in `run_raw`: one more try over the reconnected manager.
+            Err(e) if e.is_connection_dropped() => c.query_async(&mut conn).await.map_err(err),
+            other => other.map_err(err),
+        }
     }
     match conn.clone() {
         Conn::Single(c2) => go(c2, c).await,
@@ -233,6 +446,51 @@ fn encode_ts(ts: Timestamp) -> Vec<u8> {
 }
 
 impl RedisStore {
+    /// The script path of a write: [`NEWEST_WINS_LUA`] over the shared
+    /// connection, [`KEYS_PER_CALL`] hashes per call (one in a cluster),
+    /// all calls in one pipeline.
+    async fn scripted(
+        &self,
+        w: &Write<'_>,
+        rows: &[WriteRow],
+        keys: &[Vec<u8>],
+    ) -> Result<(), BackendError> {
+        let per_call = match self.conn {
+            Conn::Single(_) => KEYS_PER_CALL,
+            Conn::Cluster(_) => 1,
+        };
+        let mut pipe = redis::pipe();
+        for (rows, keys) in rows.chunks(per_call).zip(keys.chunks(per_call)) {
+            // EVALSHA written out (rather than a ScriptInvocation, which
+            // copies every argument once more): the hash, the keys, then
+            // the arguments the script reads.
+            let mut call = redis::cmd("EVALSHA");
+            call.arg(NEWEST_WINS.get_hash()).arg(keys.len()).arg(keys);
+            call.arg(&w.ts_field).arg(w.ttl);
+            for row in rows {
+                call.arg(row.event_ts.seconds)
+                    .arg(row.event_ts.nanos)
+                    .arg(encode_ts(row.event_ts))
+                    .arg(row.values.len());
+                w.fields(&mut call, row);
+            }
+            pipe.add_command(call).ignore();
+        }
+        match run_raw::<()>(&self.conn, &pipe).await {
+            Err(e) if e.code() == Some("NOSCRIPT") => {
+                // A server that restarted, failed over or flushed its
+                // script cache: load the script (on every node of a
+                // cluster) and send the batch once more. Each step is
+                // conditional, so the steps that already ran stay right.
+                let mut load = redis::cmd("SCRIPT");
+                load.arg("LOAD").arg(NEWEST_WINS_LUA);
+                cmd::<String>(&self.conn, &load).await?;
+                run::<()>(&self.conn, &pipe).await
+            }
+            other => other.map_err(err),
+        }
+    }
+
     pub async fn open(
         conf: &RedisConf,
         ctx: &crate::OpenContext,
@@ -247,14 +505,23 @@ impl RedisStore {
             .map(|(h, p)| format!("{h}:{p}"))
             .collect::<Vec<_>>()
             .join(",");
+        let mut tx = None;
         let conn = match conf.redis_type {
             RedisType::Redis => {
                 let (h, p) = &cs.nodes[0];
                 let client = redis::Client::open(cs.info(h, *p)?).map_err(err)?;
                 let config = redis::aio::ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(std::time::Duration::from_secs(5)))
-                    .set_response_timeout(Some(std::time::Duration::from_secs(5)))
+                    .set_connection_timeout(Some(REDIS_TIMEOUT))
+                    .set_response_timeout(Some(REDIS_TIMEOUT))
                     .set_number_of_retries(2);
+                tx = Some(TxPool {
+                    client: client.clone(),
+                    config: redis::AsyncConnectionConfig::new()
+                        .set_connection_timeout(Some(REDIS_TIMEOUT))
+                        .set_response_timeout(Some(REDIS_TIMEOUT)),
+                    idle: std::sync::Mutex::new(Vec::new()),
+                    permits: std::sync::Arc::new(tokio::sync::Semaphore::new(TX_CONNECTIONS)),
+                });
                 Conn::Single(
                     ConnectionManager::new_with_config(client, config)
                         .await
@@ -278,6 +545,7 @@ impl RedisStore {
         };
         Ok(RedisStore {
             conn,
+            tx,
             key_ttl_seconds: conf.key_ttl_seconds,
             location,
         })
@@ -381,47 +649,27 @@ impl OnlineStore for RedisStore {
         if rows.is_empty() {
             return Ok(());
         }
-        let ts_field = redis_ts_field(&view.name);
-        let ttl = self.key_ttl_seconds.unwrap_or(0);
-        let per_call = match self.conn {
-            Conn::Single(_) => KEYS_PER_CALL,
-            Conn::Cluster(_) => 1,
+        let w = Write::new(view, &rows, self.key_ttl_seconds.unwrap_or(0));
+        let keys: Vec<Vec<u8>> = rows
+            .iter()
+            .map(|r| redis_key(&r.entity_key, project))
+            .collect();
+        // A batch naming a key twice is ordered by the script, which
+        // compares each row with the one before it.
+        let distinct = {
+            let mut seen = std::collections::HashSet::with_capacity(keys.len());
+            keys.iter().all(|k| seen.insert(k.as_slice()))
         };
-        let mut pipe = redis::pipe();
-        for chunk in rows.chunks(per_call) {
-            // EVALSHA written out (rather than a ScriptInvocation, which
-            // copies every argument once more): the hash, the keys, then
-            // the arguments the script reads.
-            let mut call = redis::cmd("EVALSHA");
-            call.arg(NEWEST_WINS.get_hash()).arg(chunk.len());
-            for row in chunk {
-                call.arg(redis_key(&row.entity_key, project));
-            }
-            call.arg(&ts_field).arg(ttl);
-            for row in chunk {
-                call.arg(row.event_ts.seconds)
-                    .arg(row.event_ts.nanos)
-                    .arg(encode_ts(row.event_ts))
-                    .arg(row.values.len());
-                for (name, value) in &row.values {
-                    call.arg(redis_feature_field(&view.name, name).as_slice())
-                        .arg(value.encode_to_vec());
+        match &self.tx {
+            Some(pool) if distinct => {
+                for (rows, keys) in rows.chunks(TX_KEYS).zip(keys.chunks(TX_KEYS)) {
+                    if !watched(pool, &w, rows, keys).await? {
+                        self.scripted(&w, rows, keys).await?;
+                    }
                 }
+                Ok(())
             }
-            pipe.add_command(call).ignore();
-        }
-        match run_raw::<()>(&self.conn, &pipe).await {
-            Err(e) if e.code() == Some("NOSCRIPT") => {
-                // A server that restarted, failed over or flushed its
-                // script cache: load the script (on every node of a
-                // cluster) and send the batch once more. Each step is
-                // conditional, so the steps that already ran stay right.
-                let mut load = redis::cmd("SCRIPT");
-                load.arg("LOAD").arg(NEWEST_WINS_LUA);
-                cmd::<String>(&self.conn, &load).await?;
-                run::<()>(&self.conn, &pipe).await
-            }
-            other => other.map_err(err),
+            _ => self.scripted(&w, &rows, &keys).await,
         }
     }
 

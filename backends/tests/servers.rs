@@ -287,7 +287,8 @@ async fn redis_newest_event_wins() {
     let store = open(BackendConf::Redis(redis_conf())).await;
     newest_event_wins(Arc::clone(&store), "nw", &view("nw_users")).await;
     // A server that lost its script cache (restart, failover, SCRIPT
-    // FLUSH) still takes writes: the script is loaded again.
+    // FLUSH) still takes writes: the script is loaded again. (A batch
+    // naming a key twice always takes the script path.)
     let client = redis::Client::open(env("REDIS_URL")).unwrap();
     let mut c = client.get_multiplexed_async_connection().await.unwrap();
     let _: () = redis::cmd("SCRIPT")
@@ -296,14 +297,40 @@ async fn redis_newest_event_wins() {
         .await
         .unwrap();
     let v = view("nw_flush");
+    let t = 1_714_570_000;
     store
-        .write("nw", &v, vec![row(7, 70, "after-flush", 1_714_570_000)])
+        .write(
+            "nw",
+            &v,
+            vec![row(7, 70, "after-flush", t), row(7, 69, "older", t - 1)],
+        )
         .await
         .unwrap();
     assert_eq!(
         read_one(store.as_ref(), "nw", &v, 7).await,
-        (Some(70), Timestamp::from_seconds(1_714_570_000))
+        (Some(70), Timestamp::from_seconds(t))
     );
+    // The server closes every client connection (restart, idle timeout):
+    // the pooled write connections are dropped and the writes go on.
+    let _: () = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .arg("SKIPME")
+        .arg("yes")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    for (i, age) in [(1, 71), (2, 72)] {
+        store
+            .write("nw", &v, vec![row(7, age, "after-kill", t + i)])
+            .await
+            .unwrap();
+        assert_eq!(
+            read_one(store.as_ref(), "nw", &v, 7).await,
+            (Some(age), Timestamp::from_seconds(t + i))
+        );
+    }
     store.drop_view("nw", &v, &[]).await.unwrap();
 }
 
