@@ -528,7 +528,11 @@ async fn operator_end_to_end() {
         "{args}"
     );
     assert_eq!(d.spec.as_ref().unwrap().replicas, Some(2));
-    assert!(services.get_opt("store-proxy").await.unwrap().is_some());
+    // The Service is applied after the Deployment, in the same reconcile.
+    wait_for("proxy Service", Duration::from_secs(30), || async {
+        services.get_opt("store-proxy").await.ok()?
+    })
+    .await;
     stores
         .patch(
             "store",

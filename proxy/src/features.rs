@@ -2,6 +2,7 @@
 //! entity keys per view, read every view's backend concurrently and merge
 //! the columns in request order, in `feast serve`'s response shape.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -11,6 +12,7 @@ use api::keys::DUMMY_ENTITY_JOIN_KEY;
 use api::proto::Value;
 use api::routing::{JoinKey, RoutedView};
 use axum::http::StatusCode;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value as Json};
 
 use crate::auth::{Access, Principal};
@@ -367,37 +369,103 @@ pub(crate) enum Selection<'a> {
     Refs(Vec<&'a str>),
 }
 
-/// The selection of a JSON body: `feature_service`, else `features`.
-fn json_selection(body: &Map<String, Json>) -> Result<Selection<'_>, ApiError> {
-    match body.get("feature_service") {
-        None | Some(Json::Null) => {}
-        Some(Json::String(s)) => return Ok(Selection::Service(s)),
-        Some(_) => return Err(ApiError::invalid("`feature_service` must be a string")),
-    }
-    let refs = match body.get("features") {
-        None | Some(Json::Null) => Vec::new(),
-        Some(Json::Array(a)) => a
-            .iter()
-            .map(|r| {
-                r.as_str().ok_or_else(|| {
-                    ApiError::invalid(format!("feature reference {r} must be a string"))
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?,
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "`features` must be a list of \"<feature_view>:<feature>\" strings",
-            ));
-        }
-    };
-    Ok(Selection::Refs(refs))
-}
-
 /// The requested columns, grouped by view as Feast orders them, and each
 /// view with the features to read from it.
 pub(crate) struct Selected {
     pub cols: Vec<Column>,
     pub order: Vec<(Arc<RoutedView>, Vec<String>)>,
+}
+
+/// One selected view while a selection is resolved: its columns in request
+/// order, the features to read (each once), and which of the view's
+/// features are already read.
+struct Group {
+    view: Arc<RoutedView>,
+    cols: Vec<Column>,
+    read: Vec<String>,
+    seen: Vec<bool>,
+    /// Where the next feature lookup starts: requests list a view's
+    /// features mostly in the view's order, so most lookups take one
+    /// comparison.
+    hint: usize,
+}
+
+/// The view groups of a selection, in order of first appearance (Feast
+/// groups the columns by view this way, keeping request order within a
+/// view). Few views are found by a scan, more through `by_name`.
+struct Groups<'s, 'r> {
+    snap: &'s Snapshot,
+    groups: Vec<Group>,
+    by_name: HashMap<&'r str, usize>,
+}
+
+impl<'r> Groups<'_, 'r> {
+    fn of(&mut self, name: &'r str) -> Result<usize, ApiError> {
+        let found = if self.groups.len() <= 8 {
+            self.groups.iter().position(|g| g.view.name == name)
+        } else {
+            self.by_name.get(name).copied()
+        };
+        if let Some(i) = found {
+            return Ok(i);
+        }
+        let view = self
+            .snap
+            .views
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ApiError::view_not_found(name, &self.snap.table.project))?;
+        let n = view.features.len();
+        self.groups.push(Group {
+            view,
+            cols: Vec::new(),
+            read: Vec::new(),
+            seen: vec![false; n],
+            hint: 0,
+        });
+        let i = self.groups.len() - 1;
+        self.by_name.insert(name, i);
+        Ok(i)
+    }
+}
+
+impl Group {
+    /// The index of feature `name` in the view.
+    fn find(&mut self, name: &str) -> Option<usize> {
+        let fs = &self.view.features;
+        let start = self.hint.min(fs.len());
+        let i = fs[start..]
+            .iter()
+            .position(|f| f.name == name)
+            .map(|i| i + start)
+            .or_else(|| fs[..start].iter().position(|f| f.name == name))?;
+        self.hint = i + 1;
+        Some(i)
+    }
+
+    /// Adds column `name` for feature `i`; `false` when the view's feature
+    /// was already selected.
+    fn add(&mut self, i: usize, name: String) -> bool {
+        let feature = self.view.features[i].name.clone();
+        let first = !std::mem::replace(&mut self.seen[i], true);
+        if first {
+            self.read.push(feature.clone());
+        }
+        self.cols.push(Column {
+            view: Arc::clone(&self.view),
+            feature,
+            name,
+        });
+        first
+    }
+}
+
+fn feature_not_found(feature: &str, view: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "FeatureNotFoundException",
+        format!("Feature {feature} not found in feature view {view}"),
+    )
 }
 
 /// Resolves the selection against the snapshot, for a request of `rows`
@@ -411,13 +479,16 @@ pub(crate) fn select(
     limits: &Limits,
 ) -> Result<Selected, ApiError> {
     let project = &snap.table.project;
-    let view = |name: &str| {
-        snap.views
-            .get(name)
-            .cloned()
-            .ok_or_else(|| ApiError::view_not_found(name, project))
+    let mut groups = Groups {
+        snap,
+        groups: Vec::new(),
+        by_name: HashMap::new(),
     };
-    let mut cols = Vec::new();
+    let mut total = 0usize;
+    // Whether two columns may share a name without selecting one feature
+    // of one view twice (then names are compared as a whole below).
+    let mut names_may_collide = full_names;
+    let mut repeated = false;
     match selection {
         Selection::Service(name) => {
             let svc = snap
@@ -432,103 +503,90 @@ pub(crate) fn select(
                         format!("Feature service {name} does not exist in project {project}"),
                     )
                 })?;
+            names_may_collide = true;
             for p in &svc.projections {
-                let v = view(&p.feature_view)?;
+                let g = groups.of(&p.feature_view)?;
+                let group = &mut groups.groups[g];
                 let n = if p.features.is_empty() {
-                    v.features.len()
+                    group.view.features.len()
                 } else {
                     p.features.len()
                 };
-                limits.check_cells(rows, cols.len().saturating_add(n))?;
-                let prefix = p.alias.clone().unwrap_or_else(|| v.name.clone());
-                let features: Vec<String> = if p.features.is_empty() {
-                    v.features.iter().map(|f| f.name.clone()).collect()
-                } else {
-                    p.features.clone()
-                };
-                for f in features {
-                    let name = if full_names {
+                total = total.saturating_add(n);
+                limits.check_cells(rows, total)?;
+                let prefix = p.alias.as_deref().unwrap_or(&group.view.name).to_string();
+                let column = |f: &str| {
+                    if full_names {
                         format!("{prefix}__{f}")
                     } else {
-                        f.clone()
-                    };
-                    cols.push(Column {
-                        view: Arc::clone(&v),
-                        feature: f,
-                        name,
-                    });
+                        f.to_string()
+                    }
+                };
+                if p.features.is_empty() {
+                    for i in 0..group.view.features.len() {
+                        let name = column(&group.view.features[i].name);
+                        group.add(i, name);
+                    }
+                } else {
+                    for f in &p.features {
+                        let i = group
+                            .find(f)
+                            .ok_or_else(|| feature_not_found(f, &p.feature_view))?;
+                        group.add(i, column(f));
+                    }
                 }
             }
         }
         Selection::Refs(refs) => {
             // Checked before resolving, so a huge list costs no lookups.
             limits.check_cells(rows, refs.len())?;
+            total = refs.len();
             for s in refs {
                 let Some((vname, fname)) = s.split_once(':') else {
                     return Err(ApiError::invalid(format!(
                         "Invalid feature reference '{s}'. Expected format: '<feature_view>:<feature>'"
                     )));
                 };
-                let v = view(vname)?;
-                if v.feature(fname).is_none() {
-                    return Err(ApiError::new(
-                        StatusCode::NOT_FOUND,
-                        "FeatureNotFoundException",
-                        format!("Feature {fname} not found in feature view {vname}"),
-                    ));
-                }
+                let g = groups.of(vname)?;
+                let group = &mut groups.groups[g];
+                let i = group
+                    .find(fname)
+                    .ok_or_else(|| feature_not_found(fname, vname))?;
                 let name = if full_names {
                     format!("{vname}__{fname}")
                 } else {
                     fname.to_string()
                 };
-                cols.push(Column {
-                    view: v,
-                    feature: fname.to_string(),
-                    name,
-                });
+                // One feature of one view twice: its two columns share a
+                // name (with full names or without).
+                repeated |= !group.add(i, name);
             }
+            // Without full names two views' features may share a name.
+            names_may_collide |= groups.groups.len() > 1;
         }
     }
-    if cols.is_empty() {
+    if total == 0 {
         return Err(ApiError::invalid("No features specified for retrieval"));
     }
-    // Feast groups columns by view (in order of first appearance), keeping
-    // request order within a view.
-    let mut first_seen: Vec<&str> = Vec::new();
-    for c in &cols {
-        if !first_seen.contains(&c.view.name.as_str()) {
-            first_seen.push(c.view.name.as_str());
-        }
+    let mut cols = Vec::with_capacity(total);
+    let mut order = Vec::with_capacity(groups.groups.len());
+    for g in groups.groups {
+        cols.extend(g.cols);
+        order.push((g.view, g.read));
     }
-    let rank: HashMap<String, usize> = first_seen
-        .iter()
-        .enumerate()
-        .map(|(i, v)| (v.to_string(), i))
-        .collect();
-    cols.sort_by_key(|c| rank.get(&c.view.name).copied().unwrap_or(usize::MAX));
-    let mut seen = HashMap::new();
-    for c in &cols {
-        if let Some(prev) = seen.insert(c.name.as_str(), c.view.name.as_str()) {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "FeatureNameCollisionError",
-                format!(
-                    "Duplicate features named {} found (views {prev} and {}). Use full_feature_names=true or request distinct features.",
-                    c.name, c.view.name
-                ),
-            ));
-        }
-    }
-    let mut order: Vec<(Arc<RoutedView>, Vec<String>)> = Vec::new();
-    for c in &cols {
-        match order.iter_mut().find(|(v, _)| v.name == c.view.name) {
-            Some((_, fs)) => {
-                if !fs.contains(&c.feature) {
-                    fs.push(c.feature.clone())
-                }
+    if names_may_collide || repeated {
+        let mut seen = HashMap::with_capacity(cols.len());
+        for c in &cols {
+            if let Some(prev) = seen.insert(c.name.as_str(), c.view.name.as_str()) {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "FeatureNameCollisionError",
+                    format!(
+                        "Duplicate features named {} found (views {prev} and {}). Use full_feature_names=true or request distinct features.",
+                        c.name, c.view.name
+                    ),
+                ));
             }
-            None => order.push((Arc::clone(&c.view), vec![c.feature.clone()])),
         }
     }
     Ok(Selected { cols, order })
@@ -592,39 +650,124 @@ pub(crate) async fn read_views(
     Ok(results)
 }
 
+/// The members of a `/get-online-features` body, each kept as its raw
+/// JSON text until it is read: the feature references are then borrowed
+/// from the body (no string copied unless it has escapes), the rest read
+/// into the types below. Other members are ignored, as `feast serve` does.
+#[derive(serde::Deserialize)]
+struct ReadBody<'a> {
+    #[serde(borrow, default)]
+    features: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    feature_service: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    full_feature_names: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    entities: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    include_feature_view_version_metadata: Option<&'a RawValue>,
+}
+
+/// A string of the body, borrowed unless it has escapes.
+#[derive(serde::Deserialize)]
+struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+
+/// Reads a raw member as `T`; `None` for JSON `null`.
+fn member<'a, T: serde::Deserialize<'a>>(raw: Option<&'a RawValue>) -> Option<Result<T, ()>> {
+    let raw = raw?;
+    if raw.get() == "null" {
+        return None;
+    }
+    Some(serde_json::from_str(raw.get()).map_err(|_| ()))
+}
+
+/// Decodes a `/get-online-features` body into its parts; every error names
+/// the member at fault.
+fn decode_read(bytes: &[u8]) -> Result<ReadBody<'_>, ApiError> {
+    let malformed = |e: serde_json::Error| ApiError::invalid(format!("malformed JSON body: {e}"));
+    // A derived struct also reads a JSON array (as its fields in order):
+    // anything but an object is refused first.
+    if bytes.trim_ascii_start().first() != Some(&b'{') {
+        serde_json::from_slice::<serde::de::IgnoredAny>(bytes).map_err(malformed)?;
+        return Err(ApiError::invalid("request body must be a JSON object"));
+    }
+    serde_json::from_slice(bytes).map_err(malformed)
+}
+
+/// The selection of a body: `feature_service`, else `features`.
+fn body_selection<'a>(
+    body: &ReadBody<'a>,
+    refs: &'a mut Vec<Text<'a>>,
+) -> Result<Selection<'a>, ApiError> {
+    if let Some(s) = member::<Text<'a>>(body.feature_service) {
+        return match s {
+            Ok(Text(Cow::Borrowed(s))) => Ok(Selection::Service(s)),
+            // A service name with escapes: rare enough to leak nothing
+            // but its one copy, held by the caller's `refs`.
+            Ok(t) => {
+                refs.push(t);
+                let refs: &'a [Text<'a>] = refs;
+                Ok(Selection::Service(refs[0].0.as_ref()))
+            }
+            Err(()) => Err(ApiError::invalid("`feature_service` must be a string")),
+        };
+    }
+    match member::<Vec<Text<'a>>>(body.features) {
+        None => Ok(Selection::Refs(Vec::new())),
+        Some(Ok(list)) => {
+            *refs = list;
+            let refs: &'a [Text<'a>] = refs;
+            Ok(Selection::Refs(refs.iter().map(|t| t.0.as_ref()).collect()))
+        }
+        Some(Err(())) => {
+            // Name the element at fault, as the message always did.
+            if let Some(Ok(Json::Array(items))) = member::<Json>(body.features)
+                && let Some(bad) = items.iter().find(|r| !r.is_string())
+            {
+                return Err(ApiError::invalid(format!(
+                    "feature reference {bad} must be a string"
+                )));
+            }
+            Err(ApiError::invalid(
+                "`features` must be a list of \"<feature_view>:<feature>\" strings",
+            ))
+        }
+    }
+}
+
 /// Serves one `/get-online-features` request body.
 pub async fn get_online_features(
     snap: &Snapshot,
-    body: &Json,
+    body: &[u8],
     limits: &Limits,
     metrics: &Metrics,
     principal: &Principal,
 ) -> Result<Vec<u8>, ApiError> {
-    let Json::Object(body) = body else {
-        return Err(ApiError::invalid("request body must be a JSON object"));
-    };
-    let full_names = match body.get("full_feature_names") {
-        None | Some(Json::Null) => false,
-        Some(Json::Bool(b)) => *b,
-        Some(_) => {
+    let body = decode_read(body)?;
+    let full_names = match member::<bool>(body.full_feature_names) {
+        None => false,
+        Some(Ok(b)) => b,
+        Some(Err(())) => {
             return Err(ApiError::invalid(
                 "`full_feature_names` must be true or false",
             ));
         }
     };
-    let entities = match body.get("entities") {
-        Some(Json::Object(m)) => entity_columns(m, "entities", limits)?,
-        Some(_) => {
+    let columns: Map<String, Json> = match member(body.entities) {
+        Some(Ok(m)) => m,
+        Some(Err(())) => {
             return Err(ApiError::invalid(
                 "`entities` must be an object of join key -> list of values",
             ));
         }
         None => return Err(ApiError::invalid("`entities` is required")),
     };
+    let entities = entity_columns(&columns, "entities", limits)?;
+    let mut refs = Vec::new();
     let outcome = read(
         snap,
         FeatureRequest {
-            selection: json_selection(body)?,
+            selection: body_selection(&body, &mut refs)?,
             full_names,
             rows: entities.rows,
             entities: &entities,
@@ -634,10 +777,10 @@ pub async fn get_online_features(
         metrics,
     )
     .await?;
-    let include_views = body
-        .get("include_feature_view_version_metadata")
-        .and_then(Json::as_bool)
-        == Some(true);
+    let include_views = matches!(
+        member::<Json>(body.include_feature_view_version_metadata),
+        Some(Ok(Json::Bool(true)))
+    );
     Ok(response_parts(
         snap,
         &entities,
@@ -648,9 +791,6 @@ pub async fn get_online_features(
     .to_json())
 }
 
-/// The answer's parts: join keys first, echoed in request order (typed
-/// where a selected view declares the type; like Feast, keys that are no
-/// view's join key are dropped), then the selected columns.
 fn response_parts<'a>(
     snap: &Snapshot,
     entities: &EntityColumns<'a>,

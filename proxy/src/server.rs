@@ -283,6 +283,13 @@ pub fn admin_router(state: Arc<AppState>) -> Router {
 }
 
 async fn body_json(state: &AppState, req: Request<Body>) -> Result<Json, ApiError> {
+    let bytes = body_bytes(state, req).await?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::invalid(format!("malformed JSON body: {e}")))
+}
+
+/// The request body, refused past `--max-body-bytes`.
+async fn body_bytes(state: &AppState, req: Request<Body>) -> Result<Bytes, ApiError> {
     let limit = state.limits.max_body_bytes;
     // A declared length over the limit is refused before a byte is read;
     // a chunked body is cut when it passes the limit (`to_bytes`), so no
@@ -308,8 +315,7 @@ async fn body_json(state: &AppState, req: Request<Body>) -> Result<Json, ApiErro
                 ApiError::invalid(format!("cannot read request body: {e}"))
             }
         })?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::invalid(format!("malformed JSON body: {e}")))
+    Ok(bytes)
 }
 
 fn snapshot(state: &AppState) -> Result<Arc<Snapshot>, ApiError> {
@@ -353,7 +359,7 @@ async fn get_features_handler(State(state): State<Arc<AppState>>, req: Request<B
     let st = Arc::clone(&state);
     instrumented(&state, "get-online-features", async move {
         let who = caller(&req);
-        let body = body_json(&st, req).await?;
+        let body = body_bytes(&st, req).await?;
         let snap = snapshot(&st)?;
         let out = get_online_features(&snap, &body, &st.limits, &st.shared.metrics, &who).await?;
         Ok((StatusCode::OK, [(CONTENT_TYPE, "application/json")], out).into_response())

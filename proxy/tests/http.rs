@@ -293,6 +293,37 @@ async fn malformed_requests_get_4xx_naming_the_problem() {
             "Feature service nope does not exist",
         ),
         (json!([1, 2]), 422, "must be a JSON object"),
+        (json!("users:age"), 422, "must be a JSON object"),
+        (
+            json!({"features": ["users:age", 5], "entities": {"user_id": [1]}}),
+            422,
+            "feature reference 5 must be a string",
+        ),
+        (
+            json!({"features": "users:age", "entities": {"user_id": [1]}}),
+            422,
+            "`features` must be a list of",
+        ),
+        (
+            json!({"feature_service": 3, "entities": {"user_id": [1]}}),
+            422,
+            "`feature_service` must be a string",
+        ),
+        (
+            json!({"features": ["users:age"], "full_feature_names": "yes", "entities": {"user_id": [1]}}),
+            422,
+            "`full_feature_names` must be true or false",
+        ),
+        (
+            json!({"features": ["users:age"], "entities": [1]}),
+            422,
+            "`entities` must be an object",
+        ),
+        (
+            json!({"features": ["users:age", "users:age"], "entities": {"user_id": [1]}}),
+            400,
+            "Duplicate features named age",
+        ),
         (
             json!({"features": ["users:age", "users:tags", "users:score", "orders:total"], "entities": {"user_id": [1]}}),
             413,
@@ -314,9 +345,27 @@ async fn malformed_requests_get_4xx_naming_the_problem() {
         assert_eq!(s, status, "{body} -> {resp}");
         assert!(message(&resp).contains(msg), "{body} -> {}", message(&resp));
     }
-    let (s, resp) = p.post("/get-online-features", "{not json").await;
-    assert_eq!(s, 422);
-    assert!(message(&resp).contains("malformed JSON"), "{resp}");
+    for bad in [
+        "{not json",
+        "[1, 2",
+        r#"{"features": ["users:age"], "features": ["users:age"], "entities": {"user_id": [1]}}"#,
+    ] {
+        let (s, resp) = p.post("/get-online-features", bad).await;
+        assert_eq!(s, 422, "{bad}");
+        assert!(message(&resp).contains("malformed JSON"), "{bad} -> {resp}");
+    }
+    // Escaped names are read like any other (a copy is made only for them).
+    let (s, resp) = p
+        .post(
+            "/get-online-features",
+            r#"{"features": ["users:\u0061ge"], "entities": {"user_id": [1]}, "full_feature_names": true}"#,
+        )
+        .await;
+    assert_eq!(s, 200, "{resp}");
+    assert_eq!(
+        resp["metadata"]["feature_names"],
+        json!(["user_id", "users__age"])
+    );
     let (s, resp) = p.post("/get-online-features", "x".repeat(10_000)).await;
     assert_eq!(s, 413);
     assert!(
