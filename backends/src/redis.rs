@@ -12,8 +12,13 @@ use api::keys::{redis_feature_field, redis_key, redis_ts_field};
 use api::proto::Value;
 use api::routing::RoutedView;
 use prost::Message;
-use redis::aio::{ConnectionLike, ConnectionManager, MultiplexedConnection};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use redis::aio::{ConnectionManager, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 
 use crate::{BackendError, OnlineStore, ReadRow, StorageObject, Timestamp, WriteRow};
 
@@ -78,6 +83,13 @@ impl ConnectionString {
         } else {
             redis::ConnectionAddr::Tcp(host.to_string(), port)
         };
+        addr.into_connection_info()
+            .map(|i| i.set_redis_settings(self.redis_settings()))
+            .map_err(err)
+    }
+
+    /// Database, password and username of the data nodes.
+    fn redis_settings(&self) -> redis::RedisConnectionInfo {
         let mut redis_info = redis::RedisConnectionInfo::default().set_db(self.db);
         if let Some(p) = &self.password {
             redis_info = redis_info.set_password(p.clone());
@@ -85,16 +97,176 @@ impl ConnectionString {
         if let Some(u) = &self.username {
             redis_info = redis_info.set_username(u.clone());
         }
-        addr.into_connection_info()
-            .map(|i| i.set_redis_settings(redis_info))
-            .map_err(err)
+        redis_info
     }
 }
 
-#[derive(Clone)]
-enum Conn {
-    Single(ConnectionManager),
+/// Where a store's commands go.
+enum Target {
+    /// One server (`redis_type: redis`).
+    Server(Arc<Server>),
+    /// The master of a Sentinel-monitored group, found again after a
+    /// failover (`redis_type: redis_sentinel`).
+    Sentinel(Arc<Sentinel>),
+    /// Redis Cluster (`redis_type: redis_cluster`): the cluster client
+    /// follows MOVED/ASK and slot changes itself.
     Cluster(ClusterConnection),
+}
+
+/// One server: the managed shared connection (reconnects by itself) and
+/// the dedicated connections of `WATCH`/`MULTI` writes.
+struct Server {
+    manager: ConnectionManager,
+    tx: TxPool,
+    /// `host:port`, for messages.
+    addr: String,
+}
+
+impl Server {
+    async fn connect(client: redis::Client) -> Result<Server, BackendError> {
+        let addr = client.get_connection_info().addr().to_string();
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(REDIS_TIMEOUT))
+            .set_response_timeout(Some(REDIS_TIMEOUT))
+            .set_number_of_retries(2);
+        let tx = TxPool {
+            client: client.clone(),
+            config: redis::AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(REDIS_TIMEOUT))
+                .set_response_timeout(Some(REDIS_TIMEOUT)),
+            idle: std::sync::Mutex::new(Vec::new()),
+            permits: Arc::new(tokio::sync::Semaphore::new(TX_CONNECTIONS)),
+        };
+        let manager = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(err)?;
+        Ok(Server { manager, tx, addr })
+    }
+
+    /// Sends `pipe`; once more after the server dropped the connection
+    /// (restart, idle timeout, CLIENT KILL), over the reconnected manager.
+    /// Everything sent here is a read or a conditional write, so sending
+    /// it again is safe.
+    async fn query<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> redis::RedisResult<T> {
+        let mut c = self.manager.clone();
+        match pipe.query_async(&mut c).await {
+            Err(e) if e.is_connection_dropped() => pipe.query_async(&mut c).await,
+            other => other,
+        }
+    }
+}
+
+/// The Sentinel view of a master: the sentinels, asked again when the
+/// current master stops answering as one, and the server in use.
+struct Sentinel {
+    client: tokio::sync::Mutex<SentinelClient>,
+    current: ArcSwap<Server>,
+    master: String,
+}
+
+impl Sentinel {
+    /// After `failed` stopped serving as master: asks the sentinels for the
+    /// master again and connects to it. Concurrent callers share one
+    /// lookup: whoever comes second finds `current` already replaced.
+    async fn refresh(&self, failed: &Arc<Server>) -> Result<Arc<Server>, BackendError> {
+        let mut client = self.client.lock().await;
+        let current = self.current.load_full();
+        if !Arc::ptr_eq(&current, failed) {
+            return Ok(current);
+        }
+        let found = client.async_get_client().await.map_err(err)?;
+        self.switch(&current, found).await
+    }
+
+    /// Asks the sentinels which server is the master and switches to it if
+    /// it is not the one in use: run every [`SENTINEL_POLL`], so writes
+    /// move to a promoted replica within that time even while the old
+    /// master still accepts them (writes it acknowledges after the
+    /// promotion are lost when it is demoted, as with any Redis client).
+    async fn poll(&self) {
+        let mut client = self.client.lock().await;
+        let current = self.current.load_full();
+        match client.async_get_client().await {
+            Ok(found) if found.get_connection_info().addr().to_string() != current.addr => {
+                if let Err(e) = self.switch(&current, found).await {
+                    tracing::warn!(master = %self.master, error = %e, "redis sentinel: cannot reach the new master yet");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!(master = %self.master, error = %e, "redis sentinel: no master named");
+            }
+        }
+    }
+
+    async fn switch(
+        &self,
+        from: &Arc<Server>,
+        to: redis::Client,
+    ) -> Result<Arc<Server>, BackendError> {
+        let server = Arc::new(Server::connect(to).await?);
+        tracing::warn!(
+            master = %self.master,
+            from = %from.addr,
+            to = %server.addr,
+            "redis sentinel: switching to the master the sentinels name"
+        );
+        self.current.store(Arc::clone(&server));
+        Ok(server)
+    }
+}
+
+/// How often a Sentinel target asks the sentinels for the master.
+const SENTINEL_POLL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Commands in flight at once per write or read on a cluster.
+const CLUSTER_IN_FLIGHT: usize = 64;
+
+/// The masters of a cluster as `(host, port)`, ordered, from `CLUSTER SLOTS`
+/// (each entry: first slot, last slot, then the master's host and port).
+async fn cluster_masters(c: &ClusterConnection) -> Result<Vec<(String, u16)>, BackendError> {
+    let mut slots = redis::cmd("CLUSTER");
+    slots.arg("SLOTS");
+    let ranges: Vec<Vec<redis::Value>> = slots.query_async(&mut c.clone()).await.map_err(err)?;
+    let mut masters: Vec<(String, u16)> = ranges
+        .into_iter()
+        .filter_map(|r| {
+            let redis::Value::Array(node) = r.into_iter().nth(2)? else {
+                return None;
+            };
+            let mut node = node.into_iter();
+            let host = match node.next()? {
+                redis::Value::BulkString(b) => String::from_utf8(b).ok()?,
+                redis::Value::SimpleString(s) => s,
+                _ => return None,
+            };
+            let redis::Value::Int(port) = node.next()? else {
+                return None;
+            };
+            Some((host, u16::try_from(port).ok()?))
+        })
+        .collect();
+    masters.sort();
+    masters.dedup();
+    if masters.is_empty() {
+        return Err(BackendError::Query("CLUSTER SLOTS named no master".into()));
+    }
+    Ok(masters)
+}
+
+/// Whether an error means the server is no longer (reachable as) the
+/// master: the Sentinel target then looks the master up again.
+fn master_lost(e: &redis::RedisError) -> bool {
+    e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_io_error()
+        || e.code() == Some("READONLY")
+        || e.code() == Some("MASTERDOWN")
+        // `min-replicas-to-write` on a master cut off from its replicas
+        || e.code() == Some("NOREPLICAS")
 }
 
 /// Dedicated connections for `WATCH`/`MULTI` writes on a single server.
@@ -156,11 +328,10 @@ impl TxPool {
     }
 }
 
-/// A Redis server or cluster holding Feast's hashes.
+/// A Redis server, Sentinel-monitored master or cluster holding Feast's
+/// hashes.
 pub struct RedisStore {
-    conn: Conn,
-    /// `Some` on a single server: writes try `WATCH`/`MULTI` first.
-    tx: Option<TxPool>,
+    target: Target,
     key_ttl_seconds: Option<u64>,
     /// Host list for messages (never the password).
     location: String,
@@ -174,29 +345,6 @@ fn err(e: redis::RedisError) -> BackendError {
         BackendError::Unavailable(e.to_string())
     } else {
         BackendError::Query(e.to_string())
-    }
-}
-
-async fn run<T: redis::FromRedisValue>(
-    conn: &Conn,
-    pipe: &redis::Pipeline,
-) -> Result<T, BackendError> {
-    run_raw(conn, pipe).await.map_err(err)
-}
-
-async fn run_raw<T: redis::FromRedisValue>(
-    conn: &Conn,
-    pipe: &redis::Pipeline,
-) -> redis::RedisResult<T> {
-    match conn.clone() {
-        Conn::Single(mut c) => match pipe.query_async(&mut c).await {
-            // The server closed the connection (restart, idle timeout,
-            // CLIENT KILL): the manager reconnects. Everything sent here is
-            // a read or a conditional write, so sending it again is safe.
-            Err(e) if e.is_connection_dropped() => pipe.query_async(&mut c).await,
-            other => other,
-        },
-        Conn::Cluster(mut c) => pipe.query_async(&mut c).await,
     }
 }
 
@@ -335,8 +483,15 @@ async fn watched(
     rows: &[WriteRow],
     keys: &[Vec<u8>],
 ) -> Result<bool, BackendError> {
-    let Some(mut c) = pool.take().await.map_err(err)? else {
-        return Ok(false);
+    let mut c = match pool.take().await {
+        Ok(Some(c)) => c,
+        Ok(None) => return Ok(false),
+        // The script path reports it (or, on a Sentinel target, finds the
+        // new master).
+        Err(e) => {
+            tracing::debug!(error = %e, "no dedicated redis write connection");
+            return Ok(false);
+        }
     };
     for _ in 0..TX_ATTEMPTS {
         match transact(&mut c.conn, w, rows, keys).await {
@@ -346,9 +501,10 @@ async fn watched(
             }
             Ok(false) => continue,
             // A connection that waited in the pool may have been closed by
-            // the server (timeout, restart): drop it, the script path's
-            // managed connection reconnects.
-            Err(e) if c.reused && (e.is_io_error() || e.is_connection_dropped()) => {
+            // the server (timeout, restart), or the server is a replica now
+            // (a Sentinel failover): drop it; the script path's managed
+            // connection reconnects, or finds the new master.
+            Err(e) if (c.reused && master_lost(&e)) || e.code() == Some("READONLY") => {
                 tracing::debug!(error = %e, "dropping a closed redis write connection");
                 return Ok(false);
             }
@@ -412,23 +568,6 @@ const KEYS_PER_CALL: usize = 64;
 static NEWEST_WINS: std::sync::LazyLock<redis::Script> =
     std::sync::LazyLock::new(|| redis::Script::new(NEWEST_WINS_LUA));
 
-async fn cmd<T: redis::FromRedisValue>(conn: &Conn, c: &redis::Cmd) -> Result<T, BackendError> {
-    async fn go<T: redis::FromRedisValue, C: ConnectionLike>(
-        mut conn: C,
-        c: &redis::Cmd,
-    ) -> Result<T, BackendError> {
-        match c.query_async(&mut conn).await {
-            // As in `run_raw`: one more try over the reconnected manager.
-            Err(e) if e.is_connection_dropped() => c.query_async(&mut conn).await.map_err(err),
-            other => other.map_err(err),
-        }
-    }
-    match conn.clone() {
-        Conn::Single(c2) => go(c2, c).await,
-        Conn::Cluster(c2) => go(c2, c).await,
-    }
-}
-
 fn decode_ts(bytes: &[u8]) -> Option<Timestamp> {
     let ts = prost_types::Timestamp::decode(bytes).ok()?;
     Some(Timestamp {
@@ -446,6 +585,157 @@ fn encode_ts(ts: Timestamp) -> Vec<u8> {
 }
 
 impl RedisStore {
+    /// Sends `pipe` to the store's server, master or cluster. On a
+    /// Sentinel target an answer that says the master is gone (dropped
+    /// connection, READONLY after a failover) makes it ask the sentinels
+    /// and send once more to the master they name.
+    async fn run_raw<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> redis::RedisResult<T> {
+        match &self.target {
+            Target::Server(s) => s.query(pipe).await,
+            Target::Cluster(c) => pipe.query_async(&mut c.clone()).await,
+            Target::Sentinel(sentinel) => {
+                let server = sentinel.current.load_full();
+                match server.query(pipe).await {
+                    Err(e) if master_lost(&e) => match sentinel.refresh(&server).await {
+                        Ok(server) => server.query(pipe).await,
+                        Err(_) => Err(e),
+                    },
+                    other => other,
+                }
+            }
+        }
+    }
+
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, BackendError> {
+        self.run_raw(pipe).await.map_err(err)
+    }
+
+    /// Commands whose replies are all wanted, in order: one pipeline on a
+    /// server, and in a cluster each command on its own, up to
+    /// [`CLUSTER_IN_FLIGHT`] at once (a cluster pipeline must stay within
+    /// one slot; these name one key each, in any slot).
+    async fn run_each_raw<T: redis::FromRedisValue>(
+        &self,
+        cmds: impl Iterator<Item = redis::Cmd>,
+    ) -> redis::RedisResult<Vec<T>> {
+        use futures::{StreamExt, TryStreamExt};
+        match &self.target {
+            Target::Cluster(c) => {
+                futures::stream::iter(cmds)
+                    .map(|cmd| {
+                        let mut c = c.clone();
+                        async move { cmd.query_async::<T>(&mut c).await }
+                    })
+                    .buffered(CLUSTER_IN_FLIGHT)
+                    .try_collect()
+                    .await
+            }
+            _ => {
+                let mut pipe = redis::pipe();
+                for c in cmds {
+                    pipe.add_command(c);
+                }
+                self.run_raw(&pipe).await
+            }
+        }
+    }
+
+    async fn run_each<T: redis::FromRedisValue>(
+        &self,
+        cmds: impl Iterator<Item = redis::Cmd>,
+    ) -> Result<Vec<T>, BackendError> {
+        self.run_each_raw(cmds).await.map_err(err)
+    }
+
+    /// One page of `SCAN MATCH pattern` over the whole keyspace: the keys
+    /// found and the cursor of the next page. On a server the cursor is
+    /// SCAN's; in a cluster it is `<master>:<cursor>`, walking the masters
+    /// (ordered by address) one after the other. A cluster whose masters
+    /// change during a walk may repeat or skip keys of the moved slots;
+    /// the operator's backfill verifies what it copied.
+    async fn scan_page(
+        &self,
+        cursor: Option<&[u8]>,
+        pattern: &[u8],
+        count: usize,
+    ) -> Result<(Vec<Vec<u8>>, Option<Vec<u8>>), BackendError> {
+        let bad = || BackendError::Query("bad scan cursor".into());
+        let text = cursor
+            .map(|b| std::str::from_utf8(b).map_err(|_| bad()))
+            .transpose()?;
+        let mut scan = redis::cmd("SCAN");
+        let Target::Cluster(c) = &self.target else {
+            let start: u64 = match text {
+                None => 0,
+                Some(t) => t.parse().map_err(|_| bad())?,
+            };
+            scan.arg(start)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(count);
+            let (next, keys): (u64, Vec<Vec<u8>>) = self.cmd(&scan).await?;
+            return Ok((keys, (next != 0).then(|| next.to_string().into_bytes())));
+        };
+        let (node, start): (usize, u64) = match text {
+            None => (0, 0),
+            Some(t) => {
+                let (n, c) = t.split_once(':').ok_or_else(bad)?;
+                (n.parse().map_err(|_| bad())?, c.parse().map_err(|_| bad())?)
+            }
+        };
+        let masters = cluster_masters(c).await?;
+        let Some((host, port)) = masters.get(node) else {
+            return Ok((Vec::new(), None));
+        };
+        scan.arg(start)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(count);
+        let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+            host: host.clone(),
+            port: *port,
+        });
+        let reply = c.clone().route_command(scan, routing).await.map_err(err)?;
+        let (next, keys): (u64, Vec<Vec<u8>>) = redis::FromRedisValue::from_redis_value(reply)
+            .map_err(|e| BackendError::Query(format!("SCAN reply: {e}")))?;
+        let next = if next != 0 {
+            Some(format!("{node}:{next}"))
+        } else {
+            (node + 1 < masters.len()).then(|| format!("{}:0", node + 1))
+        };
+        Ok((keys, next.map(String::into_bytes)))
+    }
+
+    /// One command, sent as [`RedisStore::run`] sends a pipeline.
+    /// In a cluster the command goes as a command, which the cluster
+    /// client routes by its kind (`SCRIPT LOAD` to every master).
+    async fn cmd<T: redis::FromRedisValue>(&self, c: &redis::Cmd) -> Result<T, BackendError> {
+        if let Target::Cluster(cluster) = &self.target {
+            return c.query_async(&mut cluster.clone()).await.map_err(err);
+        }
+        let mut pipe = redis::pipe();
+        pipe.add_command(c.clone());
+        let (v,): (T,) = self.run(&pipe).await?;
+        Ok(v)
+    }
+
+    /// The server `WATCH`/`MULTI` writes go to: none in a cluster.
+    fn server(&self) -> Option<Arc<Server>> {
+        match &self.target {
+            Target::Server(s) => Some(Arc::clone(s)),
+            Target::Sentinel(sentinel) => Some(sentinel.current.load_full()),
+            Target::Cluster(_) => None,
+        }
+    }
+
     /// The script path of a write: [`NEWEST_WINS_LUA`] over the shared
     /// connection, [`KEYS_PER_CALL`] hashes per call (one in a cluster),
     /// all calls in one pipeline.
@@ -455,11 +745,11 @@ impl RedisStore {
         rows: &[WriteRow],
         keys: &[Vec<u8>],
     ) -> Result<(), BackendError> {
-        let per_call = match self.conn {
-            Conn::Single(_) => KEYS_PER_CALL,
-            Conn::Cluster(_) => 1,
+        let per_call = match self.target {
+            Target::Cluster(_) => 1,
+            _ => KEYS_PER_CALL,
         };
-        let mut pipe = redis::pipe();
+        let mut calls = Vec::with_capacity(rows.len().div_ceil(per_call));
         for (rows, keys) in rows.chunks(per_call).zip(keys.chunks(per_call)) {
             // EVALSHA written out (rather than a ScriptInvocation, which
             // copies every argument once more): the hash, the keys, then
@@ -474,20 +764,27 @@ impl RedisStore {
                     .arg(row.values.len());
                 w.fields(&mut call, row);
             }
-            pipe.add_command(call).ignore();
+            calls.push(call);
         }
-        match run_raw::<()>(&self.conn, &pipe).await {
-            Err(e) if e.code() == Some("NOSCRIPT") => {
-                // A server that restarted, failed over or flushed its
-                // script cache: load the script (on every node of a
-                // cluster) and send the batch once more. Each step is
+        let mut loads = 0;
+        loop {
+            match self
+                .run_each_raw::<redis::Value>(calls.iter().cloned())
+                .await
+            {
+                // A server that restarted, failed over or flushed its script
+                // cache (a replica resynchronising drops it too): load the
+                // script (on every master of a cluster) and send the batch
+                // once more; twice, for a failover in between. Each step is
                 // conditional, so the steps that already ran stay right.
-                let mut load = redis::cmd("SCRIPT");
-                load.arg("LOAD").arg(NEWEST_WINS_LUA);
-                cmd::<String>(&self.conn, &load).await?;
-                run::<()>(&self.conn, &pipe).await
+                Err(e) if e.code() == Some("NOSCRIPT") && loads < 2 => {
+                    loads += 1;
+                    let mut load = redis::cmd("SCRIPT");
+                    load.arg("LOAD").arg(NEWEST_WINS_LUA);
+                    self.cmd::<redis::Value>(&load).await?;
+                }
+                other => return other.map(drop).map_err(err),
             }
-            other => other.map_err(err),
         }
     }
 
@@ -505,28 +802,11 @@ impl RedisStore {
             .map(|(h, p)| format!("{h}:{p}"))
             .collect::<Vec<_>>()
             .join(",");
-        let mut tx = None;
-        let conn = match conf.redis_type {
+        let target = match conf.redis_type {
             RedisType::Redis => {
                 let (h, p) = &cs.nodes[0];
                 let client = redis::Client::open(cs.info(h, *p)?).map_err(err)?;
-                let config = redis::aio::ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(REDIS_TIMEOUT))
-                    .set_response_timeout(Some(REDIS_TIMEOUT))
-                    .set_number_of_retries(2);
-                tx = Some(TxPool {
-                    client: client.clone(),
-                    config: redis::AsyncConnectionConfig::new()
-                        .set_connection_timeout(Some(REDIS_TIMEOUT))
-                        .set_response_timeout(Some(REDIS_TIMEOUT)),
-                    idle: std::sync::Mutex::new(Vec::new()),
-                    permits: std::sync::Arc::new(tokio::sync::Semaphore::new(TX_CONNECTIONS)),
-                });
-                Conn::Single(
-                    ConnectionManager::new_with_config(client, config)
-                        .await
-                        .map_err(err)?,
-                )
+                Target::Server(Arc::new(Server::connect(client).await?))
             }
             RedisType::RedisCluster => {
                 let nodes = cs
@@ -535,17 +815,58 @@ impl RedisStore {
                     .map(|(h, p)| cs.info(h, *p))
                     .collect::<Result<Vec<_>, _>>()?;
                 let client = redis::cluster::ClusterClient::new(nodes).map_err(err)?;
-                Conn::Cluster(client.get_async_connection().await.map_err(err)?)
+                Target::Cluster(client.get_async_connection().await.map_err(err)?)
             }
             RedisType::RedisSentinel => {
-                return Err(BackendError::Config(
-                    "redis_sentinel is not supported yet; point connection_string at the master or use redis_cluster".into(),
-                ));
+                // As Feast (redis-py's `Sentinel(hosts, **options)`): the
+                // hosts are the sentinels, reached without the options;
+                // password, username, db and ssl apply to the master.
+                let sentinels: Vec<redis::ConnectionInfo> = cs
+                    .nodes
+                    .iter()
+                    .map(|(h, p)| {
+                        use redis::IntoConnectionInfo;
+                        redis::ConnectionAddr::Tcp(h.clone(), *p)
+                            .into_connection_info()
+                            .map_err(err)
+                    })
+                    .collect::<Result<_, _>>()?;
+                let mut node = SentinelNodeConnectionInfo::default()
+                    .set_redis_connection_info(cs.redis_settings());
+                if cs.ssl {
+                    node = node.set_tls_mode(redis::TlsMode::Secure);
+                }
+                let mut client = SentinelClient::build(
+                    sentinels,
+                    conf.sentinel_master.clone(),
+                    Some(node),
+                    SentinelServerType::Master,
+                )
+                .map_err(err)?;
+                let found = client.async_get_client().await.map_err(err)?;
+                let server = Server::connect(found).await?;
+                tracing::info!(master = %conf.sentinel_master, addr = %server.addr, "redis sentinel: master found");
+                let sentinel = Arc::new(Sentinel {
+                    client: tokio::sync::Mutex::new(client),
+                    current: ArcSwap::from_pointee(server),
+                    master: conf.sentinel_master.clone(),
+                });
+                // Polls for as long as the store lives.
+                let watched = Arc::downgrade(&sentinel);
+                tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(SENTINEL_POLL).await;
+                        let Some(sentinel) = watched.upgrade() else {
+                            break;
+                        };
+                        sentinel.poll().await;
+                    }
+                });
+                Target::Sentinel(sentinel)
             }
         };
         Ok(RedisStore {
-            conn,
-            tx,
+            target,
             key_ttl_seconds: conf.key_ttl_seconds,
             location,
         })
@@ -565,34 +886,17 @@ impl OnlineStore for RedisStore {
         // MATCH only narrows the walk (`*b` also matches project `ab`);
         // `entity_key_of` decides. Entities without this view's fields come
         // back from `read` as missing, so the page needs no per-view filter.
-        let start: u64 = match cursor.as_deref() {
-            None => 0,
-            Some(b) => std::str::from_utf8(b)
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| BackendError::Query("bad scan cursor".into()))?,
-        };
         let mut pattern = glob_escape_bytes(project.as_bytes());
         pattern.insert(0, b'*');
-        let (next, found): (u64, Vec<Vec<u8>>) = cmd(
-            &self.conn,
-            redis::cmd("SCAN")
-                .arg(start)
-                .arg("MATCH")
-                .arg(pattern)
-                .arg("COUNT")
-                .arg(limit.max(1)),
-        )
-        .await?;
+        let (found, next) = self
+            .scan_page(cursor.as_deref(), &pattern, limit.max(1))
+            .await?;
         let keys = found
             .iter()
             .filter_map(|k| entity_key_of(k, project, view))
             .map(<[u8]>::to_vec)
             .collect();
-        Ok(crate::KeyPage {
-            keys,
-            next: (next != 0).then(|| next.to_string().into_bytes()),
-        })
+        Ok(crate::KeyPage { keys, next })
     }
 
     async fn read(
@@ -607,11 +911,15 @@ impl OnlineStore for RedisStore {
             .map(|f| redis_feature_field(&view.name, f).to_vec())
             .chain(std::iter::once(redis_ts_field(&view.name).into_bytes()))
             .collect();
-        let mut pipe = redis::pipe();
-        for k in keys {
-            pipe.cmd("HMGET").arg(redis_key(k, project)).arg(&fields);
-        }
-        let replies: Vec<Vec<Option<Vec<u8>>>> = run(&self.conn, &pipe).await?;
+        let cmds: Vec<redis::Cmd> = keys
+            .iter()
+            .map(|k| {
+                let mut c = redis::cmd("HMGET");
+                c.arg(redis_key(k, project)).arg(&fields);
+                c
+            })
+            .collect();
+        let replies: Vec<Vec<Option<Vec<u8>>>> = self.run_each(cmds.into_iter()).await?;
         replies
             .into_iter()
             .map(|mut cells| {
@@ -660,10 +968,10 @@ impl OnlineStore for RedisStore {
             let mut seen = std::collections::HashSet::with_capacity(keys.len());
             keys.iter().all(|k| seen.insert(k.as_slice()))
         };
-        match &self.tx {
-            Some(pool) if distinct => {
+        match self.server() {
+            Some(server) if distinct => {
                 for (rows, keys) in rows.chunks(TX_KEYS).zip(keys.chunks(TX_KEYS)) {
-                    if !watched(pool, &w, rows, keys).await? {
+                    if !watched(&server.tx, &w, rows, keys).await? {
                         self.scripted(&w, rows, keys).await?;
                     }
                 }
@@ -690,16 +998,11 @@ impl OnlineStore for RedisStore {
             .map(|f| redis_feature_field(&view.name, &f.name).to_vec())
             .collect();
         fields.push(redis_ts_field(&view.name).into_bytes());
-        let pattern = format!("*{}", glob_escape(project));
-        let mut cursor: u64 = 0;
+        let mut pattern = glob_escape_bytes(project.as_bytes());
+        pattern.insert(0, b'*');
+        let mut cursor: Option<Vec<u8>> = None;
         loop {
-            let mut scan = redis::cmd("SCAN");
-            scan.arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000);
-            let (next, keys): (u64, Vec<Vec<u8>>) = cmd(&self.conn, &scan).await?;
+            let (keys, next) = self.scan_page(cursor.as_deref(), &pattern, 1000).await?;
             // MATCH `*<project>` also matches every project whose name ends
             // with this one; only exact keys of this project are touched.
             for k in keys
@@ -708,20 +1011,20 @@ impl OnlineStore for RedisStore {
             {
                 let mut hdel = redis::cmd("HDEL");
                 hdel.arg(&k).arg(&fields);
-                let _: i64 = cmd(&self.conn, &hdel).await?;
+                let _: i64 = self.cmd(&hdel).await?;
                 let mut hlen = redis::cmd("HLEN");
                 hlen.arg(&k);
-                let left: i64 = cmd(&self.conn, &hlen).await?;
+                let left: i64 = self.cmd(&hlen).await?;
                 if left == 0 {
                     let mut del = redis::cmd("DEL");
                     del.arg(&k);
-                    let _: i64 = cmd(&self.conn, &del).await?;
+                    let _: i64 = self.cmd(&del).await?;
                 }
             }
-            if next == 0 {
-                break;
+            match next {
+                Some(n) => cursor = Some(n),
+                None => break,
             }
-            cursor = next;
         }
         Ok(())
     }
@@ -738,7 +1041,7 @@ impl OnlineStore for RedisStore {
     }
 
     async fn check(&self) -> Result<(), BackendError> {
-        let _: String = cmd(&self.conn, &redis::cmd("PING")).await?;
+        let _: String = self.cmd(&redis::cmd("PING")).await?;
         Ok(())
     }
 }
@@ -763,17 +1066,6 @@ fn glob_escape_bytes(s: &[u8]) -> Vec<u8> {
     for &c in s {
         if matches!(c, b'*' | b'?' | b'[' | b']' | b'\\') {
             out.push(b'\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
-fn glob_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            out.push('\\');
         }
         out.push(c);
     }
