@@ -19,13 +19,18 @@ use api::proto::feast::serving::{
 use api::proto::feast::types::RepeatedValue;
 use api::proto::{Val, Value};
 use api::routing::JoinKey;
+use std::time::Duration;
+
 use tonic::{Request, Response, Status};
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_server::HealthServer;
+use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::features::{EntitySource, FeatureRequest, ReadOutcome, Selection, entity_rows, read};
 use crate::response::{Cell, ViewRows, column_cells, now_seconds};
-use crate::server::{AppState, Caller, admit, authenticate};
+use crate::server::{AppState, Caller, admit, authenticate, request_id};
 
 /// The ServingService implementation.
 pub struct Serving {
@@ -293,15 +298,127 @@ impl ServingService for Serving {
     }
 }
 
-/// The gRPC ServingService's routes (its own listener, `--grpc-listen`),
-/// behind the same authentication and admission as HTTP.
+/// The gRPC listener's routes (`--grpc-listen`): the ServingService behind
+/// the same authentication and admission as HTTP, and the standard
+/// `grpc.health.v1.Health` service without authentication (kubelet gRPC
+/// probes and load balancers send no token; it tells only whether the
+/// proxy serves).
 pub fn router(state: Arc<AppState>) -> axum::Router {
     use axum::middleware::from_fn_with_state;
-    axum::Router::new()
+    let serving = axum::Router::new()
         .route_service(
             "/feast.serving.ServingService/{*method}",
             service(Arc::clone(&state)),
         )
         .route_layer(from_fn_with_state(Arc::clone(&state), admit))
-        .route_layer(from_fn_with_state(state, authenticate))
+        .route_layer(from_fn_with_state(Arc::clone(&state), authenticate));
+    serving
+        .route_service(
+            "/grpc.health.v1.Health/{*method}",
+            HealthServer::new(Health::new(state)),
+        )
+        .layer(axum::middleware::from_fn(request_id))
+}
+
+/// Concurrent `Watch` streams the health service keeps open; more are
+/// refused with RESOURCE_EXHAUSTED.
+const HEALTH_WATCHERS: usize = 64;
+
+/// How long one `Watch` stream lives; the protocol has clients call again.
+const HEALTH_WATCH_LIFETIME: Duration = Duration::from_secs(300);
+
+/// How often a `Watch` stream looks at the serving status.
+const HEALTH_WATCH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// `grpc.health.v1.Health`: SERVING while routes are loaded and some
+/// backend answers (as `/ready`), for the whole server (`""`) and for
+/// `feast.serving.ServingService`; NOT_FOUND for any other service.
+pub struct Health {
+    state: Arc<AppState>,
+    watchers: Arc<tokio::sync::Semaphore>,
+}
+
+impl Health {
+    pub fn new(state: Arc<AppState>) -> Health {
+        Health {
+            state,
+            watchers: Arc::new(tokio::sync::Semaphore::new(HEALTH_WATCHERS)),
+        }
+    }
+}
+
+/// The status of `service` given the routes in use; `None` for a service
+/// this server does not have.
+fn health_status(state: &AppState, service: &str) -> Option<ServingStatus> {
+    if !service.is_empty() && service != "feast.serving.ServingService" {
+        return None;
+    }
+    let serving = state
+        .shared
+        .current
+        .load()
+        .as_ref()
+        .is_some_and(|snap| snap.serving());
+    Some(if serving {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    })
+}
+
+type WatchStream = std::pin::Pin<
+    Box<dyn futures::Stream<Item = Result<HealthCheckResponse, Status>> + Send + 'static>,
+>;
+
+#[tonic::async_trait]
+impl tonic_health::pb::health_server::Health for Health {
+    async fn check(
+        &self,
+        request: Request<HealthCheckRequest>,
+    ) -> Result<Response<HealthCheckResponse>, Status> {
+        let service = request.into_inner().service;
+        match health_status(&self.state, &service) {
+            Some(status) => Ok(Response::new(HealthCheckResponse {
+                status: status as i32,
+            })),
+            None => Err(Status::not_found(format!("unknown service `{service}`"))),
+        }
+    }
+
+    type WatchStream = WatchStream;
+
+    async fn watch(
+        &self,
+        request: Request<HealthCheckRequest>,
+    ) -> Result<Response<WatchStream>, Status> {
+        let permit = Arc::clone(&self.watchers)
+            .try_acquire_owned()
+            .map_err(|_| Status::resource_exhausted("too many health watchers"))?;
+        let service = request.into_inner().service;
+        let state = Arc::clone(&self.state);
+        let until = tokio::time::Instant::now() + HEALTH_WATCH_LIFETIME;
+        // Sends the status now, then each change, until the lifetime ends.
+        let stream = futures::stream::unfold(
+            (None, permit),
+            move |(last, permit): (Option<ServingStatus>, _)| {
+                let state = Arc::clone(&state);
+                let service = service.clone();
+                async move {
+                    loop {
+                        let now = health_status(&state, &service)
+                            .unwrap_or(ServingStatus::ServiceUnknown);
+                        if last != Some(now) {
+                            let msg = HealthCheckResponse { status: now as i32 };
+                            return Some((Ok(msg), (Some(now), permit)));
+                        }
+                        if tokio::time::Instant::now() >= until {
+                            return None;
+                        }
+                        tokio::time::sleep(HEALTH_WATCH_INTERVAL).await;
+                    }
+                }
+            },
+        );
+        Ok(Response::new(Box::pin(stream)))
+    }
 }

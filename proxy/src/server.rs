@@ -266,6 +266,49 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(move |s: State<Arc<AppState>>| ready_handler(s, detailed)),
         )
         .with_state(state)
+        .layer(middleware::from_fn(request_id))
+}
+
+/// Header carrying a request's id, on the request and on its answer.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// Gives every request an id: the client's `x-request-id` when it is a
+/// plain token (1 to 128 letters, digits, `-`, `_`, `.`, `:`), otherwise a
+/// new one. It is returned on the answer and carried by every log line
+/// the request makes (span `request`, field `request_id`).
+pub async fn request_id(req: Request<Body>, next: Next) -> Response {
+    use tracing::Instrument;
+    let id = req
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| valid_request_id(v))
+        .map(str::to_owned)
+        .unwrap_or_else(new_request_id);
+    let span = tracing::info_span!("request", request_id = %id);
+    let mut resp = next.run(req).instrument(span).await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert(REQUEST_ID, v);
+    }
+    resp
+}
+
+fn valid_request_id(v: &str) -> bool {
+    (1..=128).contains(&v.len())
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+/// A new id: a per-process random hash of a counter, then the counter
+/// (unique within the process, not guessable across processes).
+fn new_request_id() -> String {
+    use std::hash::BuildHasher;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEED: std::sync::LazyLock<std::collections::hash_map::RandomState> =
+        std::sync::LazyLock::new(std::collections::hash_map::RandomState::new);
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{:016x}{n:08x}", SEED.hash_one(n))
 }
 
 /// The admin listener's routes: `/health`, `/ready` with details and
@@ -400,16 +443,12 @@ async fn ready_handler(State(state): State<Arc<AppState>>, detailed: bool) -> Re
         Some(snap) => {
             let mut names: Vec<&String> = snap.backends.keys().collect();
             names.sort();
-            let mut up = 0;
             let backends: serde_json::Map<String, Json> = names
                 .into_iter()
                 .map(|n| {
                     let b = &snap.backends[n];
                     let mut detail = match b.down_reason() {
-                        None => {
-                            up += 1;
-                            json!({"ready": true})
-                        }
+                        None => json!({"ready": true}),
                         Some(reason) => json!({"ready": false, "reason": reason}),
                     };
                     if let Some(c) = b.guard.open_reason() {
@@ -418,10 +457,9 @@ async fn ready_handler(State(state): State<Arc<AppState>>, detailed: bool) -> Re
                     (n.clone(), detail)
                 })
                 .collect();
-            // Ready while routes are loaded and some backend answers: a
-            // backend that is down fails only its own views (detailed
-            // here); with every backend down nothing can be served.
-            let ready = up > 0 || snap.backends.is_empty();
+            // Ready while routes are loaded and some backend answers
+            // (each backend detailed here).
+            let ready = snap.serving();
             if !detailed {
                 return json_response(
                     if ready {

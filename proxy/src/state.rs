@@ -215,6 +215,14 @@ impl Snapshot {
     pub fn backend_of(&self, view: &RoutedView) -> Option<&Arc<BackendHandle>> {
         self.backends.get(&view.backend)
     }
+
+    /// Whether the proxy serves with these routes (`/ready`, gRPC health):
+    /// some backend answers, or there are none. A backend that is down
+    /// fails only its own views; with every backend down nothing can be
+    /// served.
+    pub fn serving(&self) -> bool {
+        self.backends.is_empty() || self.backends.values().any(|b| b.down_reason().is_none())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

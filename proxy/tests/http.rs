@@ -783,3 +783,55 @@ async fn a_partly_failed_push_names_what_was_not_written() {
     assert_eq!(body["results"][2]["values"], json!([9]));
     assert_eq!(rows(&p.dir.path().join("a.db"), "demo_sessions"), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_ids_are_kept_or_made_and_returned() {
+    let p = start(Limits::default()).await;
+    let client = reqwest::Client::new();
+    let id_of = |r: &reqwest::Response| {
+        r.headers()
+            .get("x-request-id")
+            .map(|v| v.to_str().unwrap().to_string())
+    };
+    // A client's plain id comes back as sent, on errors too.
+    for (path, body) in [
+        (
+            "/get-online-features",
+            json!({"features": ["users:age"], "entities": {"user_id": [1]}}),
+        ),
+        (
+            "/get-online-features",
+            json!({"features": ["nope:x"], "entities": {"user_id": [1]}}),
+        ),
+    ] {
+        let r = client
+            .post(format!("{}{path}", p.base))
+            .header("x-request-id", "trace-42:a.b_c")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(id_of(&r).as_deref(), Some("trace-42:a.b_c"));
+    }
+    // Without one, or with one that is not a plain token (too long, spaces,
+    // control characters), the proxy makes one: 24 hex digits, new each time.
+    let mut made = std::collections::HashSet::new();
+    for sent in [
+        None,
+        Some("x".repeat(129)),
+        Some("has space".into()),
+        Some("a\tb".into()),
+    ] {
+        let mut req = client.get(format!("{}/health", p.base));
+        if let Some(s) = &sent {
+            req = req.header("x-request-id", s.as_str());
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let id = id_of(&r).unwrap();
+        assert_eq!(id.len(), 24, "{id}");
+        assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+        assert_ne!(Some(id.as_str()), sent.as_deref());
+        assert!(made.insert(id), "an id was made twice");
+    }
+}

@@ -267,3 +267,67 @@ async fn http_and_grpc_answer_alike() {
         assert_eq!(err.code(), code, "{features:?}: {err}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_health_reports_serving_and_unknown_services() {
+    use futures::StreamExt;
+    use proxy::grpc::Health;
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_server::Health as _;
+
+    let p = common::start(STORE, VIEWS, Limits::default()).await;
+    let health = Health::new(Arc::clone(&p.state));
+    let ask = |service: &str| HealthCheckRequest {
+        service: service.into(),
+    };
+    for service in ["", "feast.serving.ServingService"] {
+        let status = health
+            .check(tonic::Request::new(ask(service)))
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        assert_eq!(status, ServingStatus::Serving as i32, "`{service}`");
+    }
+    let unknown = health
+        .check(tonic::Request::new(ask(
+            "grpc.reflection.v1.ServerReflection",
+        )))
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
+    // Watch sends the current status at once; an unknown service is
+    // SERVICE_UNKNOWN on the stream (not an error), per the protocol.
+    let mut watch = health
+        .watch(tonic::Request::new(ask("")))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = watch.next().await.unwrap().unwrap();
+    assert_eq!(first.status, ServingStatus::Serving as i32);
+    let mut unknown = health
+        .watch(tonic::Request::new(ask("nope")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        unknown.next().await.unwrap().unwrap().status,
+        ServingStatus::ServiceUnknown as i32
+    );
+    // Watchers are bounded: the 65th open stream is refused.
+    let mut open = Vec::new();
+    let refused = loop {
+        match health.watch(tonic::Request::new(ask(""))).await {
+            Ok(s) => open.push(s),
+            Err(e) => break e,
+        }
+        assert!(open.len() <= 64, "more than 64 health watchers accepted");
+    };
+    assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+    assert_eq!(open.len(), 62, "64 minus the two streams still open above");
+    // Closing a stream frees its place.
+    drop(open.pop());
+    drop(watch);
+    assert!(health.watch(tonic::Request::new(ask(""))).await.is_ok());
+}
