@@ -1,6 +1,9 @@
 """Helpers for the tests that need real servers: Redis, the Bigtable
 emulator and Cassandra (started by tests/scripts/*-up.sh, which export
-REDIS_URL, BIGTABLE_EMULATOR_HOST, CASSANDRA_HOST/CASSANDRA_PORT).
+REDIS_URL, BIGTABLE_EMULATOR_HOST, CASSANDRA_HOST/CASSANDRA_PORT), and a
+Redis Cluster and a Redis Sentinel group (redis-cluster-up.sh and
+redis-sentinel-up.sh: REDIS_CLUSTER_NODES; REDIS_SENTINELS and
+REDIS_SENTINEL_MASTER).
 
 A test that needs a server whose variable is missing fails (it does not
 skip) with a message saying how to start it. Every test names what it
@@ -12,6 +15,7 @@ from __future__ import annotations
 import atexit
 import os
 import re
+import subprocess
 import uuid
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Tuple
@@ -60,6 +64,114 @@ def redis_connection_string() -> str:
     return s
 
 
+# Redis Cluster and Redis Sentinel: the `redis_type` values of Feast's Redis
+# store, as the interop tests name the two topologies.
+REDIS_HA_KINDS = ["redis_cluster", "redis_sentinel"]
+
+# For each topology: its variables, its scripts' name, its state dir under
+# $HOS_TEST_STATE (tests/run.sh) and the env file its up script writes there.
+_REDIS_HA = {
+    "redis_cluster": dict(vars=["REDIS_CLUSTER_NODES"], script="redis-cluster", env_file="cluster.env"),
+    "redis_sentinel": dict(vars=["REDIS_SENTINELS", "REDIS_SENTINEL_MASTER"], script="redis-sentinel",
+                           env_file="sentinel.env"),
+}
+
+
+def _host_ports(csv: str, var: str) -> List[Tuple[str, int]]:
+    out = []
+    for part in csv.split(","):
+        m = re.fullmatch(r"([^:,]+):(\d+)", part.strip())
+        assert m, f"{var} is not a comma-separated list of host:port: {csv!r}"
+        out.append((m.group(1), int(m.group(2))))
+    return out
+
+
+def redis_cluster_nodes() -> List[Tuple[str, int]]:
+    """The cluster's nodes from REDIS_CLUSTER_NODES."""
+    return _host_ports(_need("REDIS_CLUSTER_NODES", "redis-cluster-up.sh"), "REDIS_CLUSTER_NODES")
+
+
+def redis_sentinels() -> Tuple[List[Tuple[str, int]], str]:
+    """(the sentinels, the monitored master's name) from REDIS_SENTINELS and
+    REDIS_SENTINEL_MASTER."""
+    hosts = _host_ports(_need("REDIS_SENTINELS", "redis-sentinel-up.sh"), "REDIS_SENTINELS")
+    return hosts, _need("REDIS_SENTINEL_MASTER", "redis-sentinel-up.sh")
+
+
+def redis_ha_password(kind: str) -> Optional[str]:
+    """The data nodes' password: REDIS_PASSWORD (the up scripts' input), else
+    the one the up script recorded in its state dir, if any."""
+    if os.environ.get("REDIS_PASSWORD"):
+        return os.environ["REDIS_PASSWORD"]
+    root = os.environ.get("HOS_TEST_STATE")
+    if root:
+        conf = _REDIS_HA[kind]
+        return read_env_file(Path(root) / conf["script"] / conf["env_file"]).get("REDIS_PASSWORD") or None
+    return None
+
+
+def redis_ha_connection_string(kind: str) -> str:
+    """Feast's connection_string for KIND: the cluster's nodes, or the
+    sentinels (the password is the data nodes', as Feast passes it on)."""
+    hosts = redis_cluster_nodes() if kind == "redis_cluster" else redis_sentinels()[0]
+    s = ",".join(f"{h}:{p}" for h, p in hosts)
+    password = redis_ha_password(kind)
+    if password:
+        s += f",password={password}"
+    return s
+
+
+def read_env_file(path: Path) -> Dict[str, str]:
+    """KEY=VALUE lines of an up script's env file (quotes removed); {} when
+    the file is missing."""
+    out = {}
+    try:
+        text = path.read_text()
+    except OSError:
+        return out
+    for line in text.splitlines():
+        k, sep, v = line.partition("=")
+        if sep and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k.strip()):
+            out[k.strip()] = v.strip().strip('"')
+    return out
+
+
+def redis_ha_state(kind: str) -> Tuple[Path, Dict[str, str]]:
+    """($HOS_TEST_STATE/redis-cluster or .../redis-sentinel, its env file),
+    checked to describe the servers the variables name, so that a node
+    script run by a test can only touch those. Fails when HOS_TEST_STATE is
+    not set (tests/run.sh sets it)."""
+    conf = _REDIS_HA[kind]
+    for var in conf["vars"]:
+        _need(var, f"{conf['script']}-up.sh")
+    root = os.environ.get("HOS_TEST_STATE")
+    if not root:
+        pytest.fail(
+            f"HOS_TEST_STATE is not set: this test stops and restarts nodes of the servers that "
+            f"{conf['script']}-up.sh started in $HOS_TEST_STATE/{conf['script']} (tests/run.sh sets it)",
+            pytrace=False)
+    d = Path(root) / conf["script"]
+    env = read_env_file(d / conf["env_file"])
+    for var in conf["vars"]:
+        if env.get(var) != os.environ[var]:
+            pytest.fail(f"{d / conf['env_file']} does not describe the servers {var}={os.environ[var]} names "
+                        f"(file: {env or 'missing'}): is HOS_TEST_STATE the state dir of tests/run.sh?",
+                        pytrace=False)
+    return d, env
+
+
+def redis_ha_node(kind: str, action: str, who: Any, timeout: float = 150) -> str:
+    """tests/scripts/redis-{cluster,sentinel}-node.sh STATE_DIR ACTION WHO;
+    returns its stderr (its log), fails with it when the script fails."""
+    d, _ = redis_ha_state(kind)
+    script = H.ROOT / "tests" / "scripts" / f"{_REDIS_HA[kind]['script']}-node.sh"
+    p = subprocess.run(["bash", str(script), str(d), action, str(who)], env=dict(os.environ),
+                       capture_output=True, text=True, timeout=timeout)
+    if p.returncode != 0:
+        raise AssertionError(f"{script.name} {d} {action} {who} failed ({p.returncode}):\n{p.stderr[-6000:]}")
+    return p.stderr
+
+
 def bigtable_host() -> str:
     v = _need("BIGTABLE_EMULATOR_HOST", "bigtable-up.sh")
     assert re.fullmatch(r"[^:]+:\d+", v), f"BIGTABLE_EMULATOR_HOST is not host:port: {v!r}"
@@ -91,6 +203,25 @@ def redis_client():
         host, port, password = redis_addr()
         _CLIENTS["redis"] = redis.Redis(host=host, port=port, password=password, socket_timeout=10)
     return _CLIENTS["redis"]
+
+
+def redis_ha_client(kind: str):
+    """A redis-py client of the topology, made as Feast makes its own
+    (RedisCluster over the nodes; Sentinel(...).master_for(master))."""
+    if kind not in _CLIENTS:
+        from redis.cluster import ClusterNode, RedisCluster
+        from redis.sentinel import Sentinel
+
+        password = redis_ha_password(kind)
+        if kind == "redis_cluster":
+            _CLIENTS[kind] = RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in redis_cluster_nodes()],
+                                          password=password, socket_timeout=10)
+        elif kind == "redis_sentinel":
+            hosts, master = redis_sentinels()
+            _CLIENTS[kind] = Sentinel(hosts, password=password, socket_timeout=10).master_for(master)
+        else:
+            raise ValueError(kind)
+    return _CLIENTS[kind]
 
 
 def cql():
@@ -134,12 +265,13 @@ def _close_clients() -> None:
             c.shutdown()
         except Exception:
             pass
-    r = _CLIENTS.pop("redis", None)
-    if r is not None:
-        try:
-            r.close()
-        except Exception:
-            pass
+    for name in ["redis", *REDIS_HA_KINDS]:
+        r = _CLIENTS.pop(name, None)
+        if r is not None:
+            try:
+                r.close()
+            except Exception:
+                pass
 
 
 # --------------------------------------------------------------------------
@@ -238,10 +370,11 @@ def bigtable_row_key(entity_key: bytes, view: str) -> bytes:
 # --------------------------------------------------------------------------
 
 
-def redis_keys(project: str) -> List[bytes]:
-    """Every key of PROJECT (Feast's keys end with the project name)."""
+def redis_keys(project: str, client=None) -> List[bytes]:
+    """Every key of PROJECT (Feast's keys end with the project name), on
+    the single server or on CLIENT (a cluster's scan walks every master)."""
     suffix = project.encode()
-    r = redis_client()
+    r = client if client is not None else redis_client()
     out = []
     for k in r.scan_iter(match=b"*" + suffix, count=1000):
         if k.endswith(suffix):
@@ -249,15 +382,18 @@ def redis_keys(project: str) -> List[bytes]:
     return sorted(out)
 
 
-def redis_hash(key: bytes) -> Dict[bytes, bytes]:
-    return {bytes(k): bytes(v) for k, v in redis_client().hgetall(key).items()}
+def redis_hash(key: bytes, client=None) -> Dict[bytes, bytes]:
+    r = client if client is not None else redis_client()
+    return {bytes(k): bytes(v) for k, v in r.hgetall(key).items()}
 
 
-def drop_redis_project(project: str) -> None:
+def drop_redis_project(project: str, client=None) -> None:
     try:
-        keys = redis_keys(project)
+        r = client if client is not None else redis_client()
+        keys = redis_keys(project, r)
         if keys:
-            redis_client().delete(*keys)
+            # RedisCluster splits a DEL by slot itself.
+            r.delete(*keys)
     except Exception:
         pass
 
@@ -282,6 +418,13 @@ def online_store_yaml(kind: str, *, instance: str = "", keyspace: str = "") -> s
     own config fields, so Feast and the proxy read the same file)."""
     if kind == "redis":
         return f"online_store:\n  type: redis\n  connection_string: \"{redis_connection_string()}\"\n"
+    if kind == "redis_cluster":
+        return (f"online_store:\n  type: redis\n  redis_type: redis_cluster\n"
+                f"  connection_string: \"{redis_ha_connection_string(kind)}\"\n")
+    if kind == "redis_sentinel":
+        master = redis_sentinels()[1]
+        return (f"online_store:\n  type: redis\n  redis_type: redis_sentinel\n  sentinel_master: {master}\n"
+                f"  connection_string: \"{redis_ha_connection_string(kind)}\"\n")
     if kind == "bigtable":
         bigtable_host()
         return f"online_store:\n  type: bigtable\n  project_id: {BT_PROJECT}\n  instance: {instance}\n"
@@ -330,8 +473,8 @@ class Cleanup:
     def bigtable(self, instance):
         self.actions.append(lambda: drop_bigtable_instance_tables(instance))
 
-    def redis(self, project):
-        self.actions.append(lambda: drop_redis_project(project))
+    def redis(self, project, client=None):
+        self.actions.append(lambda: drop_redis_project(project, client))
 
     def run(self):
         for a in reversed(self.actions):
