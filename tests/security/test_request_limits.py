@@ -275,7 +275,8 @@ def test_slowloris_does_not_block_fresh_connections_and_idle_ones_close(tmp_path
         # An idle keep-alive connection is closed at --idle-timeout-seconds.
         s = socket.create_connection((H.HOST, proxy.port), timeout=10)
         s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert s.recv(100).startswith(b"HTTP/1.1 200")
+        head = read_response(s)
+        assert head.startswith(b"HTTP/1.1 200"), head
         t0 = time.monotonic()
         assert s.recv(100) == b""
         idle = time.monotonic() - t0
@@ -286,6 +287,26 @@ def test_slowloris_does_not_block_fresh_connections_and_idle_ones_close(tmp_path
         for s in held:
             s.close()
         proxy.stop()
+
+
+def read_response(s):
+    """Reads one whole HTTP/1.1 response (headers and Content-Length body)."""
+    got = b""
+    while b"\r\n\r\n" not in got:
+        d = s.recv(4096)
+        assert d, f"connection closed mid-response: {got!r}"
+        got += d
+    head, _, body = got.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value.strip())
+    while len(body) < length:
+        d = s.recv(4096)
+        assert d, "connection closed mid-body"
+        body += d
+    return got
 
 
 def test_max_connections_closes_extra_connections_at_accept(tmp_path):
@@ -305,7 +326,7 @@ def test_max_connections_closes_extra_connections_at_accept(tmp_path):
         for i in range(20):
             s = socket.create_connection((H.HOST, proxy.port), timeout=5)
             s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-            assert s.recv(100).startswith(b"HTTP/1.1 200"), i
+            assert read_response(s).startswith(b"HTTP/1.1 200"), i
             held.append(s)
         extra = socket.create_connection((H.HOST, proxy.port), timeout=5)
         extra.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
