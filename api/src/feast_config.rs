@@ -204,6 +204,11 @@ pub struct BigtableConf {
     /// seconds (max age), set when tables are created or applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_ttl_seconds: Option<u64>,
+    /// Extension: the Bigtable app profile every data request names
+    /// (`app_profile_id`); the profile decides single- or multi-cluster
+    /// routing. Unset: the instance's default profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_profile_id: Option<String>,
 }
 
 fn default_keyspace() -> String {

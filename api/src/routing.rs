@@ -283,6 +283,20 @@ struct RawTable {
 }
 
 impl RoutingTable {
+    /// The table's content digest: the first 16 hex digits of the SHA-256
+    /// of its canonical JSON (backends, views and services sorted, maps
+    /// ordered). The same routes give the same digest in every process and
+    /// every build, whatever the document's formatting or source, so a
+    /// fleet of proxies can be checked to serve one version.
+    pub fn digest(&self) -> String {
+        use sha2::Digest;
+        let mut hasher = sha2::Sha256::new();
+        // Writing into a hasher cannot fail, and every map key here is a
+        // string: a failure would only leave a shorter input.
+        let _ = serde_json::to_writer(HashWriter(&mut hasher), self);
+        hex::encode(&hasher.finalize()[..8])
+    }
+
     /// Parses and validates a routing table document (YAML or JSON).
     pub fn parse(file: &str, text: &str) -> Result<RoutingTable, ConfigError> {
         // Check the version first so a newer document fails with that reason.
@@ -681,6 +695,21 @@ pub fn routed_view(v: &FeatureViewDef, backend: String) -> RoutedView {
             .filter(|s| s.kind.as_deref() == Some("push"))
             .and_then(|s| s.name.clone()),
         migration: None,
+    }
+}
+
+/// Feeds `serde_json`'s output straight into a hasher (no buffer of the
+/// whole document).
+struct HashWriter<'a>(&'a mut sha2::Sha256);
+
+impl std::io::Write for HashWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        sha2::Digest::update(self.0, buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

@@ -241,3 +241,28 @@ fn feature_services_collocate_on_request() {
         "{err}"
     );
 }
+
+#[test]
+fn routing_digest_names_the_routes_not_the_document() {
+    let config = RepoConfig::parse("feature_store.yaml", STORE, no_env).unwrap();
+    let views = FeatureViewDef::parse_all("feature_view.yaml", VIEW).unwrap();
+    let table = RoutingTable::from_feast(&config, &views, Vec::new(), "f").unwrap();
+    let digest = table.digest();
+    assert_eq!(digest.len(), 16);
+    assert!(digest.bytes().all(|b| b.is_ascii_hexdigit()), "{digest}");
+    // The same routes as YAML, as JSON, and with comments and another key
+    // order: one digest.
+    let yaml = table.to_yaml();
+    let json = serde_json::to_string_pretty(&table).unwrap();
+    let commented = format!("# routes\n{yaml}");
+    for doc in [&yaml, &json, &commented] {
+        assert_eq!(RoutingTable::parse("r", doc).unwrap().digest(), digest);
+    }
+    // Any change to a route changes it.
+    let moved = RoutingTable::parse(
+        "r",
+        &yaml.replace("backend: bigtable", "backend: cassandra"),
+    )
+    .unwrap();
+    assert_ne!(moved.digest(), digest);
+}

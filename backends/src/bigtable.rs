@@ -43,6 +43,8 @@ pub struct BigtableStore {
     family: String,
     max_versions: u32,
     key_ttl_seconds: Option<u64>,
+    /// Named by every data request; empty: the instance's default profile.
+    app_profile_id: String,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> BackendError {
@@ -162,8 +164,29 @@ pub fn validate_emulator_host(host: &str, trust: Trust) -> Result<(), BackendErr
     Ok(())
 }
 
+/// `app_profile_id` must be a Bigtable app profile id: 1 to 50 of
+/// `[A-Za-z0-9_.-]`, not starting with `-` or `.`.
+pub fn validate_app_profile_id(id: &str) -> Result<(), BackendError> {
+    let ok = (1..=50).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        && !id.starts_with(['-', '.']);
+    if ok {
+        Ok(())
+    } else {
+        Err(BackendError::Config(format!(
+            "conf.app_profile_id `{}`: expected 1 to 50 of A-Z a-z 0-9 _ - . (not starting with - or .)",
+            id.escape_debug()
+        )))
+    }
+}
+
 impl BigtableStore {
     pub async fn open(conf: &BigtableConf, trust: Trust) -> Result<BigtableStore, BackendError> {
+        if let Some(id) = &conf.app_profile_id {
+            validate_app_profile_id(id)?;
+        }
         let project_id = conf
             .project_id
             .clone()
@@ -224,6 +247,7 @@ impl BigtableStore {
                 .unwrap_or_else(|| DEFAULT_FAMILY.to_string()),
             max_versions: conf.max_versions,
             key_ttl_seconds: conf.key_ttl_seconds.filter(|t| *t > 0),
+            app_profile_id: conf.app_profile_id.clone().unwrap_or_default(),
         })
     }
 
@@ -294,6 +318,7 @@ impl BigtableStore {
             .mutate_rows(data::MutateRowsRequest {
                 table_name: table,
                 entries,
+                app_profile_id: self.app_profile_id.clone(),
                 ..Default::default()
             })
             .await
@@ -343,6 +368,7 @@ impl OnlineStore for BigtableStore {
                     row_ranges: vec![],
                 }),
                 filter: Some(filter),
+                app_profile_id: self.app_profile_id.clone(),
                 ..Default::default()
             })
             .await
@@ -433,6 +459,7 @@ impl OnlineStore for BigtableStore {
                     predicate_filter: Some(self.stored_is_newer(event_ts)),
                     true_mutations: Vec::new(),
                     false_mutations: mutations,
+                    app_profile_id: self.app_profile_id.clone(),
                     ..Default::default()
                 }
             })
@@ -599,6 +626,7 @@ impl OnlineStore for BigtableStore {
                         ],
                     })),
                 }),
+                app_profile_id: self.app_profile_id.clone(),
                 ..Default::default()
             })
             .await
@@ -645,6 +673,7 @@ impl OnlineStore for BigtableStore {
                 client
                     .sample_row_keys(data::SampleRowKeysRequest {
                         table_name: format!("{}/tables/__hos_probe", self.instance_path()),
+                        app_profile_id: self.app_profile_id.clone(),
                         ..Default::default()
                     })
                     .await
@@ -760,10 +789,31 @@ mod tests {
             feature_column_family: None,
             emulator_host: Some("::::".into()),
             key_ttl_seconds: None,
+            app_profile_id: None,
         };
         for trust in [Trust::Owner, Trust::Confined] {
             let e = BigtableStore::open(&conf, trust).await.err().unwrap();
             assert!(matches!(e, BackendError::Config(_)), "{e}");
+        }
+    }
+
+    #[test]
+    fn app_profile_ids_are_checked() {
+        for ok in ["default", "hos-multi_cluster.1", &"p".repeat(50)] {
+            validate_app_profile_id(ok).unwrap();
+        }
+        for bad in [
+            "",
+            "-lead",
+            ".lead",
+            "a b",
+            "a/b",
+            "a\n",
+            "ä",
+            &"p".repeat(51),
+        ] {
+            let e = validate_app_profile_id(bad).unwrap_err();
+            assert!(e.to_string().contains("conf.app_profile_id"), "{e}");
         }
     }
 }

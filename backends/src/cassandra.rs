@@ -75,6 +75,9 @@ fn classify(message: String) -> BackendError {
         || lower.contains("unavailable")
         || lower.contains("no known nodes")
         || lower.contains("broken pipe")
+        || lower.contains("overloaded")
+        || lower.contains("shutting down")
+        || lower.contains("bootstrapping")
     {
         BackendError::Unavailable(message)
     } else {
@@ -217,6 +220,11 @@ impl CassandraStore {
         if let Some(c) = level {
             prepared.set_consistency(c);
         }
+        // Reads, and writes stamped with their event time, give the same
+        // result when replayed: the driver may retry them on another node
+        // when the one it asked fails mid-request (a node shutting down
+        // resets its connections).
+        prepared.set_is_idempotent(true);
         if let Ok(mut m) = self.prepared.lock() {
             m.insert(key, prepared.clone());
         }
@@ -396,6 +404,8 @@ impl OnlineStore for CassandraStore {
                 if let Some(c) = self.write_consistency {
                     b.set_consistency(c);
                 }
+                // Stamped with the event time below: a replay changes nothing.
+                b.set_is_idempotent(true);
                 b
             });
             let mut batch = template.clone();

@@ -241,10 +241,15 @@ pub fn validate(backend: &Backend, ctx: &OpenContext) -> Result<(), BackendError
             redis::ConnectionString::parse(&conf.connection_string)?;
             cred(&conf.password, "conf.password")
         }
-        BackendConf::Bigtable(conf) => match &conf.emulator_host {
-            Some(host) => bigtable::validate_emulator_host(host, ctx.trust),
-            None => Ok(()),
-        },
+        BackendConf::Bigtable(conf) => {
+            if let Some(id) = &conf.app_profile_id {
+                bigtable::validate_app_profile_id(id)?;
+            }
+            match &conf.emulator_host {
+                Some(host) => bigtable::validate_emulator_host(host, ctx.trust),
+                None => Ok(()),
+            }
+        }
         BackendConf::Cassandra(conf) => {
             cred(&conf.username, "conf.username")?;
             cred(&conf.password, "conf.password")
@@ -321,6 +326,7 @@ mod tests {
                 feature_column_family: None,
                 emulator_host: Some(host.into()),
                 key_ttl_seconds: None,
+                app_profile_id: None,
             }),
         }
     }

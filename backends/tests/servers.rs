@@ -494,7 +494,102 @@ fn bigtable_conf() -> BigtableConf {
         feature_column_family: None,
         emulator_host: Some(env("BIGTABLE_EMULATOR_HOST")),
         key_ttl_seconds: None,
+        app_profile_id: None,
     }
+}
+
+/// A TCP forwarder on 127.0.0.1 to `target` that keeps every byte clients
+/// send: what the Bigtable client puts on the wire.
+fn recording_forwarder(target: String) -> (String, Arc<std::sync::Mutex<Vec<u8>>>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = Arc::clone(&seen);
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { continue };
+            let Ok(mut server) = std::net::TcpStream::connect(&target) else {
+                continue;
+            };
+            let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let keep = Arc::clone(&keep);
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 16384];
+                while let Ok(n @ 1..) = c2.read(&mut buf) {
+                    keep.lock().unwrap().extend_from_slice(&buf[..n]);
+                    if s2.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                let _ = s2.shutdown(std::net::Shutdown::Write);
+            });
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut server, &mut client);
+                let _ = client.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// `app_profile_id` is named by every data request (reads, conditional
+/// writes, scans and deletes), as the bytes on the wire show; the emulator
+/// accepts it and the data round-trips.
+#[tokio::test]
+#[ignore = "needs the Bigtable emulator: run tests/run.sh"]
+async fn bigtable_app_profile_is_sent_with_every_data_request() {
+    const PROFILE: &str = "hos-multi-cluster-7q";
+    let (addr, seen) = recording_forwarder(env("BIGTABLE_EMULATOR_HOST"));
+    let store = open(BackendConf::Bigtable(BigtableConf {
+        emulator_host: Some(addr),
+        app_profile_id: Some(PROFILE.into()),
+        ..bigtable_conf()
+    }))
+    .await;
+    let v = view("bt_profile");
+    store.create("profile", &v).await.unwrap();
+    let sent = |seen: &std::sync::Mutex<Vec<u8>>| {
+        let bytes = seen.lock().unwrap();
+        bytes
+            .windows(PROFILE.len())
+            .filter(|w| *w == PROFILE.as_bytes())
+            .count()
+    };
+    let before = sent(&seen);
+    store
+        .write(
+            "profile",
+            &v,
+            vec![row(1, 41, "DE", 10), row(2, 42, "FR", 10)],
+        )
+        .await
+        .unwrap();
+    let after_write = sent(&seen);
+    // One conditional write per row.
+    assert!(after_write >= before + 2, "{before} -> {after_write}");
+    let f = vec!["age".to_string()];
+    let got = store
+        .read("profile", &v, &[key(1), key(2)], &f)
+        .await
+        .unwrap();
+    assert_eq!(age_of(&got[0]), Some(41));
+    assert_eq!(age_of(&got[1]), Some(42));
+    let after_read = sent(&seen);
+    assert!(
+        after_read > after_write,
+        "the read did not name the profile"
+    );
+    // Dropping a view of a shared table scans its rows and deletes them.
+    store
+        .drop_view("profile", &v, &[&view("bt_other")])
+        .await
+        .unwrap();
+    assert!(
+        sent(&seen) >= after_read + 2,
+        "the scan and the deletes did not name the profile"
+    );
+    store.drop_view("profile", &v, &[]).await.unwrap();
 }
 
 #[tokio::test]
@@ -669,6 +764,187 @@ async fn redis_cluster_round_trip_and_newest_event_wins() {
     let store = open(BackendConf::Redis(redis_cluster_conf())).await;
     exercise(store.as_ref(), "itest", &view("cluster_users")).await;
     newest_event_wins(store, "nw", &view("cluster_nw")).await;
+}
+
+/// One node of the test cluster, by address.
+async fn cluster_node(addr: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(format!("redis://{addr}"))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+/// `(node id, address)` of the master serving `slot`, and of another master.
+async fn slot_owner_and_other(any: &str, slot: u16) -> ((String, String), (String, String)) {
+    let mut c = cluster_node(any).await;
+    let nodes: String = redis::cmd("CLUSTER")
+        .arg("NODES")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    // (id, address, slot ranges) of each master.
+    type Master = (String, String, Vec<(u16, u16)>);
+    let masters: Vec<Master> = nodes
+        .lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            (f.len() >= 8 && f[2].contains("master") && !f[2].contains("fail")).then(|| {
+                let addr = f[1].split('@').next().unwrap().to_string();
+                let ranges = f[8..]
+                    .iter()
+                    .filter(|r| !r.starts_with('['))
+                    .map(|r| match r.split_once('-') {
+                        Some((a, b)) => (a.parse().unwrap(), b.parse().unwrap()),
+                        None => (r.parse().unwrap(), r.parse().unwrap()),
+                    })
+                    .collect();
+                (f[0].to_string(), addr, ranges)
+            })
+        })
+        .collect();
+    let owner = masters
+        .iter()
+        .find(|(_, _, r)| r.iter().any(|(a, b)| (*a..=*b).contains(&slot)))
+        .expect("a master serves the slot");
+    let other = masters
+        .iter()
+        .find(|(id, _, r)| *id != owner.0 && !r.is_empty())
+        .expect("a second master");
+    (
+        (owner.0.clone(), owner.1.clone()),
+        (other.0.clone(), other.1.clone()),
+    )
+}
+
+/// A slot moves between masters while the store reads and writes keys in
+/// it: first half migrated (the source answers ASK for the moved keys and
+/// for new ones), then all of it (MOVED). Every read returns the newest
+/// value, writes land wherever the slot is, and an older write still
+/// loses after the move.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs a Redis Cluster: run tests/run.sh"]
+async fn redis_cluster_follows_a_slot_migration() {
+    let nodes = env("REDIS_CLUSTER_NODES");
+    let any = nodes.split(',').next().unwrap().to_string();
+    let store = open(BackendConf::Redis(redis_cluster_conf())).await;
+    let project = format!(
+        "mig{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+    );
+    let (project, v) = (project.as_str(), view("mig_users"));
+    let f = vec!["age".to_string()];
+    // Entities whose keys share one slot: four of them.
+    let mut c = cluster_node(&any).await;
+    let mut by_slot: std::collections::HashMap<u16, Vec<i64>> = Default::default();
+    let mut ids = Vec::new();
+    for id in 1..20_000 {
+        let slot: u16 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(api::keys::redis_key(&key(id), project))
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let same = by_slot.entry(slot).or_default();
+        same.push(id);
+        if same.len() == 4 {
+            ids = same.clone();
+            break;
+        }
+    }
+    assert_eq!(ids.len(), 4, "no slot with four keys");
+    let slot: u16 = redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg(api::keys::redis_key(&key(ids[0]), project))
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let t = 1_714_570_000;
+    let rows: Vec<WriteRow> = ids[..3].iter().map(|id| row(*id, 1, "src", t)).collect();
+    store.write(project, &v, rows).await.unwrap();
+
+    let ((src_id, src), (dst_id, dst)) = slot_owner_and_other(&any, slot).await;
+    let (mut s, mut d) = (cluster_node(&src).await, cluster_node(&dst).await);
+    let setslot = |state: &'static str, node: &str| {
+        let mut cmd = redis::cmd("CLUSTER");
+        cmd.arg("SETSLOT").arg(slot).arg(state).arg(node);
+        cmd
+    };
+    let _: () = setslot("IMPORTING", &src_id)
+        .query_async(&mut d)
+        .await
+        .unwrap();
+    let _: () = setslot("MIGRATING", &dst_id)
+        .query_async(&mut s)
+        .await
+        .unwrap();
+    let (dst_host, dst_port) = dst.rsplit_once(':').unwrap();
+    let migrate = |id: i64| {
+        let mut cmd = redis::cmd("MIGRATE");
+        cmd.arg(dst_host)
+            .arg(dst_port)
+            .arg(api::keys::redis_key(&key(id), project))
+            .arg(0)
+            .arg(5000);
+        cmd
+    };
+    // Half-way: ids[0] moved, ids[1] and ids[2] still on the source,
+    // ids[3] new (the source sends its writes to the destination).
+    let _: () = migrate(ids[0]).query_async(&mut s).await.unwrap();
+    let keys: Vec<Vec<u8>> = ids.iter().map(|id| key(*id)).collect();
+    let got = store.read(project, &v, &keys, &f).await.unwrap();
+    assert_eq!(
+        got.iter().map(age_of).collect::<Vec<_>>(),
+        [Some(1), Some(1), Some(1), None],
+        "reads during the migration (ASK)"
+    );
+    let rows: Vec<WriteRow> = ids.iter().map(|id| row(*id, 2, "mid", t + 10)).collect();
+    store.write(project, &v, rows).await.unwrap();
+    let got = store.read(project, &v, &keys, &f).await.unwrap();
+    assert_eq!(
+        got.iter().map(age_of).collect::<Vec<_>>(),
+        [Some(2); 4],
+        "writes during the migration"
+    );
+
+    // The rest moves; the slot is the destination's (MOVED from now on).
+    for id in &ids[1..3] {
+        let _: () = migrate(*id).query_async(&mut s).await.unwrap();
+    }
+    for conn in [&mut d, &mut s] {
+        let _: () = setslot("NODE", &dst_id).query_async(conn).await.unwrap();
+    }
+    let stale: i64 = redis::cmd("CLUSTER")
+        .arg("COUNTKEYSINSLOT")
+        .arg(slot)
+        .query_async(&mut s)
+        .await
+        .unwrap();
+    assert_eq!(stale, 0, "keys left on the source");
+    let got = store.read(project, &v, &keys, &f).await.unwrap();
+    assert_eq!(
+        got.iter().map(age_of).collect::<Vec<_>>(),
+        [Some(2); 4],
+        "reads after the migration (MOVED)"
+    );
+    // An older write still loses; a newer one wins.
+    let older: Vec<WriteRow> = ids.iter().map(|id| row(*id, 9, "old", t + 5)).collect();
+    store.write(project, &v, older).await.unwrap();
+    let newer: Vec<WriteRow> = ids[..2]
+        .iter()
+        .map(|id| row(*id, 3, "new", t + 20))
+        .collect();
+    store.write(project, &v, newer).await.unwrap();
+    let got = store.read(project, &v, &keys, &f).await.unwrap();
+    assert_eq!(
+        got.iter().map(age_of).collect::<Vec<_>>(),
+        [Some(3), Some(3), Some(2), Some(2)],
+        "newest event wins after the migration"
+    );
+    store.drop_view(project, &v, &[]).await.unwrap();
 }
 
 /// The master the sentinels name, as `host:port`.

@@ -21,10 +21,24 @@ use backends::Trust;
 #[derive(Debug, Clone)]
 pub struct Loaded {
     pub table: RoutingTable,
+    /// The table's content digest ([`RoutingTable::digest`]), computed
+    /// where it is loaded (off the runtime's workers).
+    pub digest: String,
     /// Where relative backend paths (SQLite files) resolve; for a routing
     /// table, the data directory they must stay in.
     pub base_dir: PathBuf,
     pub trust: Trust,
+}
+
+impl Loaded {
+    pub fn new(table: RoutingTable, base_dir: PathBuf, trust: Trust) -> Loaded {
+        Loaded {
+            digest: table.digest(),
+            table,
+            base_dir,
+            trust,
+        }
+    }
 }
 
 /// Where configuration comes from.
@@ -114,11 +128,7 @@ impl ConfigSource {
                 let base_dir = data_dir
                     .clone()
                     .unwrap_or_else(|| path.parent().map(Path::to_path_buf).unwrap_or_default());
-                Ok(Loaded {
-                    table,
-                    base_dir,
-                    trust: Trust::Confined,
-                })
+                Ok(Loaded::new(table, base_dir, Trust::Confined))
             }
             ConfigSource::Repo {
                 dir,
@@ -154,11 +164,7 @@ impl ConfigSource {
                     }
                 }
                 let table = RoutingTable::from_feast(&config, &views, services, &file)?;
-                Ok(Loaded {
-                    table,
-                    base_dir: dir.clone(),
-                    trust: Trust::Owner,
-                })
+                Ok(Loaded::new(table, dir.clone(), Trust::Owner))
             }
         }
     }

@@ -55,12 +55,8 @@ impl ConfigMapSource {
             .and_then(|d| d.get(&self.key))
             .ok_or_else(|| format!("{}: key missing", self.label()))?;
         let table = RoutingTable::parse(&self.label(), doc).map_err(|e| e.to_string())?;
-        Ok(Loaded {
-            table,
-            base_dir: self.base_dir.clone(),
-            // Written from CRs by other teams.
-            trust: Trust::Confined,
-        })
+        // Written from CRs by other teams.
+        Ok(Loaded::new(table, self.base_dir.clone(), Trust::Confined))
     }
 }
 

@@ -50,6 +50,11 @@ pub struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DigestLabels {
+    pub digest: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BackendNameLabels {
     pub backend: String,
 }
@@ -67,6 +72,8 @@ pub struct Metrics {
     backend_errors: Family<BackendErrorLabels, Counter>,
     reloads: Family<ResultLabels, Counter>,
     routing_version: Gauge<i64, std::sync::atomic::AtomicI64>,
+    routing_info: Family<DigestLabels, Gauge>,
+    serving_digest: Mutex<Option<String>>,
     feature_views: Gauge<i64, std::sync::atomic::AtomicI64>,
     views_per_backend: Family<BackendNameLabels, Gauge>,
     backend_up: Family<BackendNameLabels, Gauge>,
@@ -127,6 +134,12 @@ impl Metrics {
             "routing_version",
             "Version of the routing snapshot serving requests",
             routing_version.clone(),
+        );
+        let routing_info = Family::<DigestLabels, Gauge>::default();
+        registry.register(
+            "routing_info",
+            "1 for the content digest of the routing table serving requests (the same routes give the same digest in every proxy)",
+            routing_info.clone(),
         );
         let feature_views = Gauge::<i64, std::sync::atomic::AtomicI64>::default();
         registry.register(
@@ -211,6 +224,8 @@ impl Metrics {
             backend_errors,
             reloads,
             routing_version,
+            routing_info,
+            serving_digest: Mutex::new(None),
             feature_views,
             views_per_backend,
             known_backends: Mutex::new(Vec::new()),
@@ -330,10 +345,23 @@ impl Metrics {
     pub fn set_routing(
         &self,
         version: u64,
+        digest: &str,
         views: usize,
         counts: &std::collections::BTreeMap<&str, i64>,
     ) {
         self.routing_version.set(version as i64);
+        // One series: the digest serving now.
+        if let Ok(mut serving) = self.serving_digest.lock() {
+            if let Some(old) = serving.take() {
+                self.routing_info.remove(&DigestLabels { digest: old });
+            }
+            self.routing_info
+                .get_or_create(&DigestLabels {
+                    digest: digest.to_string(),
+                })
+                .set(1);
+            *serving = Some(digest.to_string());
+        }
         self.feature_views.set(views as i64);
         // Backends that left the table drop out of the metric.
         if let Ok(mut known) = self.known_backends.lock() {

@@ -479,6 +479,7 @@ async fn ready_handler(State(state): State<Arc<AppState>>, detailed: bool) -> Re
                 json!({
                     "ready": ready,
                     "routing_version": snap.version,
+                    "routing_digest": snap.digest,
                     "project": snap.table.project,
                     "feature_views": snap.views.len(),
                     "backends": backends,

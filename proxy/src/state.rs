@@ -205,7 +205,11 @@ fn spawn_monitor(handle: &Arc<BackendHandle>, shared_metrics: Arc<Shared>) {
 
 /// Everything a request needs, fixed for its lifetime.
 pub struct Snapshot {
+    /// This process's count of routing tables installed (1, 2, ...).
     pub version: u64,
+    /// The routing table's content digest: equal across processes serving
+    /// the same routes ([`api::RoutingTable::digest`]).
+    pub digest: String,
     pub table: RoutingTable,
     pub views: HashMap<String, Arc<RoutedView>>,
     pub backends: HashMap<String, Arc<BackendHandle>>,
@@ -318,6 +322,7 @@ pub async fn build_snapshot(
         .collect();
     Ok(Snapshot {
         version,
+        digest: loaded.digest,
         table: loaded.table,
         views,
         backends,
@@ -502,10 +507,13 @@ async fn build_and_publish(
     for v in snap.views.values() {
         *counts.entry(v.backend.as_str()).or_default() += 1;
     }
-    shared.metrics.set_routing(version, views, &counts);
+    shared
+        .metrics
+        .set_routing(version, &snap.digest, views, &counts);
+    let digest = snap.digest.clone();
     shared.current.store(Some(Arc::new(snap)));
     shared.metrics.reload("success");
-    tracing::info!(version, views, "routing table loaded");
+    tracing::info!(version, digest, views, "routing table loaded");
     Ok(version)
 }
 

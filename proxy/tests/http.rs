@@ -479,7 +479,23 @@ async fn bad_reload_keeps_serving_the_previous_routes() {
         "{err}"
     );
     assert_eq!(p.shared.current.load().as_ref().unwrap().version, 1);
+    // `/ready` names the routes serving: the content digest of the table
+    // loaded first, also in the metrics (one series).
+    let ready = |p: &Proxy| {
+        let (http, url) = (p.http.clone(), format!("{}/ready", p.base));
+        async move {
+            let body: Value = http.get(url).send().await.unwrap().json().await.unwrap();
+            body["routing_digest"].as_str().unwrap().to_string()
+        }
+    };
+    let first = p.shared.current.load_full().unwrap().digest.clone();
+    assert_eq!(first, p.shared.current.load_full().unwrap().table.digest());
+    assert_eq!(ready(&p).await, first);
     let metrics = p.shared.metrics.encode();
+    assert!(
+        metrics.contains(&format!("hos_proxy_routing_info{{digest=\"{first}\"}} 1")),
+        "{metrics}"
+    );
     assert!(
         metrics.contains("hos_proxy_reload_total{result=\"error\"} 1"),
         "{metrics}"
@@ -508,6 +524,19 @@ async fn bad_reload_keeps_serving_the_previous_routes() {
     assert!(Arc::ptr_eq(&before.views["stats"], &after.views["stats"]));
     assert!(!Arc::ptr_eq(&before.views["users"], &after.views["users"]));
     assert_eq!(after.views["users"].backend, "team_b");
+    let second = ready(&p).await;
+    assert_ne!(second, first);
+    assert_eq!(second, after.digest);
+    let metrics = p.shared.metrics.encode();
+    assert_eq!(
+        metrics.matches("hos_proxy_routing_info{").count(),
+        1,
+        "{metrics}"
+    );
+    assert!(metrics.contains(&format!("hos_proxy_routing_info{{digest=\"{second}\"}} 1")));
+    // Reloading the same routes changes neither.
+    reload(&p.shared, &p.source, true).await.unwrap();
+    assert_eq!(ready(&p).await, second);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

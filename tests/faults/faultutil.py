@@ -270,11 +270,13 @@ class Rec:
 
 @dataclass
 class Kind:
-    """A request kind: its body maker and its checker (raw answer -> verdict per view)."""
+    """A request kind: its body maker and its checker (raw answer -> verdict per view),
+    and the endpoint it posts to."""
 
     name: str
     make: Callable[[random.Random], Tuple[Dict[str, Any], Any]]  # -> (body, context for check)
     check: Callable[[int, bytes, Any], Tuple[Dict[str, str], str]]
+    path: str = "/get-online-features"
 
 
 class Load:
@@ -333,7 +335,7 @@ class Load:
                 body, ctx = k.make(rng)
                 t0 = time.monotonic()
                 try:
-                    status, raw = client.post("/get-online-features", body)
+                    status, raw = client.post(k.path, body)
                     lat = time.monotonic() - t0
                     try:
                         verdict, detail = k.check(status, raw, ctx)

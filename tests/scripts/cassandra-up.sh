@@ -38,6 +38,22 @@
 #                                 were given (the data is gone: down removes it)
 #        CASSANDRA_JAVA           java binary (default: java on PATH; JDK 17)
 #        MVN                      maven binary (default: mvn)
+# Env for a node of a multi-node cluster (cassandra-cluster-up.sh sets them;
+# unset, the node is the single 127.0.0.1 node described above):
+#        CASSANDRA_LISTEN_ADDRESS listen_address and rpc_address, the address
+#                                 probed and exported (default: 127.0.0.1)
+#        CASSANDRA_SEEDS          seed list (default: <listen address>:<storage port>)
+#        CASSANDRA_CLUSTER_NAME   cluster_name (default: hos-test)
+#        CASSANDRA_NUM_TOKENS     num_tokens (default: 1)
+#        CASSANDRA_FIXED_STORAGE_PORT, CASSANDRA_FIXED_JMX_PORT
+#                                 storage (gossip) and JMX ports to use instead
+#                                 of free ones
+#        CASSANDRA_YAML_EXTRA     lines appended to the generated cassandra.yaml
+#        CASSANDRA_JVM_EXTRA_OPTS JVM options (space-separated) added last
+#        CASSANDRA_KEEP_DATA=1    restart in place: keep STATE_DIR/data (the
+#                                 node's sstables, commit log, hints, its
+#                                 tokens and host id); on a failed start the
+#                                 JVM is stopped by its pid, and data is kept
 # Readiness: a CQL `SELECT release_version FROM system.local` answered over
 # the native protocol (v4, with SASL PLAIN login when auth is on), by a
 # stdlib-only Python probe, so no driver has to be installed first.
@@ -56,11 +72,19 @@ MVN="${MVN:-mvn}"
 HEAP="${CASSANDRA_HEAP:-1G}"
 READY_TIMEOUT="${CASSANDRA_READY_TIMEOUT:-180}"
 AUTH="${CASSANDRA_AUTH:-}"
+LISTEN="${CASSANDRA_LISTEN_ADDRESS:-127.0.0.1}"
+CLUSTER_NAME="${CASSANDRA_CLUSTER_NAME:-hos-test}"
+NUM_TOKENS="${CASSANDRA_NUM_TOKENS:-1}"
+KEEP_DATA="${CASSANDRA_KEEP_DATA:-}"
+read -r -a JVM_EXTRA <<<"${CASSANDRA_JVM_EXTRA_OPTS:-}"
 
 log() { echo "cassandra-up: $*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
 [[ $# -eq 1 ]] || die "usage: $0 STATE_DIR"
+[[ "${LISTEN}" =~ ^127\.[0-9]+\.[0-9]+\.[0-9]+$ ]] \
+  || die "CASSANDRA_LISTEN_ADDRESS must be a loopback IPv4 address (127.x.y.z): ${LISTEN}"
+[[ "${NUM_TOKENS}" =~ ^[1-9][0-9]*$ ]] || die "CASSANDRA_NUM_TOKENS is not a number: ${NUM_TOKENS}"
 mkdir -p "$1"
 STATE_DIR="$(cd "$1" && pwd)"
 PIDFILE="${STATE_DIR}/cassandra.pid"
@@ -163,10 +187,32 @@ if [[ -n "${CASSANDRA_FIXED_PORT:-}" ]]; then
     read -r STORAGE_PORT JMX_PORT <<<"$(free_ports 2)"
   done
 fi
+if [[ -n "${CASSANDRA_FIXED_STORAGE_PORT:-}${CASSANDRA_FIXED_JMX_PORT:-}" ]]; then
+  for v in CASSANDRA_FIXED_STORAGE_PORT CASSANDRA_FIXED_JMX_PORT; do
+    [[ -z "${!v:-}" || "${!v}" =~ ^[0-9]+$ ]] || die "${v} is not a port: ${!v}"
+  done
+  STORAGE_PORT="${CASSANDRA_FIXED_STORAGE_PORT:-${STORAGE_PORT}}"
+  JMX_PORT="${CASSANDRA_FIXED_JMX_PORT:-${JMX_PORT}}"
+  # A free port the kernel picked may be one of the fixed ones: pick again.
+  for ((i = 0; i < 5; i++)); do
+    ports="$(printf '%s\n' "${NATIVE_PORT}" "${STORAGE_PORT}" "${JMX_PORT}")"
+    [[ "$(sort -u <<<"${ports}" | wc -l)" -eq 3 ]] && break
+    [[ -n "${CASSANDRA_FIXED_STORAGE_PORT:-}" ]] || read -r STORAGE_PORT <<<"$(free_ports 1)"
+    [[ -n "${CASSANDRA_FIXED_JMX_PORT:-}" ]] || read -r JMX_PORT <<<"$(free_ports 1)"
+  done
+  [[ "$(printf '%s\n' "${NATIVE_PORT}" "${STORAGE_PORT}" "${JMX_PORT}" | sort -u | wc -l)" -eq 3 ]] \
+    || die "native, storage and JMX ports must differ: ${NATIVE_PORT} ${STORAGE_PORT} ${JMX_PORT}"
+fi
+SEEDS="${CASSANDRA_SEEDS:-${LISTEN}:${STORAGE_PORT}}"
 
 DATA="${STATE_DIR}/data"
 CONF="${STATE_DIR}/conf"
-rm -rf "${DATA}" "${CONF}"
+if [[ "${KEEP_DATA}" == 1 && -d "${DATA}" ]]; then
+  log "keeping ${DATA} (CASSANDRA_KEEP_DATA=1: restart in place)"
+  rm -rf "${CONF}"
+else
+  rm -rf "${DATA}" "${CONF}"
+fi
 mkdir -p "${DATA}/data" "${DATA}/commitlog" "${DATA}/saved_caches" \
   "${DATA}/hints" "${DATA}/cdc_raw" "${CONF}/triggers"
 
@@ -180,16 +226,16 @@ fi
 
 # Minimal single-node config; everything not named keeps Cassandra's default.
 cat > "${CONF}/cassandra.yaml" <<EOF
-cluster_name: hos-test
-num_tokens: 1
+cluster_name: ${CLUSTER_NAME}
+num_tokens: ${NUM_TOKENS}
 partitioner: org.apache.cassandra.dht.Murmur3Partitioner
 endpoint_snitch: SimpleSnitch
 seed_provider:
   - class_name: org.apache.cassandra.locator.SimpleSeedProvider
     parameters:
-      - seeds: "127.0.0.1:${STORAGE_PORT}"
-listen_address: 127.0.0.1
-rpc_address: 127.0.0.1
+      - seeds: "${SEEDS}"
+listen_address: ${LISTEN}
+rpc_address: ${LISTEN}
 storage_port: ${STORAGE_PORT}
 native_transport_port: ${NATIVE_PORT}
 start_native_transport: true
@@ -215,6 +261,9 @@ snapshot_before_compaction: false
 disk_failure_policy: stop
 commit_failure_policy: stop
 EOF
+if [[ -n "${CASSANDRA_YAML_EXTRA:-}" ]]; then
+  printf '%s\n' "${CASSANDRA_YAML_EXTRA}" >> "${CONF}/cassandra.yaml"
+fi
 
 cat > "${CONF}/logback.xml" <<'EOF'
 <configuration scan="false">
@@ -294,16 +343,41 @@ CASSANDRA_OPTS=(
   -Dcassandra.skip_wait_for_gossip_to_settle=0
   -Dcassandra.superuser_setup_delay_ms=0
   "-Dcassandra.jmx.local.port=${JMX_PORT}"
+  "${JVM_EXTRA[@]}"
 )
 
-log "starting Cassandra ${CASSANDRA_VERSION} on 127.0.0.1:${NATIVE_PORT} (storage ${STORAGE_PORT}, JMX ${JMX_PORT}, heap ${HEAP}, auth ${AUTHENTICATOR})"
+log "starting Cassandra ${CASSANDRA_VERSION} on ${LISTEN}:${NATIVE_PORT} (storage ${STORAGE_PORT}, JMX ${JMX_PORT}, heap ${HEAP}, auth ${AUTHENTICATOR})"
 
 started=0
+# Restart in place gone wrong: stop the JVM by its pid (SIGTERM, 10 s grace,
+# SIGKILL), as cassandra-down.sh does, but keep data/ for the next attempt.
+stop_keeping_data() {
+  local i
+  if alive "${PID}"; then
+    kill -TERM "${PID}" 2>/dev/null || true
+    for ((i = 0; i < 100; i++)); do
+      alive "${PID}" || break
+      sleep 0.1
+    done
+    if alive "${PID}"; then
+      kill -KILL "${PID}" 2>/dev/null || true
+      for ((i = 0; i < 50; i++)); do
+        alive "${PID}" || break
+        sleep 0.1
+      done
+    fi
+  fi
+  rm -f "${PIDFILE}"
+}
 cleanup_on_failure() {
   local rc=$?
   if [[ ${rc} -ne 0 && ${started} -eq 1 ]]; then
     log "start-up failed (exit ${rc}); stopping what was started"
-    "${SCRIPT_DIR}/cassandra-down.sh" "${STATE_DIR}" >&2 || true
+    if [[ "${KEEP_DATA}" == 1 ]]; then
+      stop_keeping_data
+    else
+      "${SCRIPT_DIR}/cassandra-down.sh" "${STATE_DIR}" >&2 || true
+    fi
   fi
   exit "${rc}"
 }
@@ -404,10 +478,10 @@ else
   CQL_USER="" CQL_PASSWORD=""
 fi
 
-log "waiting up to ${READY_TIMEOUT} s for a CQL answer on 127.0.0.1:${NATIVE_PORT}"
+log "waiting up to ${READY_TIMEOUT} s for a CQL answer on ${LISTEN}:${NATIVE_PORT}"
 deadline=$((SECONDS + READY_TIMEOUT))
 probe_err="${STATE_DIR}/.cql-probe.err"
-until release="$(cql_probe 127.0.0.1 "${NATIVE_PORT}" "${CQL_USER}" "${CQL_PASSWORD}" 2>"${probe_err}")"; do
+until release="$(cql_probe "${LISTEN}" "${NATIVE_PORT}" "${CQL_USER}" "${CQL_PASSWORD}" 2>"${probe_err}")"; do
   if ! alive "${PID}"; then
     show_log; die "Cassandra exited during start-up"
   fi
@@ -419,11 +493,11 @@ until release="$(cql_probe 127.0.0.1 "${NATIVE_PORT}" "${CQL_USER}" "${CQL_PASSW
 done
 rm -f "${probe_err}"
 rss_kb="$(awk '/^VmRSS:/ {print $2}' "/proc/${PID}/status" 2>/dev/null || echo 0)"
-log "Cassandra ${release} ready on 127.0.0.1:${NATIVE_PORT} after $((SECONDS - start_time)) s (pid ${PID}, RSS $((rss_kb / 1024)) MiB)"
+log "Cassandra ${release} ready on ${LISTEN}:${NATIVE_PORT} after $((SECONDS - start_time)) s (pid ${PID}, RSS $((rss_kb / 1024)) MiB)"
 
 umask 077
 {
-  echo "CASSANDRA_HOST=127.0.0.1"
+  echo "CASSANDRA_HOST=${LISTEN}"
   echo "CASSANDRA_PORT=${NATIVE_PORT}"
   echo "CASSANDRA_STORAGE_PORT=${STORAGE_PORT}"
   echo "CASSANDRA_JMX_PORT=${JMX_PORT}"
@@ -436,7 +510,7 @@ umask 077
 } > "${STATE_DIR}/cassandra.env"
 umask 022
 
-echo "export CASSANDRA_HOST=127.0.0.1"
+echo "export CASSANDRA_HOST=${LISTEN}"
 echo "export CASSANDRA_PORT=${NATIVE_PORT}"
 if [[ "${AUTH}" == password ]]; then
   echo "export CASSANDRA_USERNAME=cassandra"
