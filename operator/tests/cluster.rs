@@ -980,20 +980,31 @@ async fn live_move_under_load() {
     std::fs::create_dir_all(secrets_dir.join("cass-creds")).unwrap();
     std::fs::write(secrets_dir.join("cass-creds/username"), "cassandra").unwrap();
     std::fs::write(secrets_dir.join("cass-creds/password"), "cassandra").unwrap();
-    let (_proxy, base) = start_proxy(&ns, &secrets_dir);
+    // Three proxies, as a Deployment's replicas, each request to the next
+    // one (a round-robin Service).
+    let fleet: Vec<(Operator, String)> = (0..3).map(|_| start_proxy(&ns, &secrets_dir)).collect();
+    let bases: Arc<Vec<String>> = Arc::new(fleet.iter().map(|(_, b)| b.clone()).collect());
+    let turn = Arc::new(AtomicU64::new(0));
+    let next_base = {
+        let (bases, turn) = (Arc::clone(&bases), Arc::clone(&turn));
+        move || bases[turn.fetch_add(1, Ordering::Relaxed) as usize % bases.len()].clone()
+    };
     let http = reqwest::Client::new();
-    wait_for("proxy ready", Duration::from_secs(30), || async {
-        let r = http.get(format!("{base}/ready")).send().await.ok()?;
-        (r.status().as_u16() == 200).then_some(())
-    })
-    .await;
+    for b in bases.iter() {
+        wait_for("proxy ready", Duration::from_secs(30), || async {
+            let r = http.get(format!("{b}/ready")).send().await.ok()?;
+            (r.status().as_u16() == 200).then_some(())
+        })
+        .await;
+    }
     let t0 = chrono::Utc::now() - chrono::TimeDelta::hours(1);
-    // Writes `ids` with age = `seq` at event time `seq`; true when acknowledged.
+    // Writes `ids` with age = `seq` at event time `seq`, through the next
+    // proxy; true when acknowledged.
     let write = {
-        let (http, base) = (http.clone(), base.clone());
+        let (http, next_base) = (http.clone(), next_base.clone());
         move |ids: Vec<i64>, seq: i64| {
             let http = http.clone();
-            let base = base.clone();
+            let base = next_base();
             async move {
                 let n = ids.len();
                 let body = json!({"feature_view_name": "moving", "df": {
@@ -1030,6 +1041,9 @@ async fn live_move_under_load() {
     let stop = Arc::new(AtomicBool::new(false));
     let failed_reads = Arc::new(AtomicU64::new(0));
     let reads = Arc::new(AtomicU64::new(0));
+    // Keys read older than a write acknowledged before the read was sent
+    // (a proxy reading a backend the others no longer write).
+    let stale_reads = Arc::new(AtomicU64::new(0));
     // Two writers: each write takes the next sequence number (a newer
     // event time), updates 40 existing keys (both writers pick from the
     // same keys, so their writes race) and adds 5 new ones.
@@ -1078,19 +1092,23 @@ async fn live_move_under_load() {
     let reader = {
         let (acked, stop) = (Arc::clone(&acked), Arc::clone(&stop));
         let (failed, reads) = (Arc::clone(&failed_reads), Arc::clone(&reads));
-        let (http, base) = (http.clone(), base.clone());
+        let stale = Arc::clone(&stale_reads);
+        let (http, next_base) = (http.clone(), next_base.clone());
         tokio::spawn(async move {
             let mut k = 0usize;
             while !stop.load(Ordering::Relaxed) {
-                let ids: Vec<i64> = {
+                // The keys, and the newest write of each acknowledged so far.
+                let (ids, wants): (Vec<i64>, Vec<i64>) = {
                     let a = acked.lock().await;
                     let n = a.len();
                     (0..20)
-                        .filter_map(|j| a.keys().nth((k * 977 + j * 7919) % n).copied())
-                        .collect()
+                        .filter_map(|j| a.iter().nth((k * 977 + j * 7919) % n))
+                        .map(|(id, seq)| (*id, *seq))
+                        .unzip()
                 };
                 k += 1;
                 let body = json!({"features": ["moving:age"], "entities": {"user_id": ids}});
+                let base = next_base();
                 let ok = match http
                     .post(format!("{base}/get-online-features"))
                     .json(&body)
@@ -1099,6 +1117,16 @@ async fn live_move_under_load() {
                 {
                     Ok(r) if r.status().as_u16() == 200 => {
                         let v: serde_json::Value = r.json().await.unwrap_or_default();
+                        let older = v["results"][1]["values"].as_array().map_or(0, |vals| {
+                            vals.iter()
+                                .zip(&wants)
+                                .filter(|(got, want)| got.as_i64().is_some_and(|g| g < **want))
+                                .count()
+                        });
+                        if older > 0 {
+                            stale.fetch_add(older as u64, Ordering::Relaxed);
+                            eprintln!("{older} stale values read through {base}: {body}");
+                        }
                         v["results"][1]["statuses"]
                             .as_array()
                             .is_some_and(|s| s.len() == 20 && s.iter().all(|x| x == "PRESENT"))
@@ -1195,11 +1223,13 @@ async fn live_move_under_load() {
     reader.await.unwrap();
     let reads = reads.load(Ordering::Relaxed);
     let failed = failed_reads.load(Ordering::Relaxed);
+    let stale = stale_reads.load(Ordering::Relaxed);
     let v = at_switch.expect("the status showed Switched");
     eprintln!(
         "live move: phases {timeline:?}, done in {move_took:?}; backfill {scanned} keys scanned, {copied} rows copied; \
          verification at the switch: attempt {}/{}, {} source keys, {} destination keys, {} sampled, {} verified, {} read again, {} mismatches; \
-         {writes} concurrent writes ({unacked} unacknowledged), {reads} reads ({failed} failed)",
+         {writes} concurrent writes ({unacked} unacknowledged), {reads} reads ({failed} failed, {stale} values older than acknowledged) \
+         round-robin over 3 proxies",
         v.attempt,
         v.max_attempts,
         v.source_keys,
@@ -1260,6 +1290,8 @@ async fn live_move_under_load() {
         "{failed} of {reads} reads failed during the move"
     );
     assert!(reads > 50, "too few reads ({reads}) to mean anything");
+    // No proxy ever answered from a backend the others had stopped writing.
+    assert_eq!(stale, 0, "{stale} values read older than acknowledged");
     assert!(
         scanned >= 2 * BEFORE,
         "two backfill passes examined {scanned} keys"
@@ -1276,10 +1308,11 @@ async fn live_move_under_load() {
     let all: Vec<(i64, i64)> = acked.into_iter().collect();
     let (mut regressions, mut missing, mut newer_than_acked) = (0u64, 0u64, 0u64);
     let mut examples = Vec::new();
+    // Through every proxy in turn: each serves the new backend's rows.
     for chunk in all.chunks(1_000) {
         let ids: Vec<i64> = chunk.iter().map(|(i, _)| *i).collect();
         let r = http
-            .post(format!("{base}/get-online-features"))
+            .post(format!("{}/get-online-features", next_base()))
             .json(&json!({"features": ["moving:age"], "entities": {"user_id": ids}}))
             .send()
             .await
@@ -1711,4 +1744,156 @@ async fn a_panicking_reconcile_is_contained() {
     drop(op);
     release(&client, &ns, Some(&keyspace)).await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A routing table for the fleet test: `views` views on one SQLite
+/// backend, the first one's TTL `ttl_seconds` (each change moves it).
+fn fleet_table(views: usize, ttl_seconds: u64) -> String {
+    use api::feast_config::RepoConfig;
+    use api::feature_view::FeatureViewDef;
+    let store = "project: fleet\nregistry: registry.db\nprovider: local\nonline_store:\n  type: hybrid\n  routing_tag: team\n  online_stores:\n    - {name: local, type: sqlite, conf: {path: fleet.db}}\n";
+    let config = RepoConfig::parse("feature_store.yaml", store, |_| None).unwrap();
+    let docs: Vec<String> = (0..views)
+        .map(|i| {
+            let ttl = if i == 0 { ttl_seconds } else { 3600 };
+            format!(
+                "name: view_{i:03}\nentities: [{{name: user, join_keys: [user_id], dtype: int64}}]\nschema: [{{name: age, dtype: int64}}]\nttl: {ttl}s\ntags: {{team: local}}\n"
+            )
+        })
+        .collect();
+    let defs = FeatureViewDef::parse_all("views.yaml", &docs.join("---\n")).unwrap();
+    RoutingTable::from_feast(&config, &defs, Vec::new(), "feature_store.yaml")
+        .unwrap()
+        .to_yaml()
+}
+
+/// The routing digest a proxy serves (`/ready` on its listener, no auth).
+async fn served_digest(http: &reqwest::Client, base: &str) -> Option<String> {
+    let r = http.get(format!("{base}/ready")).send().await.ok()?;
+    let body: serde_json::Value = r.json().await.ok()?;
+    body["routing_digest"].as_str().map(str::to_string)
+}
+
+/// Three proxies watch one routing ConfigMap (as a Deployment's replicas
+/// do). The table (100 views) changes 50 times; after each change the test
+/// polls every proxy's `/ready` until it serves the new table's digest: the
+/// time from the API write to each proxy serving the change, p99 over the
+/// 150 samples, must be at most 2 s. Every proxy exposes the digest it
+/// serves, the same string for the same routes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a kube-apiserver and backends: run tests/run.sh"]
+async fn a_proxy_fleet_converges_on_each_routing_change() {
+    const PROXIES: usize = 3;
+    const CHANGES: u64 = 50;
+    const VIEWS: usize = 100;
+    let client = Client::try_default().await.unwrap();
+    let ns = format!("fleet-{}", std::process::id());
+    Api::<Namespace>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let doc = |ttl: u64| -> ConfigMap {
+        serde_json::from_value(json!({
+            "metadata": {"name": "store-routing", "namespace": ns},
+            "data": {"routing.yaml": fleet_table(VIEWS, ttl)}
+        }))
+        .unwrap()
+    };
+    let digest_of = |ttl: u64| {
+        RoutingTable::parse("t", &fleet_table(VIEWS, ttl))
+            .unwrap()
+            .digest()
+    };
+    maps.create(&PostParams::default(), &doc(1)).await.unwrap();
+    let data_dir = tempfile::tempdir().unwrap();
+    let fleet: Vec<(Operator, String)> = (0..PROXIES)
+        .map(|_| {
+            let port = free_port();
+            let child = Command::new(std::env::var("HOS_PROXY_BIN").unwrap_or_else(|_| {
+                concat!(env!("CARGO_MANIFEST_DIR"), "/../target/debug/hos-proxy").into()
+            }))
+            .args(["serve", "--configmap", &format!("{ns}/store-routing")])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .arg("--data-dir")
+            .arg(data_dir.path())
+            .arg("--secrets-dir")
+            .arg(data_dir.path())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start hos-proxy (build it with `cargo build -p proxy`)");
+            (Operator(child), format!("http://127.0.0.1:{port}"))
+        })
+        .collect();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let first = digest_of(1);
+    for (_, base) in &fleet {
+        wait_for(
+            "proxy serving the first table",
+            Duration::from_secs(30),
+            || async {
+                (served_digest(&http, base).await.as_deref() == Some(first.as_str())).then_some(())
+            },
+        )
+        .await;
+    }
+
+    let mut lags: Vec<Duration> = Vec::new();
+    for change in 0..CHANGES {
+        let ttl = 2 + change;
+        let want = digest_of(ttl);
+        let written = Instant::now();
+        maps.replace("store-routing", &PostParams::default(), &doc(ttl))
+            .await
+            .unwrap();
+        let mut pending: Vec<&String> = fleet.iter().map(|(_, b)| b).collect();
+        while !pending.is_empty() {
+            assert!(
+                written.elapsed() < Duration::from_secs(10),
+                "change {change}: {pending:?} still not serving {want} after 10 s"
+            );
+            let mut still = Vec::new();
+            for base in pending {
+                if served_digest(&http, base).await.as_deref() == Some(want.as_str()) {
+                    lags.push(written.elapsed());
+                } else {
+                    still.push(base);
+                }
+            }
+            pending = still;
+            if !pending.is_empty() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    lags.sort();
+    let at = |q: f64| lags[((lags.len() as f64 * q).ceil() as usize).clamp(1, lags.len()) - 1];
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    eprintln!(
+        "proxy fleet: {PROXIES} proxies, {CHANGES} changes of a {VIEWS}-view table, {} samples: \
+         from the ConfigMap write to a proxy serving it p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        lags.len(),
+        ms(at(0.5)),
+        ms(at(0.99)),
+        ms(at(1.0))
+    );
+    assert_eq!(lags.len(), PROXIES * CHANGES as usize);
+    assert!(
+        at(0.99) <= Duration::from_secs(2),
+        "p99 {:?} over 2 s",
+        at(0.99)
+    );
+    drop(fleet);
+    maps.delete("store-routing", &DeleteParams::default())
+        .await
+        .unwrap();
 }
