@@ -17,7 +17,9 @@ For every (views, backends) pair asked for (by default {1k, 10k, 100k} x
    table count; results.json says which),
 3. starts `hos-proxy serve --routing-table` and times process start to the
    first 200 from /ready (polled every 10 ms); VmRSS then, VmHWM (the peak)
-   of the start-up,
+   of the start-up; then --idle-seconds with no requests: the proxy's CPU
+   and its VmRSS every 20 ms (the median: RSS at rest, which the verdicts
+   use),
 4. writes the 10,000 users' rows of `user_stats` through the proxy's
    /write-to-online-store (100 rows a request),
 5. runs the load generator: `read_1x50` (harness.write_bodies) open loop at

@@ -31,7 +31,7 @@
 #   HOS_BENCH_TARGET_DIR  cargo target dir for the release builds (default: <repo>/target)
 #   HOS_BENCH_TOOLS       install root of the load generator (default: $HOS_CACHE/bench-tools)
 #   HOS_CACHE             cache root (default ~/.cache/hybrid-online-store)
-#   TMPDIR                where the routing tables and SQLite files go (up to ~1.3 GiB at 100k views)
+#   TMPDIR                where the routing tables and SQLite files go (about 2 GiB at 100k views)
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
