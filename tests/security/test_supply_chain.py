@@ -80,12 +80,16 @@ def test_workspace_passes_and_holds_no_banned_crate(deny_bin):
 
 def test_serde_yaml_is_refused_with_its_advisory(deny_bin, tmp_path):
     # serde_yaml 0.9.34 is in the local registry cache when this repo was
-    # ever built before the move; resolve offline, else fetch from crates.io.
+    # ever built before the move; resolve and fetch offline, else download it
+    # from crates.io (cargo-deny itself runs offline, so the sources must be
+    # on disk: resolving online alone leaves them undownloaded).
     manifest = crate(tmp_path / "c", "uses-serde-yaml", 'serde_yaml = "=0.9.34"\n')
     try:
         cargo("generate-lockfile", "--offline", cwd=manifest.parent)
+        cargo("fetch", "--offline", cwd=manifest.parent)
     except subprocess.CalledProcessError:
         cargo("generate-lockfile", cwd=manifest.parent)
+        cargo("fetch", cwd=manifest.parent)
     rc, out = deny(deny_bin, manifest, "bans")
     assert rc != 0, out
     assert "crate 'serde_yaml = 0.9.34+deprecated' is explicitly banned" in out, out
