@@ -205,20 +205,77 @@ impl ConfigSource {
         }
     }
 
-    /// Content fingerprint of everything `load` reads; unchanged means no reload.
-    pub fn fingerprint(&self) -> u64 {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
+    /// Every file `load` reads.
+    fn read_files(&self) -> Vec<PathBuf> {
         let mut files = self.watched_files();
         if let ConfigSource::Repo { feature_views, .. } = self
             && let Ok(found) = yaml_files(feature_views)
         {
             files.extend(found);
         }
-        for f in files {
+        files
+    }
+
+    /// Content fingerprint of everything `load` reads; unchanged means no
+    /// reload. Reads every file: call it off the async runtime.
+    pub fn fingerprint(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for f in self.read_files() {
             f.hash(&mut h);
             std::fs::read(&f).ok().hash(&mut h);
         }
         h.finish()
+    }
+
+    /// Metadata of everything `load` reads (size, modification and change
+    /// times, inode; symlinks followed, so a Kubernetes `..data` swap shows
+    /// as a new inode): a few `stat` calls, cheap enough for every check,
+    /// whereas `fingerprint` reads the files. Unchanged stamps of files not
+    /// modified recently mean the files are unchanged.
+    pub fn stamp(&self) -> Vec<(PathBuf, Option<FileStamp>)> {
+        self.read_files()
+            .into_iter()
+            .map(|f| {
+                let meta = std::fs::metadata(&f).ok().map(|m| FileStamp::of(&m));
+                (f, meta)
+            })
+            .collect()
+    }
+}
+
+/// What `ConfigSource::stamp` records of one file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStamp {
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+    dev: u64,
+    ino: u64,
+}
+
+impl FileStamp {
+    /// Modified less than `window` ago (or in the future): a second write
+    /// within the file system's timestamp granularity could leave the same
+    /// size and times, so such a file is compared by content (Git's "racily
+    /// clean" rule).
+    pub fn is_recent(&self, now: std::time::SystemTime, window: std::time::Duration) -> bool {
+        let Ok(now) = now.duration_since(std::time::UNIX_EPOCH) else {
+            return true;
+        };
+        let limit = now.saturating_sub(window);
+        let mtime = i128::from(self.mtime.0) * 1_000_000_000 + i128::from(self.mtime.1);
+        mtime >= limit.as_nanos() as i128
+    }
+
+    fn of(m: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        Self {
+            len: m.len(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+            dev: m.dev(),
+            ino: m.ino(),
+        }
     }
 }

@@ -71,6 +71,7 @@ pub struct Metrics {
     backend_seconds: Family<BackendLabels, Histogram, fn() -> Histogram>,
     backend_errors: Family<BackendErrorLabels, Counter>,
     reloads: Family<ResultLabels, Counter>,
+    config_reads: Counter,
     routing_version: Gauge<i64, std::sync::atomic::AtomicI64>,
     routing_info: Family<DigestLabels, Gauge>,
     serving_digest: Mutex<Option<String>>,
@@ -128,6 +129,12 @@ impl Metrics {
             "reload",
             "Configuration reloads by result (success, error, panic: the build of the new routes or the watch itself panicked)",
             reloads.clone(),
+        );
+        let config_reads = Counter::default();
+        registry.register(
+            "config_reads",
+            "Times the watch read the configuration files to look for a change (on a file-change event, or a periodic check that found new file metadata)",
+            config_reads.clone(),
         );
         let routing_version = Gauge::<i64, std::sync::atomic::AtomicI64>::default();
         registry.register(
@@ -223,6 +230,7 @@ impl Metrics {
             backend_seconds,
             backend_errors,
             reloads,
+            config_reads,
             routing_version,
             routing_info,
             serving_digest: Mutex::new(None),
@@ -338,6 +346,10 @@ impl Metrics {
 
     pub fn reload(&self, result: &'static str) {
         self.reloads.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    pub fn config_read(&self) {
+        self.config_reads.inc();
     }
 
     /// The routing table's version, view count and views per backend

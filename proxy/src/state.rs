@@ -607,7 +607,11 @@ async fn watch_and_reload(shared: Arc<Shared>, source: ConfigSource, apply: bool
     let watch_tx = tx.clone();
     let mut watcher =
         match notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            if res.is_ok() {
+            // Reads (the watch's own included: inotify reports opens and
+            // closes of the watched files) change nothing.
+            if let Ok(event) = res
+                && !event.kind.is_access()
+            {
                 let _ = watch_tx.send(());
             }
         }) {
@@ -643,13 +647,28 @@ async fn watch_and_reload(shared: Arc<Shared>, source: ConfigSource, apply: bool
         watched = wanted;
     };
     rewatch(&mut watcher);
-    let mut last = source.fingerprint();
+    let mut last_stamp = source.stamp();
+    let mut last = fingerprint_off_runtime(&shared, &source).await;
     while rx.recv().await.is_some() {
-        // Debounce: a ConfigMap update or an editor save is several events.
+        // Debounce: a ConfigMap update or an editor save is several events,
+        // and other files of a watched directory (a SQLite database next to
+        // feature_store.yaml) send theirs too.
         tokio::time::sleep(Duration::from_millis(100)).await;
         while rx.try_recv().is_ok() {}
         rewatch(&mut watcher);
-        let fp = source.fingerprint();
+        // Files are read and hashed only when their metadata moved or they
+        // were modified within the last seconds; otherwise a check costs a
+        // few `stat` calls.
+        let stamp = source.stamp();
+        let now = std::time::SystemTime::now();
+        let racy = stamp
+            .iter()
+            .any(|(_, s)| s.is_some_and(|s| s.is_recent(now, RACY_WINDOW)));
+        if stamp == last_stamp && !racy {
+            continue;
+        }
+        last_stamp = stamp;
+        let fp = fingerprint_off_runtime(&shared, &source).await;
         if fp == last {
             continue;
         }
@@ -657,4 +676,18 @@ async fn watch_and_reload(shared: Arc<Shared>, source: ConfigSource, apply: bool
         // Failures (panics included) are counted and logged by `install`.
         let _ = reload(&shared, &source, apply).await;
     }
+}
+
+/// Files modified this recently are compared by content even when their
+/// size and times look unchanged (timestamps are coarser than writes).
+const RACY_WINDOW: Duration = Duration::from_secs(2);
+
+/// `ConfigSource::fingerprint` on the blocking pool: it reads every file,
+/// which at 100,000 views is tens of megabytes.
+async fn fingerprint_off_runtime(shared: &Shared, source: &ConfigSource) -> Option<u64> {
+    shared.metrics.config_read();
+    let source = source.clone();
+    tokio::task::spawn_blocking(move || source.fingerprint())
+        .await
+        .ok()
 }

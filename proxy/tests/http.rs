@@ -864,3 +864,75 @@ async fn request_ids_are_kept_or_made_and_returned() {
         assert!(made.insert(id), "an id was made twice");
     }
 }
+
+/// Reading a metric's value from the text exposition.
+fn metric_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in {text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watch_reads_the_files_only_when_they_change() {
+    let p = start(DEFAULT_LIMITS).await;
+    // Configuration written a minute ago (files modified in the last 2 s
+    // are compared by content on every check).
+    let past = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+    for name in ["feature_store.yaml", "views.yaml"] {
+        let f = std::fs::File::options()
+            .write(true)
+            .open(p.dir.path().join(name))
+            .unwrap();
+        f.set_modified(past).unwrap();
+    }
+    // A periodic check every 50 ms: each one must cost a few `stat` calls,
+    // not a read of every file (the watch once re-read the files on the
+    // access events of its own reads, forever).
+    proxy::state::spawn_reloader(
+        Arc::clone(&p.shared),
+        p.source.clone(),
+        true,
+        std::time::Duration::from_millis(50),
+    );
+    let reads = || metric_value(&p.shared.metrics.encode(), "hos_proxy_config_reads_total");
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let idle = reads();
+    assert!(idle <= 1.0, "{idle} reads of unchanged files in 1.5 s");
+    assert_eq!(p.shared.current.load().as_ref().unwrap().version, 1);
+
+    // A change is seen, read and loaded.
+    std::fs::write(
+        p.dir.path().join("views.yaml"),
+        VIEWS.replace("tags: {team: team_a}", "tags: {team: team_b}"),
+    )
+    .unwrap();
+    let mut version = 1;
+    for _ in 0..100 {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        version = p.shared.current.load().as_ref().unwrap().version;
+        if version == 2 {
+            break;
+        }
+    }
+    assert_eq!(version, 2, "the change was not loaded in 5 s");
+    let after_change = reads();
+    assert!(after_change > idle, "{after_change}");
+    // Files modified in the last 2 s are compared by content on each check
+    // (timestamps are coarser than writes); then the watch is quiet again,
+    // though requests write the SQLite files next to the configuration.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let after_change = reads();
+    let (s, _) = p
+        .post_json(
+            "/push",
+            json!({"push_source_name": "activity", "to": "online",
+                   "df": {"user_id": [1], "clicks": [3], "active": [1],
+                          "event_timestamp": ["2026-01-01T00:00:00Z"]}}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    let quiet = reads();
+    assert!(quiet <= after_change + 1.0, "{after_change} -> {quiet}");
+    assert_eq!(p.shared.current.load().as_ref().unwrap().version, 2);
+}
