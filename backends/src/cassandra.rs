@@ -18,6 +18,7 @@ use prost::Message;
 use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
+use scylla::cluster::metadata::Strategy;
 use scylla::frame::types::Consistency;
 use scylla::policies::load_balancing::DefaultPolicy;
 use scylla::statement::batch::{Batch, BatchType};
@@ -36,6 +37,8 @@ pub struct CassandraStore {
     write_concurrency: usize,
     read_consistency: Option<Consistency>,
     write_consistency: Option<Consistency>,
+    /// `load_balancing.local_dc`: where `LOCAL_*` levels count replicas.
+    local_dc: Option<String>,
     prepared: Mutex<HashMap<(String, &'static str), PreparedStatement>>,
     hosts: String,
 }
@@ -162,6 +165,7 @@ impl CassandraStore {
                 .as_deref()
                 .map(consistency)
                 .transpose()?,
+            local_dc: conf.load_balancing.as_ref().map(|lb| lb.local_dc.clone()),
             prepared: Mutex::new(HashMap::new()),
             hosts: nodes.join(","),
         })
@@ -475,11 +479,167 @@ impl OnlineStore for CassandraStore {
         }]
     }
 
+    /// Some node answers, and enough nodes are connected for reads and
+    /// writes at their consistency levels (a node answering a local query
+    /// is not enough: with 2 of 3 replicas gone every QUORUM request fails).
+    /// A necessary condition only: with more nodes than replicas, the
+    /// replicas of some keys may still be the ones down.
     async fn check(&self) -> Result<(), BackendError> {
         self.session
             .query_unpaged("SELECT release_version FROM system.local", ())
             .await
-            .map(|_| ())
-            .map_err(|e| BackendError::Unavailable(e.to_string()))
+            .map_err(|e| BackendError::Unavailable(e.to_string()))?;
+        let state = self.session.get_cluster_state();
+        // No keyspace yet (provisioning creates it): nothing to count.
+        let Some(keyspace) = state.get_keyspace(&self.keyspace) else {
+            return Ok(());
+        };
+        let connected = |dc: Option<&str>| {
+            state
+                .get_nodes_info()
+                .iter()
+                .filter(|n| dc.is_none_or(|dc| n.datacenter.as_deref() == Some(dc)))
+                .filter(|n| n.is_connected())
+                .count()
+        };
+        for (op, level) in [
+            ("reads", self.read_consistency.unwrap_or_default()),
+            ("writes", self.write_consistency.unwrap_or_default()),
+        ] {
+            let Some(need) = replicas_needed(level, &keyspace.strategy, self.local_dc.as_deref())
+            else {
+                continue;
+            };
+            let up = connected(need.datacenter.as_deref());
+            if up < need.replicas {
+                let place = need
+                    .datacenter
+                    .map(|dc| format!(" in datacenter `{dc}`"))
+                    .unwrap_or_default();
+                return Err(BackendError::Unavailable(format!(
+                    "{up} node(s){place} connected; {op} at {level:?} need {} replica(s) of keyspace `{}`",
+                    need.replicas, self.keyspace
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How many replicas a request at some consistency level needs, and where.
+#[derive(Debug, PartialEq, Eq)]
+struct ReplicasNeeded {
+    replicas: usize,
+    /// Counted in this datacenter only (`LOCAL_*` levels with a local DC).
+    datacenter: Option<String>,
+}
+
+/// The replicas a request at `level` needs in a keyspace replicated by
+/// `strategy` (Cassandra's rules: a quorum is a majority of the replication
+/// factor, over every datacenter or the local one). `None` when the
+/// strategy is one the driver does not describe.
+fn replicas_needed(
+    level: Consistency,
+    strategy: &Strategy,
+    local_dc: Option<&str>,
+) -> Option<ReplicasNeeded> {
+    let (total, local) = match strategy {
+        Strategy::SimpleStrategy { replication_factor } => {
+            (*replication_factor, *replication_factor)
+        }
+        Strategy::NetworkTopologyStrategy {
+            datacenter_repfactors,
+        } => {
+            let total = datacenter_repfactors.values().sum();
+            let local = local_dc
+                .and_then(|dc| datacenter_repfactors.get(dc).copied())
+                .unwrap_or(total);
+            (total, local)
+        }
+        Strategy::LocalStrategy => (1, 1),
+        _ => return None,
+    };
+    let everywhere = |replicas: usize| ReplicasNeeded {
+        replicas,
+        datacenter: None,
+    };
+    let here = |replicas: usize| ReplicasNeeded {
+        replicas,
+        datacenter: local_dc.map(str::to_string),
+    };
+    Some(match level {
+        Consistency::Any | Consistency::One => everywhere(1),
+        Consistency::Two => everywhere(2),
+        Consistency::Three => everywhere(3),
+        Consistency::Quorum | Consistency::Serial => everywhere(total / 2 + 1),
+        Consistency::All => everywhere(total),
+        Consistency::LocalOne => here(1),
+        // EACH_QUORUM needs a quorum in every datacenter: the local one is
+        // the one this proxy sees.
+        Consistency::LocalQuorum | Consistency::LocalSerial | Consistency::EachQuorum => {
+            here(local / 2 + 1)
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn need(replicas: usize, dc: Option<&str>) -> Option<ReplicasNeeded> {
+        Some(ReplicasNeeded {
+            replicas,
+            datacenter: dc.map(str::to_string),
+        })
+    }
+
+    #[test]
+    fn replicas_needed_follow_cassandras_rules() {
+        let rf3 = Strategy::SimpleStrategy {
+            replication_factor: 3,
+        };
+        assert_eq!(
+            replicas_needed(Consistency::Quorum, &rf3, None),
+            need(2, None)
+        );
+        assert_eq!(
+            replicas_needed(Consistency::LocalQuorum, &rf3, None),
+            need(2, None)
+        );
+        assert_eq!(replicas_needed(Consistency::One, &rf3, None), need(1, None));
+        assert_eq!(replicas_needed(Consistency::All, &rf3, None), need(3, None));
+        let rf1 = Strategy::SimpleStrategy {
+            replication_factor: 1,
+        };
+        assert_eq!(
+            replicas_needed(Consistency::LocalQuorum, &rf1, None),
+            need(1, None)
+        );
+        let nts = Strategy::NetworkTopologyStrategy {
+            datacenter_repfactors: [("dc1".to_string(), 3), ("dc2".to_string(), 2)].into(),
+        };
+        // QUORUM counts every datacenter's replicas: 5 / 2 + 1.
+        assert_eq!(
+            replicas_needed(Consistency::Quorum, &nts, Some("dc2")),
+            need(3, None)
+        );
+        assert_eq!(
+            replicas_needed(Consistency::LocalQuorum, &nts, Some("dc2")),
+            need(2, Some("dc2"))
+        );
+        assert_eq!(
+            replicas_needed(Consistency::LocalOne, &nts, Some("dc1")),
+            need(1, Some("dc1"))
+        );
+        // No local datacenter named: counted over the whole cluster.
+        assert_eq!(
+            replicas_needed(Consistency::LocalQuorum, &nts, None),
+            need(3, None)
+        );
+        let other = Strategy::Other {
+            name: "EverywhereStrategy".into(),
+            data: HashMap::new(),
+        };
+        assert_eq!(replicas_needed(Consistency::Quorum, &other, None), None);
     }
 }

@@ -327,7 +327,9 @@ def test_cassandra_cluster_node_loss(procs, tmp_path):
         load.mark("stop1")
         stop1_took = node_script(state, "stop", FIRST)
         load.mark("one_down")
-        time.sleep(PHASE)
+        time.sleep(PHASE / 2)
+        ready_one_down = ready_detail(proxy, CS)
+        time.sleep(PHASE / 2)
 
         load.mark("stop2")
         stop2_took = node_script(state, "stop", SECOND)
@@ -407,6 +409,14 @@ def test_cassandra_cluster_node_loss(procs, tmp_path):
         if bad or not two["mixed:read"]:
             d.fail(f"two_down: the mixed read must answer 200 with cs_view INVALID and metadata.errors naming "
                    f"cs_view/{CS}: {bad or 'no requests'}")
+        # /ready tells the two apart: with one node down QUORUM still has its
+        # two replicas; with two down the backend is not ready, and says why.
+        if not (isinstance(ready_one_down, dict) and ready_one_down.get("ready") is True):
+            d.fail(f"one_down: /ready must list {CS} ready (2 of 3 replicas answer QUORUM): {ready_one_down}")
+        reason = str((ready_two_down or {}).get("reason", "")) if isinstance(ready_two_down, dict) else ""
+        if not (isinstance(ready_two_down, dict) and ready_two_down.get("ready") is False
+                and "need 2 replica(s)" in reason and "1 node(s) connected" in reason):
+            d.fail(f"two_down: /ready must list {CS} not ready, naming the replicas QUORUM needs: {ready_two_down}")
         # nothing hangs
         for (phase, k), rs in phases.items():
             bad = F.first_bad(rs, lambda r: isinstance(r.status, int) and r.latency <= bound)
@@ -448,7 +458,7 @@ def test_cassandra_cluster_node_loss(procs, tmp_path):
             p99s = "  ".join(f"{ph.replace('_', ' ')} {F.ms(p99(ph, k)):>10s}" for ph in judged)
             F.report(f"    {k:14s} p99 {p99s}  (n={counts}; failed with one node down: {fails})")
         F.report(f"    two nodes down: cs_view alone {F.summarize(two['cs_view:read'])}, answer: {sample[:300]!r}")
-        F.report(f"    /ready's {CS} with two nodes down: {ready_two_down}")
+        F.report(f"    /ready's {CS} with one node down: {ready_one_down}; with two: {ready_two_down}")
         rec = {k: f"{at - t_back:+.1f} s" for k, at in sorted(recovered_at.items())}
         first_ok = max(recovered_at.values()) if recovered else float("nan")
         F.report(f"    recovery without a proxy restart (same pid {pid}): {first_ok - t_restart:.1f} s after the "
