@@ -1927,7 +1927,9 @@ async fn proxy_objects_follow_the_store_spec() {
         .unwrap();
     let dir = std::env::temp_dir().join(format!("hos-proxy-spec-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
+    // The operator opens a store's SQLite file under <data dir>/<namespace>.
     let data = dir.join("data");
+    std::fs::create_dir_all(data.join(&ns)).unwrap();
     let (op, _) = start_operator_with(
         &ns,
         "proxy-op",
