@@ -11,8 +11,11 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::ResourceRequirements;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::api::core::v1::{
+    Affinity, EnvVar, ResourceRequirements, Toleration, TopologySpreadConstraint,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -67,6 +70,16 @@ fn default_serialization_version() -> i32 {
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
         priority = "1"
+    ),
+    printcolumn(
+        name = "Endpoint",
+        type_ = "string",
+        json_path = ".status.proxy.endpoint"
+    ),
+    printcolumn(
+        name = "Ready Replicas",
+        type_ = "integer",
+        json_path = ".status.proxy.readyReplicas"
     ),
     printcolumn(
         name = "Age",
@@ -158,7 +171,15 @@ fn default_port() -> i32 {
     6566
 }
 
-/// The proxy the operator runs for this store.
+/// A DNS-1123 subdomain: what Kubernetes requires of a Secret's or a
+/// ServiceAccount's name.
+const DNS_SUBDOMAIN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+
+/// The proxy the operator runs for this store: a Deployment and a Service
+/// named `<store>-proxy`, and with the fields below a
+/// HorizontalPodAutoscaler, a PodDisruptionBudget and a NetworkPolicy of
+/// the same name. Every field but `enabled` is optional; an unset field
+/// leaves the Kubernetes or proxy default.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProxySpec {
@@ -168,19 +189,236 @@ pub struct ProxySpec {
     /// Proxy image; defaults to the operator's configured image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// When the kubelet pulls the image; unset: Kubernetes' default
+    /// (`Always` for a `:latest` tag, else `IfNotPresent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<ImagePullPolicy>,
+    /// Secrets (of type `kubernetes.io/dockerconfigjson`, in the store's
+    /// namespace) the kubelet pulls the image with, by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), inner(regex(pattern = DNS_SUBDOMAIN), length(min = 1, max = 253)))]
+    pub image_pull_secrets: Vec<String>,
+    /// ServiceAccount the proxy Pods run as, in the store's namespace;
+    /// unset: the namespace's `default`. Its token is mounted only with
+    /// `auth.tokenReview` (the proxy then calls the TokenReview API, so the
+    /// account needs the `system:auth-delegator` ClusterRole).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DNS_SUBDOMAIN), length(min = 1, max = 253))]
+    pub service_account_name: Option<String>,
+    /// Pods when `autoscaling` is unset (with it, the HorizontalPodAutoscaler
+    /// owns the count and this is ignored).
     #[serde(default = "default_replicas")]
     #[schemars(range(min = 0, max = 100))]
     pub replicas: i32,
-    /// HTTP port (Feast's feature server port by default).
+    /// HTTP port (Feast's feature server port by default): the container
+    /// port and Service port named `http`.
     #[serde(default = "default_port")]
     #[schemars(range(min = 1, max = 65535))]
     pub port: i32,
+    /// Also serve Feast's gRPC ServingService on this port
+    /// (`--grpc-listen`): a container port and Service port named `grpc`.
+    /// Must differ from `port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub grpc_port: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
     /// Per-request and per-connection bounds of the proxy; each unset field
     /// keeps the proxy's own default (the matching `hos-proxy serve` flag).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<ProxyLimits>,
+    /// Scale the proxy on CPU with an autoscaling/v2
+    /// HorizontalPodAutoscaler named like the Deployment; the Deployment
+    /// then carries no replica count. Removing it deletes the autoscaler.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<ProxyAutoscaling>,
+    /// Node labels the proxy Pods must run on (the Pod's `nodeSelector`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 32))]
+    pub node_selector: BTreeMap<String, String>,
+    /// Taints the proxy Pods tolerate (the Pod's `tolerations`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub tolerations: Vec<Toleration>,
+    /// The Pod's `affinity` (node affinity, pod affinity and anti-affinity).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// The Pod's `topologySpreadConstraints`; a constraint without
+    /// `labelSelector` gets the proxy Pods' selector labels.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
+    /// Extra labels on the proxy Pods. The selector labels
+    /// (`app.kubernetes.io/name`, `app.kubernetes.io/managed-by`) and keys
+    /// under `hybrid-online-store.io/` are the operator's and are refused.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 32))]
+    pub pod_labels: BTreeMap<String, String>,
+    /// Extra annotations on the proxy Pods. Keys under
+    /// `hybrid-online-store.io/` and the AppArmor and seccomp annotations
+    /// (which would loosen the Pod's sandbox) are refused.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 32))]
+    pub pod_annotations: BTreeMap<String, String>,
+    /// Extra environment variables of the proxy container (e.g. `RUST_LOG`).
+    /// Names starting with `HOS_` are refused: they are the proxy's
+    /// settings, which the operator sets from this spec as flags.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub env: Vec<EnvVar>,
+    /// A policy/v1 PodDisruptionBudget over the proxy Pods; `{}` means
+    /// `maxUnavailable: 1`. A budget that would allow no eviction at the
+    /// proxy's smallest replica count (which blocks node drains) is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_disruption_budget: Option<ProxyDisruptionBudget>,
+    /// A networking.k8s.io/v1 NetworkPolicy letting only the selected Pods
+    /// reach the proxy, on its HTTP and gRPC ports only (nothing else of
+    /// the Pods is reachable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_policy: Option<ProxyNetworkPolicy>,
+    /// Client authentication. Unset: the proxy serves anyone who reaches
+    /// it (the store then has `ProxyAuth=False`, reason `Unauthenticated`,
+    /// and a Warning event).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<ProxyAuth>,
+    /// Serve HTTP and gRPC over TLS with the certificate of a Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ProxyTls>,
+}
+
+/// When the kubelet pulls the proxy image.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, JsonSchema)]
+pub enum ImagePullPolicy {
+    Always,
+    IfNotPresent,
+    Never,
+}
+
+impl ImagePullPolicy {
+    /// The Container field's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImagePullPolicy::Always => "Always",
+            ImagePullPolicy::IfNotPresent => "IfNotPresent",
+            ImagePullPolicy::Never => "Never",
+        }
+    }
+}
+
+fn default_min_replicas() -> i32 {
+    1
+}
+
+fn default_cpu_target() -> i32 {
+    80
+}
+
+/// CPU-based autoscaling of the proxy (an autoscaling/v2
+/// HorizontalPodAutoscaler). The proxy container needs a CPU request
+/// (`resources.requests.cpu`, or a namespace LimitRange default) for the
+/// utilization to be measured.
+#[derive(KubeSchema, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas").message("autoscaling.minReplicas must not exceed maxReplicas"))]
+pub struct ProxyAutoscaling {
+    /// Fewest Pods (default 1).
+    #[serde(default = "default_min_replicas")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub min_replicas: i32,
+    /// Most Pods; at least `minReplicas`.
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_replicas: i32,
+    /// Average CPU use the autoscaler aims at, in percent of the Pods' CPU
+    /// request (default 80).
+    #[serde(default = "default_cpu_target")]
+    #[serde(rename = "targetCPUUtilizationPercentage")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub target_cpu_utilization_percentage: i32,
+}
+
+/// How many proxy Pods voluntary disruptions (node drains) may take down at
+/// once: at most one of the two fields, each a number or a percentage
+/// (`"25%"`); neither: `maxUnavailable: 1`.
+#[derive(KubeSchema, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!(has(self.minAvailable) && has(self.maxUnavailable))").message("podDisruptionBudget takes minAvailable or maxUnavailable, not both"))]
+pub struct ProxyDisruptionBudget {
+    /// Pods that must stay available (a number, or a percentage of the
+    /// desired Pods rounded up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_available: Option<IntOrString>,
+    /// Pods that may be unavailable (a number, or a percentage of the
+    /// desired Pods rounded up); at least 1 or 1%.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_unavailable: Option<IntOrString>,
+}
+
+/// Who may connect to the proxy. Both selectors set: the selected Pods in
+/// the selected namespaces; `allowedPods` only: those Pods of the store's
+/// namespace; `allowedNamespaces` only: every Pod of those namespaces;
+/// neither: every Pod of the store's namespace. An empty selector (`{}`)
+/// selects everything of its kind.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProxyNetworkPolicy {
+    /// Namespaces (by their labels, e.g.
+    /// `kubernetes.io/metadata.name: ml-serving`) whose Pods may connect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_namespaces: Option<LabelSelector>,
+    /// Pods (by their labels) that may connect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_pods: Option<LabelSelector>,
+}
+
+fn default_principals_key() -> String {
+    "principals.yaml".to_string()
+}
+
+/// Bearer-token authentication of the proxy's clients (HTTP and gRPC).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProxyAuth {
+    /// Secret (in the store's namespace) holding the proxy's principals
+    /// file: tokens (or their SHA-256), users, groups, and the projects,
+    /// teams and access of each. Mounted read-only and passed as
+    /// `--auth-config`; the proxy re-reads it when the Secret changes.
+    #[schemars(regex(pattern = DNS_SUBDOMAIN), length(min = 1, max = 253))]
+    pub secret_name: String,
+    /// Key of the Secret holding the file (default `principals.yaml`).
+    #[serde(default = "default_principals_key")]
+    #[schemars(regex(pattern = r"^[-._a-zA-Z0-9]+$"), length(min = 1, max = 253))]
+    pub key: String,
+    /// Also accept Kubernetes tokens (e.g. ServiceAccount tokens) not in
+    /// the file, checked with a TokenReview (`--auth-token-review`) and
+    /// matched to a principal by user or group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_review: Option<ProxyTokenReview>,
+}
+
+/// TokenReview settings.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProxyTokenReview {
+    /// Audiences a reviewed token must be valid for (`--auth-audience`,
+    /// one flag each); none: the API server's own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 16),
+        inner(regex(pattern = r"^[^,\s]+$"), length(min = 1, max = 253))
+    )]
+    pub audiences: Vec<String>,
+}
+
+/// TLS for the proxy's listeners.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProxyTls {
+    /// A `kubernetes.io/tls` Secret in the store's namespace (keys
+    /// `tls.crt` and `tls.key`, e.g. written by cert-manager). Mounted
+    /// read-only and passed as `--tls-cert` and `--tls-key`; a renewed
+    /// certificate is served without a restart.
+    #[schemars(regex(pattern = DNS_SUBDOMAIN), length(min = 1, max = 253))]
+    pub secret_name: String,
 }
 
 /// Bounds that keep one client or team from exhausting a shared proxy. Each
@@ -289,6 +527,29 @@ pub struct HybridOnlineStoreStatus {
     /// (`create <table> ... for view <v>`, `route <v>: <from> -> <to>`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub plan: Vec<String>,
+    /// The proxy, while `spec.proxy.enabled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<ProxyStatus>,
+}
+
+/// Where clients reach a store's proxy and how many of its Pods are ready.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProxyStatus {
+    /// URL of the HTTP API in the cluster (Feast's `remote` online store
+    /// `path`): `http://<store>-proxy.<namespace>.svc:<port>`, `https://`
+    /// with `tls`.
+    pub endpoint: String,
+    /// `<store>-proxy.<namespace>.svc:<grpcPort>` for gRPC clients, with
+    /// `grpcPort`.
+    // Serialized as null when unset (no `skip_serializing_if`): the status
+    // is written with a merge patch, which keeps an absent field.
+    #[serde(default)]
+    pub grpc_endpoint: Option<String>,
+    /// Ready Pods of the proxy Deployment when the store was last
+    /// reconciled (every 30 s until all are ready).
+    #[serde(default)]
+    pub ready_replicas: i32,
 }
 
 /// A Feast FeatureView served by a HybridOnlineStore.

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use api::crd::{FeatureView, FeatureViewSpec, HybridOnlineStore, OnlineStoreSpec, ProxyLimits};
+use api::crd::{FeatureView, FeatureViewSpec, HybridOnlineStore, OnlineStoreSpec};
 use api::credential::{Credential, CredentialRef};
 use api::entity_key::SerializationVersion;
 use api::error::ConfigError;
@@ -14,6 +14,12 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference, Time};
 use kube::{Resource, ResourceExt};
 use md5::{Digest, Md5};
+
+mod proxy;
+pub use proxy::{
+    AUTH_DIR, AUTH_FILE, ProxyObjects, TLS_DIR, limit_args, proxy_auth, proxy_desired_replicas,
+    proxy_name, proxy_objects, proxy_status,
+};
 
 /// Where the proxy Deployment mounts a store's Secrets (its
 /// `--secrets-dir`); the routing table names files relative to it as
@@ -524,6 +530,12 @@ pub fn condition_changed(conditions: &[Condition], type_: &str, message: &str) -
         .is_none_or(|c| c.message != message)
 }
 
+/// Drops a condition (one that no longer applies, e.g. the proxy's once
+/// the store stops asking for a proxy).
+pub fn remove_condition(conditions: &mut Vec<Condition>, type_: &str) {
+    conditions.retain(|c| c.type_ != type_);
+}
+
 /// Whether a condition is `True`.
 pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
     conditions
@@ -540,11 +552,6 @@ pub fn views_per_backend(backends: &[Backend], views: &[RoutedView]) -> BTreeMap
     m
 }
 
-/// Name of a store's proxy Deployment and Service.
-pub fn proxy_name(store: &str) -> String {
-    format!("{store}-proxy")
-}
-
 fn owner(store: &HybridOnlineStore) -> OwnerReference {
     OwnerReference {
         api_version: HybridOnlineStore::api_version(&()).to_string(),
@@ -554,209 +561,6 @@ fn owner(store: &HybridOnlineStore) -> OwnerReference {
         controller: Some(true),
         block_owner_deletion: Some(true),
     }
-}
-
-/// `hos-proxy serve` flags for the limits a store sets; an unset limit
-/// passes no flag, so the proxy's own default applies (and a later change of
-/// that default reaches every store that did not choose otherwise).
-pub fn limit_args(limits: Option<&ProxyLimits>) -> Vec<String> {
-    let Some(l) = limits else {
-        return Vec::new();
-    };
-    let flags = [
-        ("--max-body-bytes", l.max_body_bytes),
-        ("--max-entity-rows", l.max_entity_rows),
-        ("--max-features", l.max_features),
-        ("--max-cells", l.max_cells),
-        ("--max-key-bytes", l.max_key_bytes),
-        ("--max-in-flight", l.max_in_flight),
-        (
-            "--max-in-flight-per-principal",
-            l.max_in_flight_per_principal,
-        ),
-        ("--request-timeout-ms", l.request_timeout_ms),
-        ("--header-read-timeout-ms", l.header_read_timeout_ms),
-        ("--idle-timeout-seconds", l.idle_timeout_seconds),
-        ("--max-connections", l.max_connections),
-        ("--http2-max-streams", l.http2_max_streams),
-        (
-            "--max-event-time-skew-seconds",
-            l.max_event_time_skew_seconds,
-        ),
-    ];
-    flags
-        .into_iter()
-        .filter_map(|(flag, value)| value.map(|v| [flag.to_string(), v.to_string()]))
-        .flatten()
-        .collect()
-}
-
-/// The proxy Deployment and Service a store asks for (`spec.proxy.enabled`):
-/// the routing ConfigMap mounted (the proxy hot-reloads it, so route changes
-/// need no rollout) and each referenced Secret mounted under [`SECRETS_DIR`].
-pub fn proxy_objects(
-    store: &HybridOnlineStore,
-    default_image: &str,
-) -> Option<(
-    k8s_openapi::api::apps::v1::Deployment,
-    k8s_openapi::api::core::v1::Service,
-)> {
-    use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
-    use k8s_openapi::api::core::v1::{
-        Capabilities, ConfigMapVolumeSource, Container, ContainerPort, HTTPGetAction,
-        PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecretVolumeSource,
-        SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
-    };
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-
-    let spec = store.spec.proxy.as_ref().filter(|p| p.enabled)?;
-    let name = store.name_any();
-    let labels = BTreeMap::from([
-        (
-            "app.kubernetes.io/name".to_string(),
-            "hos-proxy".to_string(),
-        ),
-        (
-            "app.kubernetes.io/managed-by".to_string(),
-            "hos-operator".to_string(),
-        ),
-        (STORE_LABEL.to_string(), name.clone()),
-    ]);
-    let meta = kube::api::ObjectMeta {
-        name: Some(proxy_name(&name)),
-        namespace: store.namespace(),
-        labels: Some(labels.clone()),
-        owner_references: Some(vec![owner(store)]),
-        ..Default::default()
-    };
-    let secrets: BTreeSet<String> = secret_refs(store).into_iter().map(|(n, _)| n).collect();
-    let mut volumes = vec![Volume {
-        name: "routing".into(),
-        config_map: Some(ConfigMapVolumeSource {
-            name: configmap_name(&name),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }];
-    let mut mounts = vec![VolumeMount {
-        name: "routing".into(),
-        mount_path: "/etc/hos/routing".into(),
-        read_only: Some(true),
-        ..Default::default()
-    }];
-    for (i, s) in secrets.iter().enumerate() {
-        volumes.push(Volume {
-            name: format!("secret-{i}"),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(s.clone()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        });
-        mounts.push(VolumeMount {
-            name: format!("secret-{i}"),
-            mount_path: format!("{SECRETS_DIR}/{s}"),
-            read_only: Some(true),
-            ..Default::default()
-        });
-    }
-    let probe = |path: &str| Probe {
-        http_get: Some(HTTPGetAction {
-            path: Some(path.into()),
-            port: IntOrString::String("http".into()),
-            ..Default::default()
-        }),
-        period_seconds: Some(10),
-        ..Default::default()
-    };
-    let mut args: Vec<String> = vec![
-        "serve".into(),
-        "--routing-table".into(),
-        format!("/etc/hos/routing/{ROUTING_KEY}"),
-        "--listen".into(),
-        format!("0.0.0.0:{}", spec.port),
-        "--secrets-dir".into(),
-        SECRETS_DIR.into(),
-        "--log-format".into(),
-        "json".into(),
-    ];
-    args.extend(limit_args(spec.limits.as_ref()));
-    let container = Container {
-        name: "hos-proxy".into(),
-        image: Some(
-            spec.image
-                .clone()
-                .unwrap_or_else(|| default_image.to_string()),
-        ),
-        args: Some(args),
-        ports: Some(vec![ContainerPort {
-            name: Some("http".into()),
-            container_port: spec.port,
-            ..Default::default()
-        }]),
-        resources: spec.resources.clone(),
-        readiness_probe: Some(probe("/ready")),
-        liveness_probe: Some(probe("/health")),
-        volume_mounts: Some(mounts),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            run_as_non_root: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let deployment = Deployment {
-        metadata: meta.clone(),
-        spec: Some(DeploymentSpec {
-            replicas: Some(spec.replicas),
-            selector: LabelSelector {
-                match_labels: Some(labels.clone()),
-                ..Default::default()
-            },
-            template: PodTemplateSpec {
-                metadata: Some(kube::api::ObjectMeta {
-                    labels: Some(labels.clone()),
-                    ..Default::default()
-                }),
-                spec: Some(PodSpec {
-                    containers: vec![container],
-                    volumes: Some(volumes),
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".into(),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-            },
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let service = Service {
-        metadata: meta,
-        spec: Some(ServiceSpec {
-            selector: Some(labels),
-            ports: Some(vec![ServicePort {
-                name: Some("http".into()),
-                port: spec.port,
-                target_port: Some(IntOrString::String("http".into())),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    Some((deployment, service))
 }
 
 #[cfg(test)]
@@ -1094,86 +898,6 @@ spec:
         let mounted = backends(&s, Credentials::Mounted).unwrap();
         let err = route(&s, &mounted, &view_def(&fv("nope")).unwrap()).unwrap_err();
         assert!(err.contains("names no backend"), "{err}");
-    }
-
-    /// The proxy container's args for a store whose `spec.proxy` is `proxy`.
-    fn proxy_args(proxy: &str) -> Vec<String> {
-        let mut s = store();
-        s.spec.proxy = Some(api::yaml::from_str(proxy).unwrap());
-        let (deployment, _) = proxy_objects(&s, "img").unwrap();
-        let pod = deployment.spec.unwrap().template.spec.unwrap();
-        pod.containers[0].args.clone().unwrap()
-    }
-
-    #[test]
-    fn proxy_gets_exactly_the_limits_a_store_sets() {
-        let base = proxy_args("{enabled: true}");
-        assert_eq!(base[0], "serve");
-        assert!(!base.iter().any(|a| a.starts_with("--max")), "{base:?}");
-        // No limits, or an empty block: the proxy's defaults, no flags.
-        assert_eq!(proxy_args("{enabled: true, limits: {}}"), base);
-
-        let some = proxy_args(
-            "{enabled: true, limits: {maxBodyBytes: 1048576, idleTimeoutSeconds: 5, \
-             maxInFlightPerPrincipal: 8}}",
-        );
-        let mut want = base.clone();
-        want.extend(
-            [
-                "--max-body-bytes",
-                "1048576",
-                "--max-in-flight-per-principal",
-                "8",
-                "--idle-timeout-seconds",
-                "5",
-            ]
-            .map(String::from),
-        );
-        assert_eq!(some, want);
-
-        // Every field of the CRD's schema reaches the flag of the same name
-        // (camelCase to kebab-case), so a field added to the CRD but not to
-        // `limit_args` fails here.
-        use kube::CustomResourceExt;
-        let crd = serde_json::to_value(HybridOnlineStore::crd()).unwrap();
-        let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
-        let fields: Vec<String> = schema
-            .pointer("/properties/spec/properties/proxy/properties/limits/properties")
-            .and_then(|p| p.as_object())
-            .unwrap()
-            .keys()
-            .cloned()
-            .collect();
-        assert_eq!(fields.len(), 13, "{fields:?}");
-        let all: Vec<String> = fields
-            .iter()
-            .enumerate()
-            .map(|(i, f)| format!("{f}: {}", i + 1))
-            .collect();
-        let limits: serde_json::Value =
-            api::yaml::from_str(&format!("{{{}}}", all.join(", "))).unwrap();
-        // The CRD type drops nothing it was given: all fields are known.
-        let typed: ProxyLimits = serde_json::from_value(limits.clone()).unwrap();
-        assert_eq!(serde_json::to_value(&typed).unwrap(), limits);
-        let args = limit_args(Some(&typed));
-        assert_eq!(args.len(), 2 * fields.len(), "{args:?}");
-        for (i, f) in fields.iter().enumerate() {
-            let flag = format!(
-                "--{}",
-                f.chars().fold(String::new(), |mut out, c| {
-                    if c.is_ascii_uppercase() {
-                        out.push('-');
-                    }
-                    out.push(c.to_ascii_lowercase());
-                    out
-                })
-            );
-            let at = args
-                .iter()
-                .position(|a| *a == flag)
-                .unwrap_or_else(|| panic!("{flag} missing: {args:?}"));
-            assert_eq!(args[at + 1], (i + 1).to_string(), "{flag}");
-        }
     }
 
     #[test]

@@ -7,8 +7,7 @@ use std::time::{Duration, Instant};
 
 use api::crd::{FeatureView, HybridOnlineStore, HybridOnlineStoreStatus};
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
@@ -23,6 +22,8 @@ use crate::error::Error;
 use crate::plan::{self, Credentials};
 use crate::supervise;
 use crate::{FINALIZER, MANAGER};
+
+mod proxy;
 
 const CONTROLLER: &str = "hybridonlinestore";
 
@@ -150,6 +151,8 @@ async fn apply(store: Arc<HybridOnlineStore>, ctx: &Context, ns: &str) -> Result
     let mut status = HybridOnlineStoreStatus {
         observed_generation: generation,
         conditions: old.conditions.clone(),
+        // Changed only by the proxy's own reconcile below.
+        proxy: old.proxy.clone(),
         ..Default::default()
     };
     let t = now();
@@ -360,7 +363,11 @@ async fn apply(store: Arc<HybridOnlineStore>, ctx: &Context, ns: &str) -> Result
         .await;
     }
     status.routing_config_map = Some(cm_name);
-    apply_proxy(&store, ctx, ns).await?;
+    let proxy = proxy::reconcile(&store, ctx, ns, &old, &mut status, &t).await?;
+    if !proxy.settled {
+        // Deployments are not watched: look again until the Pods are ready.
+        requeue = requeue.min(Duration::from_secs(30));
+    }
     status.routed_views = Some(table.feature_views.len() as i32);
     status.views_per_backend = plan::views_per_backend(&table.backends, &table.feature_views);
     if pending.is_empty() {
@@ -388,7 +395,7 @@ async fn apply(store: Arc<HybridOnlineStore>, ctx: &Context, ns: &str) -> Result
         );
         requeue = requeue.min(Duration::from_secs(60));
     }
-    let ready = reachable && pending.is_empty();
+    let ready = reachable && pending.is_empty() && proxy.applied;
     let (reason, msg) = if ready {
         (
             "Ready",
@@ -399,8 +406,13 @@ async fn apply(store: Arc<HybridOnlineStore>, ctx: &Context, ns: &str) -> Result
             "BackendsNotReachable",
             "see the BackendsReachable condition".to_string(),
         )
-    } else {
+    } else if !pending.is_empty() {
         ("ViewsPending", "see the Routed condition".to_string())
+    } else {
+        (
+            "ProxyNotApplied",
+            format!("see the {} condition", proxy::AVAILABLE),
+        )
     };
     plan::set_condition(
         &mut status.conditions,
@@ -415,52 +427,6 @@ async fn apply(store: Arc<HybridOnlineStore>, ctx: &Context, ns: &str) -> Result
     Ok(Action::requeue(requeue))
 }
 
-/// Creates or updates the proxy Deployment and Service when the store asks
-/// for them, and removes them when it stops asking. Server-side apply of an
-/// unchanged manifest writes nothing.
-async fn apply_proxy(store: &HybridOnlineStore, ctx: &Context, ns: &str) -> Result<(), Error> {
-    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
-    let services: Api<Service> = Api::namespaced(ctx.client.clone(), ns);
-    let name = plan::proxy_name(&store.name_any());
-    match plan::proxy_objects(store, &ctx.proxy_image) {
-        Some((deployment, service)) => {
-            let pp = PatchParams::apply(MANAGER).force();
-            let existed = deployments.get_opt(&name).await?.is_some();
-            deployments
-                .patch(&name, &pp, &Patch::Apply(&deployment))
-                .await?;
-            services.patch(&name, &pp, &Patch::Apply(&service)).await?;
-            if !existed {
-                ctx.event(
-                    store,
-                    false,
-                    "ProxyCreated",
-                    format!("Deployment and Service {name}"),
-                )
-                .await;
-            }
-        }
-        None => {
-            let ours = |labels: &std::collections::BTreeMap<String, String>| {
-                labels.get(plan::STORE_LABEL) == Some(&store.name_any())
-            };
-            if let Some(d) = deployments.get_opt(&name).await?
-                && ours(d.labels())
-            {
-                deployments.delete(&name, &Default::default()).await?;
-                ctx.event(store, false, "ProxyDeleted", format!("Deployment {name}"))
-                    .await;
-            }
-            if let Some(s) = services.get_opt(&name).await?
-                && ours(s.labels())
-            {
-                services.delete(&name, &Default::default()).await?;
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Patches the status subresource only when it changed, so an idle
 /// reconcile writes nothing.
 async fn write_status(
@@ -473,11 +439,16 @@ async fn write_status(
     if *old == status {
         return Ok(());
     }
-    // A merge patch keeps absent fields: clear a finished plan explicitly.
+    // A merge patch keeps absent fields: clear a finished plan and a
+    // removed proxy explicitly.
     let clear_plan = status.plan.is_empty();
+    let clear_proxy = status.proxy.is_none();
     let mut body = json!({ "status": status });
     if clear_plan {
         body["status"]["plan"] = serde_json::Value::Null;
+    }
+    if clear_proxy {
+        body["status"]["proxy"] = serde_json::Value::Null;
     }
     let api: Api<HybridOnlineStore> = Api::namespaced(ctx.client.clone(), ns);
     api.patch_status(name, &PatchParams::default(), &Patch::Merge(body))

@@ -1897,3 +1897,451 @@ async fn a_proxy_fleet_converges_on_each_routing_change() {
         .await
         .unwrap();
 }
+
+/// Issue [K]: the proxy as the production path. A store's `spec.proxy`
+/// fields reach the Deployment, Service, HorizontalPodAutoscaler,
+/// PodDisruptionBudget and NetworkPolicy the operator writes; removing a
+/// field removes what it made; what the operator or the API server refuses
+/// is a condition and a Warning event with the objects left as they were.
+/// Needs only the API server (a SQLite store; no controller-manager runs,
+/// so no Pod ever becomes ready).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a kube-apiserver: run tests/run.sh"]
+async fn proxy_objects_follow_the_store_spec() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+    use k8s_openapi::api::core::v1::Service;
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
+    use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+    let client = Client::try_default().await.unwrap();
+    let ns = format!("proxy-{}", std::process::id());
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("hos-proxy-spec-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // The operator opens a store's SQLite file under <data dir>/<namespace>.
+    let data = dir.join("data");
+    std::fs::create_dir_all(data.join(&ns)).unwrap();
+    let (op, _) = start_operator_with(
+        &ns,
+        "proxy-op",
+        &[("HOS_DATA_DIR", data.to_str().unwrap())],
+        &dir.join("operator.log"),
+    );
+    let stores: Api<HybridOnlineStore> = Api::namespaced(client.clone(), &ns);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+    let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), &ns);
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), &ns);
+    let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &ns);
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    let t = Duration::from_secs(45);
+    let patch = |body: serde_json::Value| {
+        let stores = stores.clone();
+        async move {
+            stores
+                .patch("shop", &PatchParams::default(), &Patch::Merge(body))
+                .await
+        }
+    };
+    let cond = |t: &'static str| {
+        let stores = stores.clone();
+        async move {
+            let st = stores.get("shop").await.ok()?.status?;
+            condition(Some(&st.conditions), t)
+        }
+    };
+    let warned = |reason: &'static str| {
+        let events = events.clone();
+        async move {
+            events
+                .list(&ListParams::default())
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .find(|e| {
+                    e.type_.as_deref() == Some("Warning") && e.reason.as_deref() == Some(reason)
+                })
+                .and_then(|e| e.note)
+        }
+    };
+
+    // 1. A proxy without authentication: Deployment and Service, the store
+    //    Ready, ProxyAuth=False with a Warning event, the endpoint in the
+    //    status.
+    let mut store = bare_store(
+        &ns,
+        "shop",
+        json!({"name": "local", "type": "sqlite", "conf": {"path": "shop/online.db"}}),
+    );
+    store.spec.proxy = Some(serde_json::from_value(json!({"enabled": true})).unwrap());
+    let uid = stores
+        .create(&PostParams::default(), &store)
+        .await
+        .unwrap()
+        .uid()
+        .unwrap();
+    wait_for("the proxy Deployment", t, || async {
+        deployments.get_opt("shop-proxy").await.ok()?
+    })
+    .await;
+    wait_for("store Ready with ProxyAuth=False", t, || async {
+        let ready = cond("Ready").await?;
+        let auth = cond("ProxyAuth").await?;
+        (ready.0 == "True" && auth.0 == "False" && auth.1 == "Unauthenticated").then_some(())
+    })
+    .await;
+    let note = wait_for("a ProxyUnauthenticated warning", t, || {
+        warned("ProxyUnauthenticated")
+    })
+    .await;
+    assert!(note.contains("spec.proxy.auth is unset"), "{note}");
+    let st = stores.get("shop").await.unwrap().status.unwrap();
+    let proxy = st.proxy.unwrap();
+    assert_eq!(proxy.endpoint, format!("http://shop-proxy.{ns}.svc:6566"));
+    assert_eq!((proxy.grpc_endpoint, proxy.ready_replicas), (None, 0));
+    let available = condition(Some(&st.conditions), "ProxyAvailable").unwrap();
+    assert_eq!(
+        (available.0.as_str(), available.1.as_str()),
+        ("False", "NoReadyPods")
+    );
+    for absent in [
+        hpas.get_opt("shop-proxy").await.unwrap().is_none(),
+        pdbs.get_opt("shop-proxy").await.unwrap().is_none(),
+        policies.get_opt("shop-proxy").await.unwrap().is_none(),
+    ] {
+        assert!(absent);
+    }
+
+    // The API server refuses an inverted autoscaling range (CRD rule).
+    let err =
+        patch(json!({"spec": {"proxy": {"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}}}))
+            .await
+            .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("minReplicas must not exceed maxReplicas"),
+        "{err}"
+    );
+
+    // 2. Every field set.
+    patch(json!({"spec": {"proxy": {
+        "enabled": true,
+        "image": "registry.example/hos:1",
+        "imagePullPolicy": "IfNotPresent",
+        "imagePullSecrets": ["regcred"],
+        "serviceAccountName": "hos-proxy",
+        "port": 8443,
+        "grpcPort": 6567,
+        "resources": {"requests": {"cpu": "250m"}},
+        "autoscaling": {"minReplicas": 2, "maxReplicas": 6, "targetCPUUtilizationPercentage": 70},
+        "nodeSelector": {"pool": "serving"},
+        "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "serving", "effect": "NoSchedule"}],
+        "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+            {"weight": 100, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname"}}]}},
+        "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+                                       "whenUnsatisfiable": "ScheduleAnyway"}],
+        "podLabels": {"team": "ml"},
+        "podAnnotations": {"prometheus.io/scrape": "true"},
+        "env": [{"name": "RUST_LOG", "value": "debug"}],
+        "podDisruptionBudget": {"minAvailable": 1},
+        "networkPolicy": {"allowedNamespaces": {"matchLabels": {"kubernetes.io/metadata.name": "serving"}},
+                          "allowedPods": {"matchLabels": {"app": "ranker"}}},
+        "auth": {"secretName": "principals", "tokenReview": {"audiences": ["hos"]}},
+        "tls": {"secretName": "proxy-tls"}
+    }}}))
+    .await
+    .unwrap();
+    let hpa = wait_for("the autoscaler", t, || async {
+        hpas.get_opt("shop-proxy").await.ok()?
+    })
+    .await;
+    let owned_by_store =
+        |refs: Option<&Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>>| {
+            refs.is_some_and(|r| r.iter().any(|o| o.uid == uid && o.controller == Some(true)))
+        };
+    assert!(owned_by_store(hpa.metadata.owner_references.as_ref()));
+    let h = hpa.spec.unwrap();
+    assert_eq!((h.min_replicas, h.max_replicas), (Some(2), 6));
+    assert_eq!(h.scale_target_ref.name, "shop-proxy");
+    assert_eq!(
+        h.metrics.unwrap()[0]
+            .resource
+            .as_ref()
+            .unwrap()
+            .target
+            .average_utilization,
+        Some(70)
+    );
+    let pdb = wait_for("the disruption budget", t, || async {
+        pdbs.get_opt("shop-proxy").await.ok()?
+    })
+    .await;
+    assert!(owned_by_store(pdb.metadata.owner_references.as_ref()));
+    assert_eq!(pdb.spec.unwrap().min_available, Some(IntOrString::Int(1)));
+    let np = wait_for("the network policy", t, || async {
+        policies.get_opt("shop-proxy").await.ok()?
+    })
+    .await;
+    assert!(owned_by_store(np.metadata.owner_references.as_ref()));
+    let rule = np.spec.unwrap().ingress.unwrap().remove(0);
+    let ports: Vec<Option<IntOrString>> = rule.ports.unwrap().into_iter().map(|p| p.port).collect();
+    assert_eq!(
+        ports,
+        [Some(IntOrString::Int(8443)), Some(IntOrString::Int(6567))]
+    );
+    let peer = &rule.from.unwrap()[0];
+    assert!(peer.namespace_selector.is_some() && peer.pod_selector.is_some());
+
+    let d = deployments.get("shop-proxy").await.unwrap();
+    let spec = d.spec.clone().unwrap();
+    // The replica count passed to another field manager at its value (1)
+    // when autoscaling began, instead of being reset; the operator's apply
+    // no longer holds it.
+    assert_eq!(spec.replicas, Some(1));
+    let owners_of_replicas: Vec<String> = d
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|m| {
+            m.fields_v1
+                .as_ref()
+                .is_some_and(|f| f.0.pointer("/f:spec/f:replicas").is_some())
+        })
+        .filter_map(|m| m.manager.clone())
+        .collect();
+    assert_eq!(owners_of_replicas, ["hos-operator-replicas-handover"]);
+    let template = spec.template;
+    let labels = template.metadata.as_ref().unwrap().labels.clone().unwrap();
+    assert_eq!(labels.get("team").map(String::as_str), Some("ml"));
+    assert_eq!(
+        labels
+            .get("hybrid-online-store.io/store")
+            .map(String::as_str),
+        Some("shop")
+    );
+    assert_eq!(
+        template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .annotations
+            .as_ref()
+            .unwrap()
+            .get("prometheus.io/scrape")
+            .map(String::as_str),
+        Some("true")
+    );
+    let pod = template.spec.unwrap();
+    assert_eq!(pod.service_account_name.as_deref(), Some("hos-proxy"));
+    assert_eq!(pod.automount_service_account_token, Some(true));
+    assert_eq!(pod.image_pull_secrets.unwrap()[0].name, "regcred");
+    assert_eq!(pod.node_selector.unwrap()["pool"], "serving");
+    assert_eq!(
+        pod.tolerations.unwrap()[0].key.as_deref(),
+        Some("dedicated")
+    );
+    assert!(pod.affinity.unwrap().pod_anti_affinity.is_some());
+    assert!(
+        pod.topology_spread_constraints.unwrap()[0]
+            .label_selector
+            .is_some()
+    );
+    let c = &pod.containers[0];
+    assert_eq!(c.image.as_deref(), Some("registry.example/hos:1"));
+    assert_eq!(c.image_pull_policy.as_deref(), Some("IfNotPresent"));
+    assert_eq!(c.env.as_ref().unwrap()[0].name, "RUST_LOG");
+    let args = c.args.clone().unwrap().join(" ");
+    for want in [
+        "--listen 0.0.0.0:8443",
+        "--grpc-listen 0.0.0.0:6567",
+        "--tls-cert /etc/hos/tls/tls.crt --tls-key /etc/hos/tls/tls.key",
+        "--auth-config /etc/hos/auth/principals.yaml --auth-token-review --auth-audience hos",
+    ] {
+        assert!(args.contains(want), "{want} not in {args}");
+    }
+    let mounts: Vec<String> = c
+        .volume_mounts
+        .iter()
+        .flatten()
+        .map(|m| m.mount_path.clone())
+        .collect();
+    assert!(
+        mounts.contains(&"/etc/hos/auth".to_string())
+            && mounts.contains(&"/etc/hos/tls".to_string()),
+        "{mounts:?}"
+    );
+    let scheme = c
+        .readiness_probe
+        .as_ref()
+        .and_then(|p| p.http_get.as_ref())
+        .and_then(|g| g.scheme.clone());
+    assert_eq!(scheme.as_deref(), Some("HTTPS"));
+    let svc = services.get("shop-proxy").await.unwrap().spec.unwrap();
+    let svc_ports: Vec<(Option<String>, i32)> = svc
+        .ports
+        .unwrap()
+        .into_iter()
+        .map(|p| (p.name, p.port))
+        .collect();
+    assert_eq!(
+        svc_ports,
+        [(Some("http".into()), 8443), (Some("grpc".into()), 6567)]
+    );
+    wait_for(
+        "status with the TLS and gRPC endpoints, ProxyAuth=True",
+        t,
+        || async {
+            let st = stores.get("shop").await.ok()?.status?;
+            let p = st.proxy?;
+            let auth = condition(Some(&st.conditions), "ProxyAuth")?;
+            (p.endpoint == format!("https://shop-proxy.{ns}.svc:8443")
+                && p.grpc_endpoint == Some(format!("shop-proxy.{ns}.svc:6567"))
+                && auth.0 == "True")
+                .then_some(())
+        },
+    )
+    .await;
+    let out = Command::new("kubectl")
+        .args(["get", "hos", "shop", "-n", &ns])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("ENDPOINT")
+            && table.contains("READY REPLICAS")
+            && table.contains(&format!("https://shop-proxy.{ns}.svc:8443")),
+        "{table}"
+    );
+
+    // 3. What the operator refuses (an env var overriding a flag it sets):
+    //    a condition and a warning; the objects stay as they were.
+    patch(json!({"spec": {"proxy": {"env": [{"name": "HOS_LISTEN", "value": "0.0.0.0:1"}]}}}))
+        .await
+        .unwrap();
+    let c = wait_for("ProxyAvailable=False InvalidSpec", t, || async {
+        let c = cond("ProxyAvailable").await?;
+        (c.1 == "InvalidSpec").then_some(c)
+    })
+    .await;
+    assert!(c.2.contains("spec.proxy.env[0].name"), "{}", c.2);
+    let ready = cond("Ready").await.unwrap();
+    assert_eq!(
+        (ready.0.as_str(), ready.1.as_str()),
+        ("False", "ProxyNotApplied")
+    );
+    wait_for("a ProxyInvalidSpec warning", t, || {
+        warned("ProxyInvalidSpec")
+    })
+    .await;
+    let env = deployments
+        .get("shop-proxy")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap()
+        .containers[0]
+        .env
+        .clone()
+        .unwrap();
+    assert_eq!(env[0].name, "RUST_LOG");
+
+    // What the API server refuses (a toleration operator it does not
+    // know): a condition naming its answer, not a retry loop.
+    patch(json!({"spec": {"proxy": {"env": null, "tolerations": [{"key": "a", "operator": "Bogus"}]}}}))
+        .await
+        .unwrap();
+    let c = wait_for("ProxyAvailable=False Rejected", t, || async {
+        let c = cond("ProxyAvailable").await?;
+        (c.1 == "Rejected").then_some(c)
+    })
+    .await;
+    assert!(c.2.contains("the API server refused the proxy"), "{}", c.2);
+    wait_for("a ProxyRejected warning", t, || warned("ProxyRejected")).await;
+
+    // 4. Fields removed: what they made goes.
+    patch(json!({"spec": {"proxy": {
+        "tolerations": null, "autoscaling": null, "podDisruptionBudget": null,
+        "networkPolicy": null, "tls": null, "auth": null, "grpcPort": null, "replicas": 2
+    }}}))
+    .await
+    .unwrap();
+    wait_for("autoscaler, budget and policy deleted", t, || async {
+        let gone = hpas.get_opt("shop-proxy").await.ok()?.is_none()
+            && pdbs.get_opt("shop-proxy").await.ok()?.is_none()
+            && policies.get_opt("shop-proxy").await.ok()?.is_none();
+        gone.then_some(())
+    })
+    .await;
+    let d = wait_for("the Deployment back at 2 replicas", t, || async {
+        let d = deployments.get("shop-proxy").await.ok()?;
+        (d.spec.as_ref()?.replicas == Some(2)).then_some(d)
+    })
+    .await;
+    let pod = d.spec.unwrap().template.spec.unwrap();
+    let args = pod.containers[0].args.clone().unwrap();
+    assert!(
+        !args
+            .iter()
+            .any(|a| a.starts_with("--tls") || a.starts_with("--auth") || a == "--grpc-listen"),
+        "{args:?}"
+    );
+    assert!(pod.tolerations.is_none());
+    assert_eq!(pod.automount_service_account_token, Some(false));
+    assert!(
+        !pod.volumes
+            .iter()
+            .flatten()
+            .any(|v| v.name == "tls" || v.name == "auth")
+    );
+    let svc = services.get("shop-proxy").await.unwrap().spec.unwrap();
+    assert_eq!(svc.ports.unwrap().len(), 1);
+    wait_for(
+        "status back to plain HTTP, no gRPC, ProxyAuth=False",
+        t,
+        || async {
+            let st = stores.get("shop").await.ok()?.status?;
+            let p = st.proxy?;
+            let auth = condition(Some(&st.conditions), "ProxyAuth")?;
+            let ready = condition(Some(&st.conditions), "Ready")?;
+            (p.endpoint == format!("http://shop-proxy.{ns}.svc:8443")
+                && p.grpc_endpoint.is_none()
+                && auth.0 == "False"
+                && ready.0 == "True")
+                .then_some(())
+        },
+    )
+    .await;
+
+    // 5. Proxy disabled: every object, the status block and the proxy
+    //    conditions go.
+    patch(json!({"spec": {"proxy": {"enabled": false}}}))
+        .await
+        .unwrap();
+    wait_for("the proxy removed", t, || async {
+        let gone = deployments.get_opt("shop-proxy").await.ok()?.is_none()
+            && services.get_opt("shop-proxy").await.ok()?.is_none();
+        let st = stores.get("shop").await.ok()?.status?;
+        let conditions_gone = condition(Some(&st.conditions), "ProxyAuth").is_none()
+            && condition(Some(&st.conditions), "ProxyAvailable").is_none();
+        (gone && st.proxy.is_none() && conditions_gone).then_some(())
+    })
+    .await;
+
+    drop(op);
+    release(&client, &ns, None).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -293,6 +293,9 @@ main_rules = {
     ("", "secrets", None): {"get", "list", "watch"},
     ("", "services", None): {"get", "create", "patch", "delete"},
     ("apps", "deployments", None): {"get", "create", "patch", "delete"},
+    ("autoscaling", "horizontalpodautoscalers", None): {"get", "create", "patch", "delete"},
+    ("policy", "poddisruptionbudgets", None): {"get", "create", "patch", "delete"},
+    ("networking.k8s.io", "networkpolicies", None): {"get", "create", "patch", "delete"},
     ("events.k8s.io", "events", None): {"create", "patch"},
 }
 def flatten(role):
@@ -423,8 +426,9 @@ else
     dry_run_server "${NS_OP2}" --set watchNamespace="${NS_A}"
 
   # A store with one SQLite backend whose (ignored) credentials reference a
-  # Secret, so the operator reads a Secret too, and a proxy Deployment and
-  # Service; and one FeatureView on it. A CR's SQLite path is relative: the
+  # Secret, so the operator reads a Secret too, and a proxy Deployment,
+  # Service, HorizontalPodAutoscaler, PodDisruptionBudget and NetworkPolicy;
+  # and one FeatureView on it. A CR's SQLite path is relative: the
   # operator opens it under HOS_DATA_DIR/<namespace>/ (see start_operator).
   example() { # example NAMESPACE
     cat <<EOF
@@ -450,6 +454,9 @@ spec:
   proxy:
     enabled: true
     replicas: 1
+    autoscaling: {maxReplicas: 3}
+    podDisruptionBudget: {}
+    networkPolicy: {}
   onlineStores:
     - name: local
       type: sqlite
@@ -636,6 +643,9 @@ main = {
     ("secrets", ""): {"get", "list", "watch"},
     ("services", ""): {"get", "create", "patch", "delete"},
     ("deployments.apps", ""): {"get", "create", "patch", "delete"},
+    ("horizontalpodautoscalers.autoscaling", ""): {"get", "create", "patch", "delete"},
+    ("poddisruptionbudgets.policy", ""): {"get", "create", "patch", "delete"},
+    ("networkpolicies.networking.k8s.io", ""): {"get", "create", "patch", "delete"},
     ("events.events.k8s.io", ""): {"create", "patch"},
 }
 lease = {
@@ -713,10 +723,15 @@ PY
       bash -c "[[ \$('${KUBECTL}' get deployment helm-check-proxy -n '${ex_ns}' -o jsonpath='{.spec.template.spec.containers[0].image}') == '${proxy_image}' ]]"
     check "${mode}: proxy Service helm-check-proxy created" \
       "${KUBECTL}" get service helm-check-proxy -n "${ex_ns}"
+    check "${mode}: proxy HorizontalPodAutoscaler, PodDisruptionBudget and NetworkPolicy helm-check-proxy created" \
+      "${KUBECTL}" get horizontalpodautoscaler.autoscaling/helm-check-proxy \
+      poddisruptionbudget.policy/helm-check-proxy networkpolicy.networking.k8s.io/helm-check-proxy -n "${ex_ns}"
     "${KUBECTL}" patch -n "${ex_ns}" hybridonlinestore/helm-check --type=merge \
       -p '{"spec":{"proxy":{"enabled":false}}}' >/dev/null
-    check "${mode}: proxy Deployment and Service deleted once the store no longer asks for them" \
-      wait_gone "${ex_ns}" deployment/helm-check-proxy service/helm-check-proxy
+    check "${mode}: proxy objects deleted once the store no longer asks for them" \
+      wait_gone "${ex_ns}" deployment/helm-check-proxy service/helm-check-proxy \
+      horizontalpodautoscaler.autoscaling/helm-check-proxy poddisruptionbudget.policy/helm-check-proxy \
+      networkpolicy.networking.k8s.io/helm-check-proxy
     check "${mode}: /healthz answers (liveness probe path)" http_ok /healthz
     check "${mode}: /readyz answers (readiness probe path)" http_ok /readyz
     check "${mode}: /metrics reports the leader" http_ok /metrics 'hos_operator_leader 1'
@@ -733,6 +748,8 @@ PY
       bash -c "[[ '${OPERATOR_RC}' == 0 ]] || { echo 'exit status ${OPERATOR_RC}'; tail -n 5 '${OPERATOR_LOG}'; exit 1; }"
     "${KUBECTL}" delete -n "${ex_ns}" secret/helm-check-credentials configmap/helm-check-routing \
       deployment/helm-check-proxy service/helm-check-proxy \
+      horizontalpodautoscaler.autoscaling/helm-check-proxy poddisruptionbudget.policy/helm-check-proxy \
+      networkpolicy.networking.k8s.io/helm-check-proxy \
       --ignore-not-found >/dev/null 2>&1
 
     # What the ServiceAccount may do ...
@@ -753,6 +770,12 @@ PY
     can_i yes "${ex_ns}" delete deployments.apps
     can_i yes "${ex_ns}" create services
     can_i yes "${ex_ns}" delete services
+    can_i yes "${ex_ns}" create horizontalpodautoscalers.autoscaling
+    can_i yes "${ex_ns}" delete horizontalpodautoscalers.autoscaling
+    can_i yes "${ex_ns}" patch poddisruptionbudgets.policy
+    can_i yes "${ex_ns}" delete poddisruptionbudgets.policy
+    can_i yes "${ex_ns}" create networkpolicies.networking.k8s.io
+    can_i yes "${ex_ns}" delete networkpolicies.networking.k8s.io
     can_i yes "${rel_ns}" create leases.coordination.k8s.io
     can_i yes "${rel_ns}" update "leases.coordination.k8s.io/${lease}"
     # ... and what it may not.
@@ -773,6 +796,8 @@ PY
     can_i no "${ex_ns}" create pods
     can_i no "${ex_ns}" update deployments.apps
     can_i no "${ex_ns}" list deployments.apps
+    can_i no "${ex_ns}" list horizontalpodautoscalers.autoscaling
+    can_i no "${ex_ns}" update networkpolicies.networking.k8s.io
     can_i no "${ex_ns}" delete pods
     can_i no "${ex_ns}" create serviceaccounts
     can_i no "${ex_ns}" create rolebindings.rbac.authorization.k8s.io
@@ -806,6 +831,7 @@ PY
       can_i no "${NS_B}" create events.events.k8s.io
       can_i no "${NS_B}" create deployments.apps
       can_i no "${NS_B}" create services
+      can_i no "${NS_B}" create networkpolicies.networking.k8s.io
       can_i no "${watch_ns}" create leases.coordination.k8s.io
     fi
 

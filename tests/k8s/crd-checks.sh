@@ -79,6 +79,50 @@ spec:
   proxy: {enabled: true, limits: {maxEventTimeSkewSeconds: 31536001}}
 YAML
 
+expect_rejected "autoscaling minReplicas over maxReplicas" "autoscaling.minReplicas must not exceed maxReplicas" <<'YAML'
+apiVersion: hybrid-online-store.io/v1alpha1
+kind: HybridOnlineStore
+metadata: {name: badhpa, namespace: default}
+spec:
+  project: p
+  onlineStores:
+    - {name: a, type: sqlite, conf: {}}
+  proxy: {enabled: true, autoscaling: {minReplicas: 5, maxReplicas: 2}}
+YAML
+
+expect_rejected "both disruption budget fields" "podDisruptionBudget takes minAvailable or maxUnavailable, not both" <<'YAML'
+apiVersion: hybrid-online-store.io/v1alpha1
+kind: HybridOnlineStore
+metadata: {name: badpdb, namespace: default}
+spec:
+  project: p
+  onlineStores:
+    - {name: a, type: sqlite, conf: {}}
+  proxy: {enabled: true, podDisruptionBudget: {minAvailable: 1, maxUnavailable: 1}}
+YAML
+
+expect_rejected "TLS Secret name climbing out" "spec.proxy.tls.secretName" <<'YAML'
+apiVersion: hybrid-online-store.io/v1alpha1
+kind: HybridOnlineStore
+metadata: {name: badtls, namespace: default}
+spec:
+  project: p
+  onlineStores:
+    - {name: a, type: sqlite, conf: {}}
+  proxy: {enabled: true, tls: {secretName: ../kube-system}}
+YAML
+
+expect_rejected "unknown image pull policy" "spec.proxy.imagePullPolicy" <<'YAML'
+apiVersion: hybrid-online-store.io/v1alpha1
+kind: HybridOnlineStore
+metadata: {name: badpull, namespace: default}
+spec:
+  project: p
+  onlineStores:
+    - {name: a, type: sqlite, conf: {}}
+  proxy: {enabled: true, imagePullPolicy: Sometimes}
+YAML
+
 expect_rejected "unknown backend type" "Unsupported value: \"mongodb\"" <<'YAML'
 apiVersion: hybrid-online-store.io/v1alpha1
 kind: HybridOnlineStore
