@@ -195,6 +195,11 @@ async fn fresh_namespace(client: &Client, prefix: &str) -> (String, String) {
         "CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = {{'class': 'SimpleStrategy', 'replication_factor': 1}}"
     ))
     .await;
+    create_namespace(client, &ns).await;
+    (ns, keyspace)
+}
+
+async fn create_namespace(client: &Client, ns: &str) {
     let namespaces: Api<Namespace> = Api::all(client.clone());
     namespaces
         .create(
@@ -203,7 +208,6 @@ async fn fresh_namespace(client: &Client, prefix: &str) -> (String, String) {
         )
         .await
         .unwrap();
-    (ns, keyspace)
 }
 
 /// After a test (its operator stopped): drops the finalizers left on its
@@ -1917,14 +1921,7 @@ async fn proxy_objects_follow_the_store_spec() {
 
     let client = Client::try_default().await.unwrap();
     let ns = format!("proxy-{}", std::process::id());
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
-        )
-        .await
-        .unwrap();
+    create_namespace(&client, &ns).await;
     let dir = std::env::temp_dir().join(format!("hos-proxy-spec-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     // The operator opens a store's SQLite file under <data dir>/<namespace>.
