@@ -400,76 +400,7 @@ echo "${PID}" > "${PIDFILE}"
 # ---- readiness: a real CQL query ---------------------------------------------
 # Exit 0 and print release_version when the query answers; non-zero otherwise.
 cql_probe() {
-  python3 - "$@" <<'PY'
-import socket, struct, sys
-
-host, port, user, password = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
-
-def frame(opcode, body, stream=0):
-    # Native protocol v4 request header: version, flags, stream, opcode, length.
-    return struct.pack(">BBhBi", 0x04, 0, stream, opcode, len(body)) + body
-
-def recv_exact(sock, n):
-    buf = b""
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            raise EOFError("connection closed")
-        buf += chunk
-    return buf
-
-def read_frame(sock):
-    _version, _flags, _stream, opcode, length = struct.unpack(">BBhBi", recv_exact(sock, 9))
-    return opcode, recv_exact(sock, length)
-
-def string(s):
-    b = s.encode()
-    return struct.pack(">H", len(b)) + b
-
-def error(body):
-    code, n = struct.unpack(">iH", body[:6])
-    return "CQL error 0x%04x: %s" % (code, body[6:6 + n].decode(errors="replace"))
-
-s = socket.create_connection((host, port), timeout=5)
-s.settimeout(10)
-s.sendall(frame(0x01, struct.pack(">H", 1) + string("CQL_VERSION") + string("3.0.0")))
-op, body = read_frame(s)
-if op == 0x03:  # AUTHENTICATE: answer with SASL PLAIN
-    token = b"\0" + user.encode() + b"\0" + password.encode()
-    s.sendall(frame(0x0F, struct.pack(">i", len(token)) + token))
-    op, body = read_frame(s)
-    if op != 0x10:
-        sys.exit(error(body) if op == 0x00 else "unexpected opcode %d after AUTH_RESPONSE" % op)
-elif op != 0x02:
-    sys.exit(error(body) if op == 0x00 else "unexpected opcode %d after STARTUP" % op)
-q = "SELECT release_version FROM system.local".encode()
-# QUERY: long string, consistency ONE, no flags.
-s.sendall(frame(0x07, struct.pack(">i", len(q)) + q + struct.pack(">HB", 0x0001, 0)))
-op, body = read_frame(s)
-if op != 0x08:
-    sys.exit(error(body) if op == 0x00 else "unexpected opcode %d after QUERY" % op)
-kind, flags, ncols = struct.unpack(">iii", body[:12])
-if kind != 2 or ncols != 1:
-    sys.exit("unexpected result kind %d / %d columns" % (kind, ncols))
-pos = 12
-def rd_string():
-    global pos
-    (n,) = struct.unpack(">H", body[pos:pos + 2])
-    v = body[pos + 2:pos + 2 + n].decode()
-    pos += 2 + n
-    return v
-if flags & 0x0002:  # paging state
-    (n,) = struct.unpack(">i", body[pos:pos + 4]); pos += 4 + max(n, 0)
-# Keyspace and table: once (global table spec) or before the only column.
-rd_string(); rd_string()
-rd_string()  # column name
-pos += 2     # type id (varchar)
-(nrows,) = struct.unpack(">i", body[pos:pos + 4]); pos += 4
-if nrows < 1:
-    sys.exit("system.local returned no row")
-(n,) = struct.unpack(">i", body[pos:pos + 4]); pos += 4
-print(body[pos:pos + n].decode())
-PY
+  python3 "${SCRIPT_DIR}/cql_probe.py" version "$@"
 }
 
 if [[ "${AUTH}" == password ]]; then
