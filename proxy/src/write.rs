@@ -241,6 +241,10 @@ async fn execute(
     }
     let outcomes = futures::future::join_all(jobs).await;
     let failed: Vec<&Outcome> = outcomes.iter().filter(|o| o.error.is_some()).collect();
+    // Views with some backend write failed (a view's outcomes are adjacent).
+    let mut failed_views: Vec<&str> = failed.iter().map(|o| o.view).collect();
+    failed_views.dedup();
+    access::note_failed_views(failed_views.len());
     let Some(first) = failed.first() else {
         return Ok(());
     };

@@ -393,7 +393,8 @@ principals:
 
 /// With authentication the line names the principal (never the token);
 /// a view of another team is a client error of that view; entity key
-/// values are never logged; 1 in N successes is logged, failures always.
+/// values are never logged; 1 in N successes is logged, failures (a read
+/// answered in part included) always.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_log_names_principals_and_samples_successes() {
     log_buffer();
@@ -433,6 +434,21 @@ async fn access_log_names_principals_and_samples_successes() {
     )
     .await;
     assert_eq!(s, 401);
+    // A read answered in part (`orders` lost its table): logged whatever
+    // the sampling counter says.
+    rusqlite::Connection::open(p.dir.path().join("a.db"))
+        .unwrap()
+        .execute_batch("DROP TABLE obs_orders;")
+        .unwrap();
+    let (s, body) = post_as(
+        &p,
+        "auth-9",
+        "/get-online-features",
+        json!({"features": ["users:age", "orders:total"], "entities": {"user_id": [918273645]}}),
+        token,
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
 
     let lines: Vec<Json> = access_lines("auth-")
         .into_iter()
@@ -456,6 +472,9 @@ async fn access_log_names_principals_and_samples_successes() {
                    "views": "clicks", "error": "FeastPermissionError"}),
             unauthenticated("auth-7"),
             unauthenticated("auth-8"),
+            json!({"message": "access", "request_id": "auth-9", "principal": "team-a-reader",
+                   "endpoint": "get-online-features", "status": 200, "rows": 1,
+                   "views": "users,orders", "failed_views": 1}),
         ]
     );
     let text = metrics_text_as(&p, token).await;
@@ -464,7 +483,11 @@ async fn access_log_names_principals_and_samples_successes() {
         expected(&[
             (
                 "hos_proxy_view_requests_total{project=\"obs\",view=\"users\",backend=\"team_a\",op=\"read\",outcome=\"ok\"}",
-                5.0
+                6.0
+            ),
+            (
+                "hos_proxy_view_requests_total{project=\"obs\",view=\"orders\",backend=\"team_a\",op=\"read\",outcome=\"error\"}",
+                1.0
             ),
             (
                 "hos_proxy_view_requests_total{project=\"obs\",view=\"clicks\",backend=\"team_b\",op=\"read\",outcome=\"client_error\"}",
