@@ -5,6 +5,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use api::entity_key::{self, SerializationVersion};
 use api::json::{infer_key_value, json_to_value};
@@ -15,6 +16,7 @@ use axum::http::StatusCode;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value as Json};
 
+use crate::access;
 use crate::auth::{Access, Principal};
 use crate::error::ApiError;
 use crate::guard::Op;
@@ -23,6 +25,7 @@ use crate::response::{
     FeatureColumn, KeyColumn, ResponseParts, ViewFailure, ViewResult, ViewRows, now_seconds,
 };
 use crate::state::Snapshot;
+use crate::view_metrics::Outcome;
 
 /// Per-request size limits, checked where a request is decoded (HTTP and
 /// gRPC alike). Each is a `hos-proxy serve` flag of the same name.
@@ -188,10 +191,74 @@ pub(crate) async fn read(
     limits: &Limits,
     metrics: &Metrics,
 ) -> Result<ReadOutcome, ApiError> {
+    access::note_rows(req.rows);
     // The project first: a caller not allowed it learns nothing about
     // which views exist.
     principal.authorize_project(snap, Access::Read)?;
     let selected = select(snap, req.selection, req.full_names, req.rows, limits)?;
+    access::note_views(selected.order.iter().map(|(v, _)| v));
+    // Refused from here on, each selected view counts a client error.
+    let keyed = view_keys_of(snap, req.rows, req.entities, &selected, principal, limits);
+    let Keyed { keys, typed_keys } = match keyed {
+        Ok(k) => k,
+        Err(e) => {
+            refused(
+                snap,
+                selected.order.iter().map(|(v, _)| (v, v.read_backend())),
+                Op::Read,
+                &e,
+                metrics,
+            );
+            return Err(e);
+        }
+    };
+    let results = read_views(snap, &selected, keys, metrics).await?;
+    Ok(ReadOutcome {
+        selected,
+        results,
+        typed_keys,
+    })
+}
+
+/// Counts a request refused after its views were resolved against each of
+/// them (`client_error` for a 4xx, else `error`): no backend was called.
+pub(crate) fn refused<'a>(
+    snap: &Snapshot,
+    views: impl Iterator<Item = (&'a Arc<RoutedView>, &'a str)>,
+    op: Op,
+    e: &ApiError,
+    metrics: &Metrics,
+) {
+    let outcome = if e.status.is_client_error() {
+        Outcome::ClientError
+    } else {
+        Outcome::Error
+    };
+    for (view, backend) in views {
+        if let Some(s) = snap.view_series(view, backend, metrics) {
+            s.record(op, outcome, None, 0, 0);
+        }
+    }
+}
+
+/// What a read sends its backends: every selected view's serialized keys,
+/// in selection order, and the typed key columns (by join key) the answer
+/// echoes.
+struct Keyed {
+    keys: Vec<Vec<Vec<u8>>>,
+    typed_keys: HashMap<String, Vec<Value>>,
+}
+
+/// Authorizes the selection, types each join key once and serializes
+/// every selected view's keys.
+fn view_keys_of(
+    snap: &Snapshot,
+    rows: usize,
+    entities: &(dyn EntitySource + Sync),
+    selected: &Selected,
+    principal: &Principal,
+    limits: &Limits,
+) -> Result<Keyed, ApiError> {
     principal.authorize(
         snap,
         selected.order.iter().map(|(v, _)| v.as_ref()),
@@ -206,15 +273,14 @@ pub(crate) async fn read(
     for (view, _) in &selected.order {
         let join_keys: Vec<&JoinKey> = view.join_keys().collect();
         if join_keys.is_empty() {
-            keys.push(vec![dummy_key(version)?; req.rows]);
+            keys.push(vec![dummy_key(version)?; rows]);
             continue;
         }
         for jk in &join_keys {
             if let std::collections::hash_map::Entry::Vacant(slot) =
                 typed.entry((jk.name.as_str(), jk.dtype))
             {
-                let col = req
-                    .entities
+                let col = entities
                     .column(jk)
                     .ok_or_else(|| missing_join_key("entities", jk, view))??;
                 slot.insert(col);
@@ -231,7 +297,7 @@ pub(crate) async fn read(
             })
             .collect();
         keys.push(encode_keys(
-            &names, &columns, req.rows, version, "entities", limits,
+            &names, &columns, rows, version, "entities", limits,
         )?);
     }
     // The echo shows a key as the first selected view that declares it
@@ -246,12 +312,7 @@ pub(crate) async fn read(
             }
         }
     }
-    let results = read_views(snap, &selected, keys, metrics).await?;
-    Ok(ReadOutcome {
-        selected,
-        results,
-        typed_keys,
-    })
+    Ok(Keyed { keys, typed_keys })
 }
 
 /// The number of entity rows of key columns with these lengths: all equal,
@@ -592,6 +653,14 @@ pub(crate) fn select(
     Ok(Selected { cols, order })
 }
 
+/// Cells a backend read returned a stored value for (TTL not applied).
+fn stored_cells(rows: &[Option<backends::ReadRow>]) -> u64 {
+    rows.iter()
+        .flatten()
+        .map(|r| r.values.iter().filter(|v| v.is_some()).count() as u64)
+        .sum()
+}
+
 /// Reads every selected view from its backend concurrently, each call under
 /// its backend's guard. One failing backend fails only its views; when every
 /// view failed the request fails with 503 naming the backends.
@@ -608,30 +677,42 @@ pub(crate) async fn read_views(
         .zip(keys)
         .map(|((view, features), keys)| async move {
             // During a live move reads stay on the old backend until switched.
-            let Some(backend) = snap.backends.get(view.read_backend()) else {
+            let name = view.read_backend();
+            let series = snap.view_series(view, name, metrics);
+            let Some(backend) = snap.backends.get(name) else {
+                if let Some(s) = &series {
+                    s.record(Op::Read, Outcome::Unavailable, None, 0, 0);
+                }
                 return Err(ViewFailure {
                     view: view.name.clone(),
-                    backend: view.read_backend().to_string(),
-                    message: format!("backend `{}` is not open", view.read_backend()),
+                    backend: name.to_string(),
+                    message: format!("backend `{name}` is not open"),
                 });
             };
-            backend
+            let start = series.as_ref().map(|_| Instant::now());
+            let result = backend
                 .call(Op::Read, metrics, |store| {
                     let keys = &keys;
                     async move { store.read(project, view, keys, features).await }
                 })
-                .await
-                .map_err(|e| {
-                    tracing::warn!(backend = %backend.name, view = %view.name, error = %e, "backend read failed");
-                    ViewFailure {
-                        view: view.name.clone(),
-                        backend: backend.name.clone(),
-                        message: ApiError::backend(&backend.name, &e).message,
-                    }
-                })
+                .await;
+            if let (Some(s), Some(start)) = (&series, start) {
+                s.record_call(Op::Read, start, &result, Outcome::of, |rows| {
+                    (keys.len() as u64, stored_cells(rows))
+                });
+            }
+            result.map_err(|e| {
+                tracing::warn!(backend = %backend.name, view = %view.name, error = %e, "backend read failed");
+                ViewFailure {
+                    view: view.name.clone(),
+                    backend: backend.name.clone(),
+                    message: ApiError::backend(&backend.name, &e).message,
+                }
+            })
         });
     let results = futures::future::join_all(reads).await;
     let failures: Vec<&ViewFailure> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    access::note_failed_views(failures.len());
     if !results.is_empty() && failures.len() == results.len() {
         let mut message = failures
             .iter()

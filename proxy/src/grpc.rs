@@ -281,6 +281,7 @@ impl ServingService for Serving {
             Ok(_) => 200,
             Err(e) => e.status.as_u16(),
         };
+        crate::access::note_status(code, result.as_ref().err().map(|e| e.class));
         self.state.shared.metrics.request(
             "grpc-get-online-features",
             code,
@@ -315,9 +316,9 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
     serving
         .route_service(
             "/grpc.health.v1.Health/{*method}",
-            HealthServer::new(Health::new(state)),
+            HealthServer::new(Health::new(Arc::clone(&state))),
         )
-        .layer(axum::middleware::from_fn(request_id))
+        .layer(axum::middleware::from_fn_with_state(state, request_id))
 }
 
 /// Concurrent `Watch` streams the health service keeps open; more are

@@ -3,6 +3,7 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod access;
 pub mod auth;
 pub mod config;
 pub mod configmap;
@@ -17,4 +18,5 @@ pub mod plan;
 pub mod response;
 pub mod server;
 pub mod state;
+pub mod view_metrics;
 pub mod write;

@@ -323,6 +323,21 @@ struct ServeArgs {
     /// Seconds to let in-flight requests finish on SIGTERM/SIGINT.
     #[arg(long, env = "HOS_SHUTDOWN_GRACE_SECONDS", default_value_t = 10.0)]
     shutdown_grace_seconds: f64,
+    /// Feature views named in the per-view metrics (`hos_proxy_view_*`):
+    /// the first N views served get a `view` label of their own, later ones
+    /// are counted as `view="_other"` (project and backend kept); 0 turns
+    /// per-view metrics off.
+    #[arg(long, env = "HOS_VIEW_METRICS_LIMIT", default_value_t = proxy::view_metrics::DEFAULT_VIEW_METRICS_LIMIT)]
+    view_metrics_limit: usize,
+    /// Access log, one line per feature request (target `hos_proxy::access`):
+    /// `off`, `errors` (failed requests only) or `all` (failed requests and
+    /// 1 in --access-log-sample others).
+    #[arg(long, env = "HOS_ACCESS_LOG", default_value = "all")]
+    access_log: proxy::access::AccessLogMode,
+    /// With --access-log all, 1 in N successful requests is logged (1: every
+    /// request); failed requests always are.
+    #[arg(long, env = "HOS_ACCESS_LOG_SAMPLE", default_value_t = proxy::access::DEFAULT_SAMPLE)]
+    access_log_sample: u64,
 }
 
 fn init_logging(format: &str) {
@@ -373,7 +388,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let shared = Arc::new(
         Shared::new(args.source.secrets_dir.clone())
             .with_guard(guard)
-            .with_apply(args.apply),
+            .with_apply(args.apply)
+            .with_view_metrics_limit(args.view_metrics_limit),
     );
     if let Some(spec) = &args.source.configmap {
         // Through the API: serve at once, ready when the first version loads.
@@ -437,6 +453,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         )),
         request_timeout: Duration::from_millis(args.request_timeout_ms.max(1)),
         auth_failures: proxy::limits::FailureLimiter::new(args.auth_failures_per_minute),
+        access_log: proxy::access::AccessLog::new(args.access_log, args.access_log_sample),
     });
     let conn_limits = ConnLimits {
         max_connections: args.max_connections.max(1),

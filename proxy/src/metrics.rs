@@ -1,5 +1,7 @@
 //! Prometheus metrics (`hos_proxy_` prefix, bounded labels: endpoints are a
-//! fixed set, backends and views come from the routing table).
+//! fixed set, backends come from the routing table, and views named in
+//! per-view series are bounded by `--view-metrics-limit`, see
+//! [`crate::view_metrics`]).
 
 use std::sync::Mutex;
 
@@ -9,6 +11,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use crate::view_metrics::{DEFAULT_VIEW_METRICS_LIMIT, ViewMetrics};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -87,6 +91,8 @@ pub struct Metrics {
     open_connections: Gauge,
     connections_refused: Counter,
     known_backends: Mutex<Vec<String>>,
+    /// Per-view series (`hos_proxy_view_*`), bounded by `--view-metrics-limit`.
+    pub views: ViewMetrics,
 }
 
 impl Default for Metrics {
@@ -96,7 +102,14 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Metrics naming up to [`DEFAULT_VIEW_METRICS_LIMIT`] views.
     pub fn new() -> Metrics {
+        Self::with_view_limit(DEFAULT_VIEW_METRICS_LIMIT)
+    }
+
+    /// Metrics naming up to `view_limit` views in per-view series (0: no
+    /// per-view series).
+    pub fn with_view_limit(view_limit: usize) -> Metrics {
         let mut registry = Registry::with_prefix("hos_proxy");
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
@@ -214,7 +227,9 @@ impl Metrics {
             "Connections closed at accept because --max-connections were open",
             connections_refused.clone(),
         );
+        let views = ViewMetrics::new(&mut registry, view_limit);
         Metrics {
+            views,
             shed,
             open_connections,
             connections_refused,

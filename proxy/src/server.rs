@@ -16,6 +16,7 @@ use axum::routing::{get, post};
 use axum_server::tls_rustls::RustlsConfig;
 use serde_json::{Value as Json, json};
 
+use crate::access::{self, AccessLog};
 use crate::auth::{Authenticator, Principal};
 use crate::error::ApiError;
 use crate::features::{Limits, get_online_features};
@@ -35,6 +36,8 @@ pub struct AppState {
     pub request_timeout: Duration,
     /// Bound on failed authentications per client address.
     pub auth_failures: FailureLimiter,
+    /// The access log (`--access-log`, `--access-log-sample`).
+    pub access_log: AccessLog,
 }
 
 impl AppState {
@@ -50,6 +53,7 @@ impl AppState {
             )),
             request_timeout: crate::limits::DEFAULT_REQUEST_TIMEOUT,
             auth_failures: FailureLimiter::new(crate::limits::DEFAULT_AUTH_FAILURES_PER_MINUTE),
+            access_log: AccessLog::default(),
         }
     }
 }
@@ -76,6 +80,7 @@ pub fn is_grpc<B>(req: &Request<B>) -> bool {
 
 /// `e` in the protocol of the request it answers.
 pub fn error_response<B>(req: &Request<B>, e: ApiError) -> Response {
+    access::note_status(e.status.as_u16(), Some(e.class));
     if is_grpc(req) {
         e.grpc_status().into_http()
     } else {
@@ -135,6 +140,9 @@ pub async fn authenticate(
     };
     match principal {
         Ok(p) => {
+            if state.auth.is_some() {
+                access::note_principal(&p);
+            }
             req.extensions_mut().insert(Caller(p));
             next.run(req).await
         }
@@ -206,6 +214,7 @@ pub async fn admit(State(state): State<Arc<AppState>>, req: Request<Body>, next:
                     deadline.as_millis()
                 ),
             );
+            access::note_status(e.status.as_u16(), Some(e.class));
             if grpc {
                 e.grpc_status().into_http()
             } else {
@@ -265,8 +274,8 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/ready",
             get(move |s: State<Arc<AppState>>| ready_handler(s, detailed)),
         )
-        .with_state(state)
-        .layer(middleware::from_fn(request_id))
+        .with_state(Arc::clone(&state))
+        .layer(middleware::from_fn_with_state(state, request_id))
 }
 
 /// Header carrying a request's id, on the request and on its answer.
@@ -275,8 +284,13 @@ pub const REQUEST_ID: &str = "x-request-id";
 /// Gives every request an id: the client's `x-request-id` when it is a
 /// plain token (1 to 128 letters, digits, `-`, `_`, `.`, `:`), otherwise a
 /// new one. It is returned on the answer and carried by every log line
-/// the request makes (span `request`, field `request_id`).
-pub async fn request_id(req: Request<Body>, next: Next) -> Response {
+/// the request makes (span `request`, field `request_id`). Outermost, it
+/// also writes a feature request's access-log line ([`crate::access`]).
+pub async fn request_id(
+    State(state): State<Arc<AppState>>,
+    req: Request<Body>,
+    next: Next,
+) -> Response {
     use tracing::Instrument;
     let id = req
         .headers()
@@ -286,7 +300,22 @@ pub async fn request_id(req: Request<Body>, next: Next) -> Response {
         .map(str::to_owned)
         .unwrap_or_else(new_request_id);
     let span = tracing::info_span!("request", request_id = %id);
-    let mut resp = next.run(req).instrument(span).await;
+    let endpoint = access::endpoint_of(req.uri().path()).filter(|_| state.access_log.enabled());
+    let mut resp = match endpoint {
+        None => next.run(req).instrument(span).await,
+        Some(endpoint) => {
+            let start = Instant::now();
+            let (resp, note) = access::scoped(next.run(req).instrument(span)).await;
+            state.access_log.finish(
+                &id,
+                endpoint,
+                &note,
+                resp.status().as_u16(),
+                start.elapsed(),
+            );
+            resp
+        }
+    };
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert(REQUEST_ID, v);
     }
@@ -382,6 +411,7 @@ where
     let resp = match f.await {
         Ok(r) => r,
         Err(e) => {
+            access::note_status(e.status.as_u16(), Some(e.class));
             if e.status.is_server_error() {
                 tracing::warn!(endpoint, status = e.status.as_u16(), error = %e.message, "request failed");
             } else {

@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use crate::config::{ConfigSource, Loaded};
 use crate::guard::{Guard, GuardConfig, Op};
 use crate::metrics::Metrics;
+use crate::view_metrics::{SeriesRef, ViewSlots};
 
 /// A backend of the routing table. It may be down (unreachable at start,
 /// or failing health checks); a monitor task reconnects and re-checks it,
@@ -213,9 +214,23 @@ pub struct Snapshot {
     pub table: RoutingTable,
     pub views: HashMap<String, Arc<RoutedView>>,
     pub backends: HashMap<String, Arc<BackendHandle>>,
+    /// Each view's per-view metric series, resolved on first use.
+    pub view_metrics: ViewSlots,
 }
 
 impl Snapshot {
+    /// The per-view series of `view` (a view of this snapshot) on
+    /// `backend`; `None` when per-view metrics are off.
+    pub fn view_series<'a>(
+        &'a self,
+        view: &Arc<RoutedView>,
+        backend: &str,
+        metrics: &Metrics,
+    ) -> Option<SeriesRef<'a>> {
+        self.view_metrics
+            .series(&metrics.views, &self.table.project, view, backend)
+    }
+
     pub fn backend_of(&self, view: &RoutedView) -> Option<&Arc<BackendHandle>> {
         self.backends.get(&view.backend)
     }
@@ -319,13 +334,24 @@ pub async fn build_snapshot(
                 .unwrap_or_else(|| Arc::new(v.clone()));
             (v.name.clone(), view)
         })
-        .collect();
+        .collect::<HashMap<String, Arc<RoutedView>>>();
+    // Serving: a metric slot per view (one-shot commands record nothing).
+    let view_metrics = match shared {
+        Some(sh) => ViewSlots::build(
+            &sh.metrics.views,
+            &loaded.table.project,
+            views.values(),
+            previous.map(|p| &p.view_metrics),
+        ),
+        None => ViewSlots::default(),
+    };
     Ok(Snapshot {
         version,
         digest: loaded.digest,
         table: loaded.table,
         views,
         backends,
+        view_metrics,
     })
 }
 
@@ -400,6 +426,13 @@ impl Shared {
 
     pub fn with_apply(mut self, apply: bool) -> Shared {
         self.apply = apply;
+        self
+    }
+
+    /// `--view-metrics-limit`: views named in per-view metrics (0: none).
+    /// Call before any routes are loaded (it starts the metrics afresh).
+    pub fn with_view_metrics_limit(mut self, limit: usize) -> Shared {
+        self.metrics = Metrics::with_view_limit(limit);
         self
     }
 }
@@ -510,6 +543,13 @@ async fn build_and_publish(
     shared
         .metrics
         .set_routing(version, &snap.digest, views, &counts);
+    // Views that left the table free their place in per-view metrics.
+    shared
+        .metrics
+        .views
+        .retain(&snap.table.project, &snap.views, |b| {
+            snap.backends.contains_key(b)
+        });
     let digest = snap.digest.clone();
     shared.current.store(Some(Arc::new(snap)));
     shared.metrics.reload("success");

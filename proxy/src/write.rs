@@ -2,7 +2,7 @@
 //! becomes rows written to the view's backend.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use api::json::{json_to_value, parse_timestamp, truncate};
 use api::routing::RoutedView;
@@ -10,12 +10,14 @@ use axum::http::StatusCode;
 use backends::{Timestamp, WriteRow};
 use serde_json::{Map, Value as Json};
 
+use crate::access;
 use crate::auth::{Access, Principal};
 use crate::error::ApiError;
-use crate::features::{Limits, entity_columns, view_keys};
+use crate::features::{Limits, entity_columns, refused, view_keys};
 use crate::guard::Op;
 use crate::metrics::Metrics;
 use crate::state::Snapshot;
+use crate::view_metrics::Outcome as ViewOutcome;
 
 /// Column Feast's `remote` store always sends event times in.
 const DEFAULT_TS_COLUMN: &str = "event_timestamp";
@@ -100,6 +102,7 @@ fn rows_from_df(
     bounds: &TimeBounds,
 ) -> Result<Option<Vec<WriteRow>>, ApiError> {
     let entities = entity_columns(df, "df", limits)?;
+    access::note_rows(entities.rows);
     limits.check_cells(entities.rows, view.features.len())?;
     let ts_column = view.timestamp_field.as_deref().unwrap_or(DEFAULT_TS_COLUMN);
     let ts_values = df
@@ -238,6 +241,10 @@ async fn execute(
     }
     let outcomes = futures::future::join_all(jobs).await;
     let failed: Vec<&Outcome> = outcomes.iter().filter(|o| o.error.is_some()).collect();
+    // Views with some backend write failed (a view's outcomes are adjacent).
+    let mut failed_views: Vec<&str> = failed.iter().map(|o| o.view).collect();
+    failed_views.dedup();
+    access::note_failed_views(failed_views.len());
     let Some(first) = failed.first() else {
         return Ok(());
     };
@@ -288,22 +295,35 @@ async fn write_one<'a>(
     rows: Vec<WriteRow>,
     metrics: &Metrics,
 ) -> Outcome<'a> {
+    let series = snap.view_series(view, name, metrics);
     let error = match snap.backends.get(name) {
-        None => Some(format!("backend `{name}` is not open")),
+        None => {
+            if let Some(s) = &series {
+                s.record(Op::Write, ViewOutcome::Unavailable, None, 0, 0);
+            }
+            Some(format!("backend `{name}` is not open"))
+        }
         Some(backend) => {
+            let written = rows.len() as u64;
+            let cells = rows.iter().map(|r| r.values.len() as u64).sum::<u64>();
+            let start = series.as_ref().map(|_| Instant::now());
             // Writes are not retried: the closure runs once and takes the rows.
             let mut batch = Some(rows);
-            backend
+            let result = backend
                 .call(Op::Write, metrics, |store| {
                     let rows = batch.take().unwrap_or_default();
                     async move { store.write(&snap.table.project, view, rows).await }
                 })
-                .await
-                .err()
-                .map(|e| {
-                    tracing::warn!(backend = %name, view = %view.name, error = %e, "backend write failed");
-                    e.to_string()
-                })
+                .await;
+            if let (Some(s), Some(start)) = (&series, start) {
+                s.record_call(Op::Write, start, &result, ViewOutcome::of, |_| {
+                    (written, cells)
+                });
+            }
+            result.err().map(|e| {
+                tracing::warn!(backend = %name, view = %view.name, error = %e, "backend write failed");
+                e.to_string()
+            })
         }
     };
     Outcome {
@@ -354,9 +374,28 @@ pub async fn write_to_online_store(
             format!("Can't recognize feast object with a name {name}"),
         )
     })?;
-    principal.authorize(snap, [view.as_ref()], Access::Write)?;
-    let planned = plan(snap, &[view], df, limits)?;
+    access::note_views(std::iter::once(view));
+    let planned = checked(snap, &[view], metrics, || {
+        principal.authorize(snap, [view.as_ref()], Access::Write)?;
+        plan(snap, &[view], df, limits)
+    })?;
     execute(snap, planned, metrics).await
+}
+
+/// Runs `check` (authorization and validation of a write to `views`); a
+/// refusal counts against each view and backend it would have written.
+fn checked<T>(
+    snap: &Snapshot,
+    views: &[&Arc<RoutedView>],
+    metrics: &Metrics,
+    check: impl FnOnce() -> Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    check().inspect_err(|e| {
+        let targets = views
+            .iter()
+            .flat_map(|v| v.write_backends().map(move |b| (*v, b)));
+        refused(snap, targets, Op::Write, e, metrics);
+    })
 }
 
 /// Serves one `/push` body: writes `df` to every view fed by the push source.
@@ -399,7 +438,10 @@ pub async fn push(
         ));
     }
     views.sort_by(|a, b| a.name.cmp(&b.name));
-    principal.authorize(snap, views.iter().map(|v| v.as_ref()), Access::Write)?;
-    let planned = plan(snap, &views, df, limits)?;
+    access::note_views(views.iter().copied());
+    let planned = checked(snap, &views, metrics, || {
+        principal.authorize(snap, views.iter().map(|v| v.as_ref()), Access::Write)?;
+        plan(snap, &views, df, limits)
+    })?;
     execute(snap, planned, metrics).await
 }

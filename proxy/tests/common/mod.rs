@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use proxy::access::AccessLog;
+use proxy::auth::Authenticator;
 use proxy::config::ConfigSource;
 use proxy::features::Limits;
 use proxy::server::{AppState, router};
@@ -22,7 +24,42 @@ pub struct InProcess {
 
 /// A repo of `store` (feature_store.yaml) and `views` (FeatureView YAML
 /// documents), loaded with `--apply` and served on a free port.
+#[allow(dead_code)]
 pub async fn start(store: &str, views: &str, limits: Limits) -> InProcess {
+    start_with(store, views, Options::new(limits)).await
+}
+
+/// What else a test may set on the proxy it starts.
+// Each test binary uses the fields it needs.
+#[allow(dead_code)]
+pub struct Options {
+    pub limits: Limits,
+    /// `--apply`: create the views' tables.
+    pub apply: bool,
+    /// `--view-metrics-limit`.
+    pub view_metrics_limit: usize,
+    /// `--access-log` and `--access-log-sample`.
+    pub access_log: AccessLog,
+    /// `--auth-config`.
+    pub auth: Option<Arc<Authenticator>>,
+}
+
+#[allow(dead_code)]
+impl Options {
+    pub fn new(limits: Limits) -> Options {
+        Options {
+            limits,
+            apply: true,
+            view_metrics_limit: proxy::view_metrics::DEFAULT_VIEW_METRICS_LIMIT,
+            access_log: AccessLog::default(),
+            auth: None,
+        }
+    }
+}
+
+/// As [`start`], with `options`.
+#[allow(dead_code)]
+pub async fn start_with(store: &str, views: &str, options: Options) -> InProcess {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("feature_store.yaml"), store).unwrap();
     std::fs::write(dir.path().join("views.yaml"), views).unwrap();
@@ -31,9 +68,14 @@ pub async fn start(store: &str, views: &str, limits: Limits) -> InProcess {
         None,
         vec![dir.path().join("views.yaml")],
     );
-    let shared = Arc::new(Shared::new(dir.path().join("secrets")));
-    reload(&shared, &source, true).await.unwrap();
-    let state = Arc::new(AppState::new(Arc::clone(&shared), limits, None));
+    let shared = Arc::new(
+        Shared::new(dir.path().join("secrets")).with_view_metrics_limit(options.view_metrics_limit),
+    );
+    reload(&shared, &source, options.apply).await.unwrap();
+    let state = Arc::new(AppState {
+        access_log: options.access_log,
+        ..AppState::new(Arc::clone(&shared), options.limits, options.auth)
+    });
     let app = router(Arc::clone(&state));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
