@@ -14,7 +14,9 @@
 //!
 //! `--access-log off|errors|all` and `--access-log-sample N`: with `all`,
 //! requests that failed (status >= 400, or some view's backend failed) are
-//! always logged and 1 in N others; `errors` logs only the failed ones.
+//! logged and 1 in N others; `errors` logs only the failed ones. Failed
+//! requests get at most `--access-log-max-failures-per-second` lines a
+//! second; the next line counts the ones dropped (`dropped_failures`).
 //!
 //! While a request runs, the serving core notes what it resolved into a
 //! task-local record ([`note_views`], [`note_rows`], ...); the request-id
@@ -40,6 +42,11 @@ pub const MAX_LOGGED_VIEWS: usize = 20;
 
 /// Successful requests logged per one by default (`--access-log-sample`).
 pub const DEFAULT_SAMPLE: u64 = 100;
+
+/// Failed requests logged per second at most by default
+/// (`--access-log-max-failures-per-second`): a client sending bad requests
+/// as fast as it can must not turn the log into its amplifier.
+pub const DEFAULT_MAX_FAILURES_PER_SECOND: u64 = 100;
 
 /// Which requests the access log records (`--access-log`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +80,58 @@ pub struct AccessLog {
     mode: AccessLogMode,
     sample: u64,
     successes: AtomicU64,
+    failures: FailureBudget,
+}
+
+/// At most `per_second` failure lines per second (0: no bound); the lines
+/// dropped are counted and reported by the next line written.
+#[derive(Debug)]
+struct FailureBudget {
+    per_second: u64,
+    start: std::time::Instant,
+    second: AtomicU64,
+    used: AtomicU64,
+    dropped: AtomicU64,
+}
+
+impl FailureBudget {
+    fn new(per_second: u64) -> FailureBudget {
+        FailureBudget {
+            per_second,
+            start: std::time::Instant::now(),
+            second: AtomicU64::new(0),
+            used: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+        }
+    }
+
+    fn admit(&self) -> bool {
+        self.admit_at(self.start.elapsed().as_secs())
+    }
+
+    /// `now`: whole seconds since the budget was made. Approximate under
+    /// races at a second's boundary (a few lines more or fewer), never
+    /// unbounded.
+    fn admit_at(&self, now: u64) -> bool {
+        if self.per_second == 0 {
+            return true;
+        }
+        let seen = self.second.load(Ordering::Relaxed);
+        if now > seen
+            && self
+                .second
+                .compare_exchange(seen, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.used.store(0, Ordering::Relaxed);
+        }
+        if self.used.fetch_add(1, Ordering::Relaxed) < self.per_second {
+            true
+        } else {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            false
+        }
+    }
 }
 
 impl Default for AccessLog {
@@ -89,22 +148,31 @@ impl AccessLog {
             mode,
             sample: sample.max(1),
             successes: AtomicU64::new(0),
+            failures: FailureBudget::new(DEFAULT_MAX_FAILURES_PER_SECOND),
         }
+    }
+
+    /// At most `per_second` lines of failed requests a second (0: every
+    /// one); the dropped ones are counted in the next line's
+    /// `dropped_failures`.
+    pub fn max_failures_per_second(mut self, per_second: u64) -> AccessLog {
+        self.failures = FailureBudget::new(per_second);
+        self
     }
 
     pub fn enabled(&self) -> bool {
         self.mode != AccessLogMode::Off
     }
 
-    /// Whether a request that ended so gets a line: failures always, the
-    /// first success and every `sample`-th after it.
+    /// Whether a request that ended so gets a line: failures within their
+    /// budget, the first success and every `sample`-th after it.
     fn wanted(&self, failed: bool) -> bool {
         match self.mode {
             AccessLogMode::Off => false,
-            AccessLogMode::Errors => failed,
+            AccessLogMode::Errors => failed && self.failures.admit(),
+            AccessLogMode::All if failed => self.failures.admit(),
             AccessLogMode::All => {
-                failed
-                    || self.sample == 1
+                self.sample == 1
                     || self
                         .successes
                         .fetch_add(1, Ordering::Relaxed)
@@ -131,6 +199,7 @@ impl AccessLog {
         let more = note.view_count.saturating_sub(MAX_LOGGED_VIEWS) as u64;
         // Milliseconds to the microsecond.
         let latency_ms = (latency.as_secs_f64() * 1e6).round() / 1e3;
+        let dropped = self.failures.dropped.swap(0, Ordering::Relaxed);
         tracing::info!(
             target: TARGET,
             request_id,
@@ -143,6 +212,7 @@ impl AccessLog {
             views_more = (more > 0).then_some(more),
             failed_views = (note.failed_views > 0).then_some(note.failed_views as u64),
             error = note.error,
+            dropped_failures = (dropped > 0).then_some(dropped),
             "access"
         );
     }
@@ -271,6 +341,21 @@ mod tests {
         let off = AccessLog::new(AccessLogMode::Off, 1);
         assert!(!off.wanted(true));
         assert!(!off.enabled());
+    }
+
+    #[test]
+    fn failure_lines_are_bounded_per_second() {
+        let budget = FailureBudget::new(3);
+        let first: Vec<bool> = (0..5).map(|_| budget.admit_at(0)).collect();
+        assert_eq!(first, [true, true, true, false, false]);
+        assert_eq!(budget.dropped.load(Ordering::Relaxed), 2);
+        // A new second, a new budget.
+        assert!(budget.admit_at(1));
+        let unbounded = FailureBudget::new(0);
+        assert!((0..10_000).all(|_| unbounded.admit_at(0)));
+        // Successes are sampled, not charged to the failures' budget.
+        let log = AccessLog::new(AccessLogMode::All, 1).max_failures_per_second(1);
+        assert!(log.wanted(false) && log.wanted(false));
     }
 
     #[test]

@@ -338,6 +338,10 @@ struct ServeArgs {
     /// request); failed requests always are.
     #[arg(long, env = "HOS_ACCESS_LOG_SAMPLE", default_value_t = proxy::access::DEFAULT_SAMPLE)]
     access_log_sample: u64,
+    /// Most access-log lines of failed requests per second (0: no bound);
+    /// the next line written counts those dropped (`dropped_failures`).
+    #[arg(long, env = "HOS_ACCESS_LOG_MAX_FAILURES_PER_SECOND", default_value_t = proxy::access::DEFAULT_MAX_FAILURES_PER_SECOND)]
+    access_log_max_failures_per_second: u64,
 }
 
 fn init_logging(format: &str) {
@@ -453,7 +457,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         )),
         request_timeout: Duration::from_millis(args.request_timeout_ms.max(1)),
         auth_failures: proxy::limits::FailureLimiter::new(args.auth_failures_per_minute),
-        access_log: proxy::access::AccessLog::new(args.access_log, args.access_log_sample),
+        access_log: proxy::access::AccessLog::new(args.access_log, args.access_log_sample)
+            .max_failures_per_second(args.access_log_max_failures_per_second),
     });
     let conn_limits = ConnLimits {
         max_connections: args.max_connections.max(1),

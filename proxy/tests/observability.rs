@@ -639,3 +639,39 @@ async fn the_view_label_bound_holds_under_thousands_of_views() {
         )
     );
 }
+
+/// A client sending bad requests as fast as it can gets at most
+/// `--access-log-max-failures-per-second` lines a second; the lines that
+/// are written account for every dropped one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failure_lines_are_bounded_per_second() {
+    log_buffer();
+    let mut options = common::Options::new(Limits::default());
+    options.access_log = AccessLog::new(AccessLogMode::All, 1).max_failures_per_second(5);
+    let p = common::start_with(STORE, VIEWS, options).await;
+    let unknown = json!({"features": ["nope:x"], "entities": {"user_id": [1]}});
+    let started = std::time::Instant::now();
+    for i in 0..60 {
+        let id = format!("flood-{i}");
+        let (s, _) = post_as(&p, &id, "/get-online-features", unknown.clone(), None).await;
+        assert_eq!(s, 404);
+    }
+    let seconds = started.elapsed().as_secs_f64().ceil() + 1.0;
+    let flood = access_lines("flood-");
+    assert!(
+        flood.len() >= 5 && flood.len() as f64 <= 5.0 * seconds,
+        "{} lines for 60 failures in at most {seconds} windows",
+        flood.len()
+    );
+    // In a later second, the next failure's line counts what was dropped.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (s, _) = post_as(&p, "flood-last", "/get-online-features", unknown, None).await;
+    assert_eq!(s, 404);
+    let all = access_lines("flood-");
+    let dropped: u64 = all
+        .iter()
+        .filter_map(|f| f.get("dropped_failures").and_then(Json::as_u64))
+        .sum();
+    assert_eq!(all.len() as u64 + dropped, 61, "{all:?}");
+    assert!(dropped > 0);
+}
