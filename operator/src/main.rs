@@ -107,12 +107,29 @@ async fn shutdown_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
+/// Listens for SIGTERM/Ctrl-C from now on (a signal is never missed
+/// between two waits); each returned future completes once one came.
+fn shutdown_listener() -> impl Fn() -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = tx.send(true);
+    });
+    move || {
+        let mut rx = rx.clone();
+        Box::pin(async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        })
+    }
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let timing = Timing::new(
         cli.lease_seconds,
         cli.lease_renew_deadline_seconds,
         cli.lease_retry_seconds,
     )?;
+    let shutdown = shutdown_listener();
     let client = Client::try_default()
         .await
         .context("cannot reach the Kubernetes API")?;
@@ -157,7 +174,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     );
     tokio::select! {
         _ = election.acquire(&readiness) => {}
-        _ = shutdown_signal() => return Ok(()),
+        _ = shutdown() => return Ok(()),
     }
     readiness.set_role(Role::Leader);
     metrics.set_leader(true);
@@ -176,73 +193,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Duration::from_secs(cli.migration_settle_seconds),
         cli.data_dir.clone(),
     ));
-    let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
-    let stop = |tx: &tokio::sync::broadcast::Sender<()>| {
-        let mut rx = tx.subscribe();
-        async move {
-            let _ = rx.recv().await;
-        }
-    };
-    let mut controllers = tokio::task::JoinSet::new();
-    let ns = &cli.namespace;
-    let c = Arc::clone(&ctx);
-    controllers.spawn(operator::store::run(
-        c,
-        ns.clone(),
-        &readiness,
-        stop(&stop_tx),
-    ));
-    controllers.spawn(operator::view::run(
+    let grace = Duration::from_secs(cli.shutdown_grace_seconds);
+    let led = operator::leading::lead(
+        &mut election,
         ctx,
-        ns.clone(),
+        cli.namespace.clone(),
         &readiness,
-        stop(&stop_tx),
-    ));
-
-    // Lead until SIGTERM; on SIGTERM keep renewing while the controllers
-    // finish their reconciles, then release the Lease. A lost Lease stops
-    // the controllers at once: another replica may act soon.
-    let lost = match election.renew_until(shutdown_signal()).await {
-        Ok(()) => {
-            readiness.set_role(Role::Stopping);
-            tracing::info!("stopping the controllers, then releasing the leader Lease");
-            let _ = stop_tx.send(());
-            let grace = Duration::from_secs(cli.shutdown_grace_seconds);
-            let drained = async {
-                tokio::time::timeout(grace, async {
-                    while controllers.join_next().await.is_some() {}
-                })
-                .await
-            };
-            match election.renew_until(drained).await {
-                Ok(Ok(())) => None,
-                Ok(Err(_)) => {
-                    tracing::warn!(
-                        ?grace,
-                        "controllers still busy after the grace period; aborting them"
-                    );
-                    None
-                }
-                Err(lost) => Some(lost),
-            }
-        }
-        Err(lost) => Some(lost),
-    };
-    readiness.set_role(Role::Stopping);
-    controllers.shutdown().await;
+        shutdown(),
+        grace,
+    )
+    .await;
     metrics.set_leader(false);
-    if let Some(lost) = lost {
+    if let Err(lost) = led {
         anyhow::bail!("lost leadership ({lost}); exiting so a restart rejoins the election");
-    }
-    match tokio::time::timeout(timing.renew_deadline, election.release()).await {
-        Ok(Ok(true)) => tracing::info!("released the leader Lease"),
-        Ok(Ok(false)) => tracing::warn!("the leader Lease was no longer ours to release"),
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "could not release the leader Lease; it expires after its duration")
-        }
-        Err(_) => {
-            tracing::warn!("releasing the leader Lease timed out; it expires after its duration")
-        }
     }
     Ok(())
 }

@@ -2560,6 +2560,10 @@ async fn leader_handover_on_sigterm_and_kill() {
     let mut kill_figures = Vec::new();
     let kill_bound = lease + retry + Duration::from_secs(1);
     for round in 1..=ROUNDS {
+        // Each round starts at another point of the standby's retry cycle:
+        // the figures then span it instead of repeating one phase.
+        let phase = retry.mul_f64(0.35 * (round - 1) as f64);
+        tokio::time::sleep(phase).await;
         // SIGTERM: the leader stops, releases, exits; the standby takes over.
         let t0 = Instant::now();
         let status = sigterm_and_wait(&mut leader.1, Duration::from_secs(10)).await;
@@ -2609,6 +2613,7 @@ async fn leader_handover_on_sigterm_and_kill() {
         leader = std::mem::replace(&mut standby, restarted);
 
         // kill -9: no release; the standby waits out the lease.
+        tokio::time::sleep(phase).await;
         let t0 = Instant::now();
         leader.1.0.kill().unwrap();
         leader.1.0.wait().unwrap();
