@@ -385,6 +385,81 @@ mod tests {
         );
     }
 
+    /// An API server that accepts connections and never answers.
+    async fn silent_api() -> Client {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((sock, _)) = listener.accept().await {
+                held.push(sock);
+            }
+        });
+        let config = kube::Config::new(format!("http://{addr}").parse().unwrap());
+        Client::try_from(config).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_leader_that_cannot_renew_gives_up_at_the_renew_deadline() {
+        let timing = Timing::new(3, Some(1.0), Some(0.3)).unwrap();
+        let mut le = LeaderElection::new(silent_api().await, "ns", "lease", "me", timing);
+        le.last_renew = Instant::now();
+        let started = Instant::now();
+        let res = le.renew_until(std::future::pending::<()>()).await;
+        let took = started.elapsed();
+        assert_eq!(res, Err(Lost::Deadline));
+        // At the deadline, not after a hung request's own timeout.
+        assert!(
+            took >= Duration::from_millis(990) && took < Duration::from_millis(1300),
+            "{took:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn renewing_ends_when_the_awaited_work_ends() {
+        let timing = Timing::new(3, Some(1.0), Some(0.3)).unwrap();
+        let mut le = LeaderElection::new(silent_api().await, "ns", "lease", "me", timing);
+        le.last_renew = Instant::now();
+        let res = le
+            .renew_until(async {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                7
+            })
+            .await;
+        // Even with a renewal in flight (at 300 ms, hung), the work's end wins.
+        assert_eq!(res, Ok(7));
+    }
+
+    fn lease(rv: &str, seconds: i32) -> Lease {
+        Lease {
+            metadata: ObjectMeta {
+                resource_version: Some(rv.into()),
+                ..Default::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: Some("other".into()),
+                lease_duration_seconds: Some(seconds),
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lease_expires_its_duration_after_its_version_was_first_seen() {
+        let timing = Timing::new(15, None, None).unwrap();
+        let mut le = LeaderElection::new(silent_api().await, "ns", "lease", "me", timing);
+        let t0 = Instant::now();
+        let at = |s: f64| t0 + Duration::from_secs_f64(s);
+        assert!(!le.observe_expired(&lease("1", 6), at(0.0)));
+        assert!(!le.observe_expired(&lease("1", 6), at(5.9)));
+        // The Lease's own duration counts, not ours (15 s).
+        assert!(le.observe_expired(&lease("1", 6), at(6.0)));
+        // A renewal (a new version) starts the count again.
+        assert!(!le.observe_expired(&lease("2", 6), at(7.0)));
+        assert!(!le.observe_expired(&lease("2", 6), at(12.9)));
+        assert!(le.observe_expired(&lease("2", 6), at(13.0)));
+    }
+
     #[test]
     fn inconsistent_timings_are_refused() {
         assert_eq!(

@@ -22,6 +22,16 @@
 //! The state is set by `main` (role) and by the controllers' watch streams
 //! (each cache marks itself synced when its watcher reports its first
 //! complete list, [`kube::runtime::watcher::Event::InitDone`]).
+//!
+//! Why not `Store::wait_until_ready` (kube-runtime 5.0): only the main
+//! kind of a controller has a store (its `owns`/`watches` streams keep
+//! none, Secrets included); that store fills only while the controller's
+//! stream is polled, i.e. on the leader once it runs; and its readiness is
+//! a `futures` oneshot receiver behind a mutex, which keeps one waker: the
+//! controller's own applier waits on the same store, so a second waiter may
+//! never be woken (measured against the test API server: a waiter started
+//! beside a running controller returned only when its 10 s timeout polled
+//! it again, though the list had completed in milliseconds).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
