@@ -5,10 +5,13 @@
 
 pub mod context;
 pub mod error;
+pub mod health;
 pub mod leader;
+pub mod leading;
 pub mod metrics;
 pub mod migrate;
 pub mod plan;
+pub mod readiness;
 pub mod store;
 pub mod supervise;
 pub mod verify;

@@ -5,17 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use axum::Router;
-use axum::http::StatusCode;
-use axum::http::header::CONTENT_TYPE;
-use axum::response::IntoResponse;
-use axum::routing::get;
 use clap::Parser;
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
 use operator::context::Context;
-use operator::leader::LeaderElection;
+use operator::leader::{LeaderElection, Timing};
 use operator::metrics::Metrics;
+use operator::readiness::{Readiness, Role};
 
 #[derive(Parser)]
 #[command(
@@ -36,9 +32,21 @@ struct Cli {
     /// Name of the leader-election Lease.
     #[arg(long, env = "HOS_LEASE_NAME", default_value = "hos-operator")]
     lease_name: String,
-    /// Seconds a leader holds the Lease without renewing it.
+    /// Seconds a leader holds the Lease without renewing it (at least 3).
     #[arg(long, env = "HOS_LEASE_SECONDS", default_value_t = 15)]
     lease_seconds: u64,
+    /// Seconds without a successful renewal after which the leader stops
+    /// acting; below --lease-seconds (default: 2/3 of it).
+    #[arg(long, env = "HOS_LEASE_RENEW_DEADLINE_SECONDS")]
+    lease_renew_deadline_seconds: Option<f64>,
+    /// Seconds between the leader's renewals and a standby's tries; below
+    /// the renew deadline (default: a third of the lease, at most 2).
+    #[arg(long, env = "HOS_LEASE_RETRY_SECONDS")]
+    lease_retry_seconds: Option<f64>,
+    /// Seconds the controllers get on SIGTERM to finish their reconciles
+    /// before they are aborted and the Lease is released.
+    #[arg(long, env = "HOS_SHUTDOWN_GRACE_SECONDS", default_value_t = 10)]
+    shutdown_grace_seconds: u64,
     /// This replica's identity in the Lease (default: $POD_NAME, else host name and pid).
     #[arg(long, env = "HOS_IDENTITY")]
     identity: Option<String>,
@@ -99,38 +107,45 @@ async fn shutdown_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-async fn serve_health(addr: SocketAddr, metrics: Arc<Metrics>) -> anyhow::Result<()> {
-    let app = Router::new()
-        .route("/healthz", get(|| async { StatusCode::OK }))
-        .route("/readyz", get(|| async { StatusCode::OK }))
-        .route(
-            "/metrics",
-            get(move || {
-                let m = Arc::clone(&metrics);
-                async move {
-                    (
-                        [(
-                            CONTENT_TYPE,
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )],
-                        m.encode(),
-                    )
-                        .into_response()
-                }
-            }),
-        );
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
-    axum::serve(listener, app).await.context("health server")
+/// Listens for SIGTERM/Ctrl-C from now on (a signal is never missed
+/// between two waits); each returned future completes once one came.
+fn shutdown_listener() -> impl Fn() -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = tx.send(true);
+    });
+    move || {
+        let mut rx = rx.clone();
+        Box::pin(async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        })
+    }
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    let timing = Timing::new(
+        cli.lease_seconds,
+        cli.lease_renew_deadline_seconds,
+        cli.lease_retry_seconds,
+    )?;
+    let shutdown = shutdown_listener();
     let client = Client::try_default()
         .await
         .context("cannot reach the Kubernetes API")?;
     let metrics = Arc::new(Metrics::new());
-    tokio::spawn(serve_health(cli.metrics_addr, Arc::clone(&metrics)));
+    let readiness = Arc::new(Readiness::new(Some(Arc::clone(&metrics))));
+    let health = operator::health::bind(
+        cli.metrics_addr,
+        Arc::clone(&metrics),
+        Arc::clone(&readiness),
+    )
+    .await?;
+    tokio::spawn(async move {
+        if let Err(e) = health.await {
+            tracing::error!(error = %e, "health server stopped");
+        }
+    });
 
     let identity = cli.identity.clone().unwrap_or_else(|| {
         std::env::var("POD_NAME").unwrap_or_else(|_| {
@@ -143,18 +158,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .clone()
         .or_else(|| std::env::var("POD_NAMESPACE").ok())
         .unwrap_or_else(|| "default".to_string());
-    let election = LeaderElection::new(
+    let mut election = LeaderElection::new(
         client.clone(),
         &lease_ns,
         &cli.lease_name,
         &identity,
-        Duration::from_secs(cli.lease_seconds.max(3)),
+        timing,
     );
-    tracing::info!(identity = %identity, lease = %cli.lease_name, namespace = %lease_ns, "waiting for the leader lease");
+    tracing::info!(
+        identity = %identity, lease = %cli.lease_name, namespace = %lease_ns,
+        lease_seconds = timing.lease.as_secs_f64(),
+        renew_deadline_seconds = timing.renew_deadline.as_secs_f64(),
+        retry_seconds = timing.retry_period.as_secs_f64(),
+        "waiting for the leader lease"
+    );
     tokio::select! {
-        _ = election.acquire() => {}
-        _ = shutdown_signal() => return Ok(()),
+        _ = election.acquire(&readiness) => {}
+        _ = shutdown() => return Ok(()),
     }
+    readiness.set_role(Role::Leader);
     metrics.set_leader(true);
     tracing::info!(identity = %identity, "leading: starting controllers");
 
@@ -171,36 +193,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Duration::from_secs(cli.migration_settle_seconds),
         cli.data_dir.clone(),
     ));
-    let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
-    let stop = |tx: &tokio::sync::broadcast::Sender<()>| {
-        let mut rx = tx.subscribe();
-        async move {
-            let _ = rx.recv().await;
-        }
-    };
-    let stores = tokio::spawn(operator::store::run(
-        Arc::clone(&ctx),
+    let grace = Duration::from_secs(cli.shutdown_grace_seconds);
+    let led = operator::leading::lead(
+        &mut election,
+        ctx,
         cli.namespace.clone(),
-        stop(&stop_tx),
-    ));
-    let views = tokio::spawn(operator::view::run(
-        Arc::clone(&ctx),
-        cli.namespace.clone(),
-        stop(&stop_tx),
-    ));
-    let lost = tokio::select! {
-        _ = election.keep() => true,
-        _ = shutdown_signal() => false,
-    };
-    metrics.set_leader(false);
-    let _ = stop_tx.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(10), async {
-        let _ = stores.await;
-        let _ = views.await;
-    })
+        &readiness,
+        shutdown(),
+        grace,
+    )
     .await;
-    if lost {
-        anyhow::bail!("lost leadership; exiting so a restart rejoins the election");
+    metrics.set_leader(false);
+    if let Err(lost) = led {
+        anyhow::bail!("lost leadership ({lost}); exiting so a restart rejoins the election");
     }
     Ok(())
 }

@@ -13,6 +13,12 @@ pub struct ControllerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    pub controller: &'static str,
+    pub resource: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
     pub controller: &'static str,
     pub reason: &'static str,
@@ -28,6 +34,7 @@ pub struct Metrics {
     errors: Family<ErrorLabels, Counter>,
     duration: Family<ControllerLabels, Histogram, fn() -> Histogram>,
     leader: Gauge,
+    cache_synced: Family<CacheLabels, Gauge>,
     backfilled: Counter,
 }
 
@@ -65,6 +72,12 @@ impl Metrics {
             "1 while this replica holds the leader Lease",
             leader.clone(),
         );
+        let cache_synced = Family::<CacheLabels, Gauge>::default();
+        registry.register(
+            "cache_synced",
+            "1 once the watch cache of a controller's resource has listed its objects, 0 before",
+            cache_synced.clone(),
+        );
         let backfilled = Counter::default();
         registry.register(
             "backfill_rows",
@@ -78,6 +91,7 @@ impl Metrics {
             errors,
             duration,
             leader,
+            cache_synced,
         }
     }
 
@@ -102,6 +116,15 @@ impl Metrics {
 
     pub fn set_leader(&self, leader: bool) {
         self.leader.set(i64::from(leader));
+    }
+
+    pub fn set_cache_synced(&self, controller: &'static str, resource: &'static str, synced: bool) {
+        self.cache_synced
+            .get_or_create(&CacheLabels {
+                controller,
+                resource,
+            })
+            .set(i64::from(synced));
     }
 
     pub fn encode(&self) -> String {

@@ -9,17 +9,18 @@ use api::crd::{FeatureView, HybridOnlineStore, HybridOnlineStoreStatus};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Patch, PatchParams};
+use kube::api::{PartialObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, reflector};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
 use crate::context::Context;
 use crate::error::Error;
 use crate::plan::{self, Credentials};
+use crate::readiness::Readiness;
 use crate::supervise;
 use crate::{FINALIZER, MANAGER};
 
@@ -31,18 +32,21 @@ fn now() -> Time {
     Time(k8s_openapi::jiff::Timestamp::now())
 }
 
-/// Runs the controller until shutdown. `namespace`: watch one namespace or all.
-pub async fn run(
+/// Builds the controller and registers its watch caches with `readiness`;
+/// the returned future runs it until `shutdown`. `namespace`: watch one
+/// namespace or all.
+pub fn run(
     ctx: Arc<Context>,
     namespace: Option<String>,
+    readiness: &Arc<Readiness>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
-) {
+) -> impl Future<Output = ()> + Send + 'static {
     let client = ctx.client.clone();
     let (stores, views, maps, secrets) = match &namespace {
         Some(ns) => (
             Api::<HybridOnlineStore>::namespaced(client.clone(), ns),
             Api::<FeatureView>::namespaced(client.clone(), ns),
-            Api::<ConfigMap>::namespaced(client.clone(), ns),
+            Api::<PartialObjectMeta<ConfigMap>>::namespaced(client.clone(), ns),
             Api::<Secret>::namespaced(client.clone(), ns),
         ),
         None => (
@@ -52,17 +56,33 @@ pub async fn run(
             Api::all(client),
         ),
     };
-    let controller = Controller::new(stores, watcher::Config::default());
-    let cache = controller.store();
+    let all = watcher::Config::default;
+    let (cache, writer) = reflector::store();
+    let store_events = readiness
+        .cache(CONTROLLER, "hybridonlinestores")
+        .tap(reflector(writer, watcher(stores, all())))
+        .applied_objects();
+    let map_events = readiness
+        .cache(CONTROLLER, "configmaps")
+        .tap(watcher(maps, all().labels(plan::STORE_LABEL)))
+        .touched_objects();
+    let view_events = readiness
+        .cache(CONTROLLER, "featureviews")
+        .tap(watcher(views, all()))
+        .touched_objects();
+    let secret_events = readiness
+        .cache(CONTROLLER, "secrets")
+        .tap(watcher(secrets, all()))
+        .touched_objects();
     let secret_cache = cache.clone();
-    controller
-        .owns(maps, watcher::Config::default().labels(plan::STORE_LABEL))
-        .watches(views, watcher::Config::default(), |fv: FeatureView| {
+    let controller = Controller::for_stream(store_events, cache)
+        .owns_stream(map_events)
+        .watches_stream(view_events, |fv: FeatureView| {
             fv.namespace()
                 .map(|ns| ObjectRef::<HybridOnlineStore>::new(&fv.spec.store_ref).within(&ns))
         })
         // Secret rotation or deletion re-checks the stores that use it.
-        .watches(secrets, watcher::Config::default(), move |s: Secret| {
+        .watches_stream(secret_events, move |s: Secret| {
             let ns = s.namespace().unwrap_or_default();
             let name = s.name_any();
             secret_cache
@@ -73,14 +93,17 @@ pub async fn run(
                 .map(|st| ObjectRef::from(st.as_ref()))
                 .collect::<Vec<_>>()
         })
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|res| async move {
-            if let Err(e) = res {
-                tracing::debug!(error = %e, "store reconcile");
-            }
-        })
-        .await;
+        .graceful_shutdown_on(shutdown);
+    async move {
+        controller
+            .run(reconcile, error_policy, ctx)
+            .for_each(|res| async move {
+                if let Err(e) = res {
+                    tracing::debug!(error = %e, "store reconcile");
+                }
+            })
+            .await;
+    }
 }
 
 fn error_policy(_store: Arc<HybridOnlineStore>, err: &Error, ctx: Arc<Context>) -> Action {

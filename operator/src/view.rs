@@ -12,8 +12,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, reflector};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
@@ -21,6 +21,7 @@ use crate::FINALIZER;
 use crate::context::Context;
 use crate::error::Error;
 use crate::plan::{self, Credentials};
+use crate::readiness::Readiness;
 use crate::supervise;
 
 const CONTROLLER: &str = "featureview";
@@ -29,11 +30,15 @@ fn now() -> Time {
     Time(k8s_openapi::jiff::Timestamp::now())
 }
 
-pub async fn run(
+/// Builds the controller and registers its watch caches with `readiness`;
+/// the returned future runs it until `shutdown`. `namespace`: watch one
+/// namespace or all.
+pub fn run(
     ctx: Arc<Context>,
     namespace: Option<String>,
+    readiness: &Arc<Readiness>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
-) {
+) -> impl Future<Output = ()> + Send + 'static {
     let client = ctx.client.clone();
     let (views, stores) = match &namespace {
         Some(ns) => (
@@ -42,32 +47,40 @@ pub async fn run(
         ),
         None => (Api::all(client.clone()), Api::all(client)),
     };
-    let controller = Controller::new(views, watcher::Config::default());
-    let cache = controller.store();
-    controller
+    let all = watcher::Config::default;
+    let (cache, writer) = reflector::store();
+    let view_events = readiness
+        .cache(CONTROLLER, "featureviews")
+        .tap(reflector(writer, watcher(views, all())))
+        .applied_objects();
+    let store_events = readiness
+        .cache(CONTROLLER, "hybridonlinestores")
+        .tap(watcher(stores, all()))
+        .touched_objects();
+    let view_cache = cache.clone();
+    let controller = Controller::for_stream(view_events, cache)
         // A store's change (backends, routing tag, secrets fixed) re-routes its views.
-        .watches(
-            stores,
-            watcher::Config::default(),
-            move |s: HybridOnlineStore| {
-                let ns = s.namespace();
-                let name = s.name_any();
-                cache
-                    .state()
-                    .into_iter()
-                    .filter(|v| v.namespace() == ns && v.spec.store_ref == name)
-                    .map(|v| ObjectRef::from(v.as_ref()))
-                    .collect::<Vec<_>>()
-            },
-        )
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|res| async move {
-            if let Err(e) = res {
-                tracing::debug!(error = %e, "view reconcile");
-            }
+        .watches_stream(store_events, move |s: HybridOnlineStore| {
+            let ns = s.namespace();
+            let name = s.name_any();
+            view_cache
+                .state()
+                .into_iter()
+                .filter(|v| v.namespace() == ns && v.spec.store_ref == name)
+                .map(|v| ObjectRef::from(v.as_ref()))
+                .collect::<Vec<_>>()
         })
-        .await;
+        .graceful_shutdown_on(shutdown);
+    async move {
+        controller
+            .run(reconcile, error_policy, ctx)
+            .for_each(|res| async move {
+                if let Err(e) = res {
+                    tracing::debug!(error = %e, "view reconcile");
+                }
+            })
+            .await;
+    }
 }
 
 fn error_policy(_fv: Arc<FeatureView>, err: &Error, ctx: Arc<Context>) -> Action {

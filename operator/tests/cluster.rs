@@ -2342,3 +2342,499 @@ async fn proxy_objects_follow_the_store_spec() {
     release(&client, &ns, None).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `/readyz` of an operator at `base`: status code and JSON body.
+async fn readyz(http: &reqwest::Client, base: &str) -> Option<(u16, serde_json::Value)> {
+    let r = http.get(format!("{base}/readyz")).send().await.ok()?;
+    let status = r.status().as_u16();
+    Some((status, r.json().await.ok()?))
+}
+
+/// The value of the metric line starting with `series` (name and labels).
+async fn metric(http: &reqwest::Client, base: &str, series: &str) -> Option<f64> {
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
+/// Sends SIGTERM to an operator and waits (up to `timeout`) for it to exit.
+async fn sigterm_and_wait(op: &mut Operator, timeout: Duration) -> std::process::ExitStatus {
+    let pid = op.0.id().to_string();
+    let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(sent.success(), "kill -TERM {pid}");
+    wait_for("the operator to exit", timeout, || {
+        let done = op.0.try_wait().unwrap();
+        async move { done }
+    })
+    .await
+}
+
+/// Changes the store's spec (a new `project`) and returns its generation.
+async fn touch_store(stores: &Api<HybridOnlineStore>, name: &str, project: &str) -> i64 {
+    stores
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"project": project}})),
+        )
+        .await
+        .unwrap()
+        .metadata
+        .generation
+        .unwrap()
+}
+
+/// A replica of the operator for the handover test, with its base URL.
+fn replica(
+    ns: &str,
+    identity: &str,
+    data: &std::path::Path,
+    log: &std::path::Path,
+) -> (Operator, String) {
+    let (op, metrics) = start_operator_with(
+        ns,
+        identity,
+        &[("HOS_DATA_DIR", data.to_str().unwrap())],
+        log,
+    );
+    (op, metrics.trim_end_matches("/metrics").to_string())
+}
+
+/// Issue [K]: two replicas (two processes, distinct identities) on one
+/// Lease (6 s, so a 4 s renew deadline and a 2 s retry period). Once one
+/// leads, both answer `/readyz` 200: the leader with all six watch caches
+/// synced (and `hos_operator_cache_synced` 1 for each), the standby naming
+/// the holder. Then, three times: SIGTERM the leader (it stops its
+/// controllers and releases the Lease): the standby must hold the Lease
+/// and have acted on a store change made after the old leader exited
+/// within 5 s of the signal; restart the old leader as a standby and kill
+/// -9 the new leader: the standby must take over within the lease duration
+/// plus one retry period (its polling granularity) plus 1 s, and act on a
+/// store change. The measured figures are printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a kube-apiserver: run tests/run.sh"]
+async fn leader_handover_on_sigterm_and_kill() {
+    const ROUNDS: usize = 3;
+    let lease = Duration::from_secs(6);
+    let retry = Duration::from_secs(2);
+    let client = Client::try_default().await.unwrap();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let ns = format!("handover-{}", std::process::id());
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("hos-handover-{}", std::process::id()));
+    let data = dir.join("data");
+    std::fs::create_dir_all(data.join(&ns)).unwrap();
+    let stores: Api<HybridOnlineStore> = Api::namespaced(client.clone(), &ns);
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+    stores
+        .create(
+            &PostParams::default(),
+            &bare_store(
+                &ns,
+                "shop",
+                json!({"name": "local", "type": "sqlite", "conf": {"path": "shop/online.db"}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let holder = || {
+        let leases = leases.clone();
+        async move {
+            leases
+                .get_opt("hos-operator")
+                .await
+                .ok()??
+                .spec?
+                .holder_identity
+        }
+    };
+    let acted_on = |generation: i64| {
+        let stores = stores.clone();
+        async move {
+            let seen = stores.get("shop").await.ok()?.status?.observed_generation?;
+            (seen >= generation).then_some(())
+        }
+    };
+    let log = |id: &str, n: usize| dir.join(format!("{id}-{n}.log"));
+
+    let (a, a_url) = replica(&ns, "op-a", &data, &log("op-a", 0));
+    wait_for(
+        "op-a to hold the Lease",
+        Duration::from_secs(20),
+        || async { (holder().await.as_deref() == Some("op-a")).then_some(()) },
+    )
+    .await;
+    let (b, b_url) = replica(&ns, "op-b", &data, &log("op-b", 0));
+
+    // Both ready: the leader once its caches synced, the standby as such.
+    let leader_report = wait_for(
+        "the leader's /readyz 200",
+        Duration::from_secs(20),
+        || async {
+            let (code, body) = readyz(&http, &a_url).await?;
+            (code == 200).then_some(body)
+        },
+    )
+    .await;
+    assert_eq!(leader_report["role"], "leader", "{leader_report}");
+    assert_eq!(leader_report["notSynced"], json!([]), "{leader_report}");
+    let caches = leader_report["caches"].as_object().unwrap();
+    assert_eq!(
+        caches.keys().map(String::as_str).collect::<Vec<_>>(),
+        [
+            "featureview/featureviews",
+            "featureview/hybridonlinestores",
+            "hybridonlinestore/configmaps",
+            "hybridonlinestore/featureviews",
+            "hybridonlinestore/hybridonlinestores",
+            "hybridonlinestore/secrets"
+        ],
+        "{leader_report}"
+    );
+    assert!(caches.values().all(|v| v == true), "{leader_report}");
+    for (controller, resource) in [
+        ("hybridonlinestore", "secrets"),
+        ("hybridonlinestore", "configmaps"),
+        ("featureview", "featureviews"),
+    ] {
+        let series = format!(
+            "hos_operator_cache_synced{{controller=\"{controller}\",resource=\"{resource}\"}}"
+        );
+        assert_eq!(metric(&http, &a_url, &series).await, Some(1.0), "{series}");
+    }
+    let standby_report = wait_for(
+        "the standby's /readyz 200",
+        Duration::from_secs(20),
+        || async {
+            let (code, body) = readyz(&http, &b_url).await?;
+            (code == 200 && body["role"] == "standby").then_some(body)
+        },
+    )
+    .await;
+    assert_eq!(standby_report["holder"], "op-a", "{standby_report}");
+    assert_eq!(standby_report["caches"], json!({}), "{standby_report}");
+    assert_eq!(
+        metric(&http, &a_url, "hos_operator_leader").await,
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&http, &b_url, "hos_operator_leader").await,
+        Some(0.0)
+    );
+    let first = stores
+        .get("shop")
+        .await
+        .unwrap()
+        .metadata
+        .generation
+        .unwrap();
+    wait_for("op-a reconciles the store", Duration::from_secs(20), || {
+        acted_on(first)
+    })
+    .await;
+
+    // (leader, its URL) and (standby, its URL); the roles swap each half-round.
+    let mut leader = ("op-a", a, a_url);
+    let mut standby = ("op-b", b, b_url);
+    let mut term_figures = Vec::new();
+    let mut kill_figures = Vec::new();
+    let kill_bound = lease + retry + Duration::from_secs(1);
+    for round in 1..=ROUNDS {
+        // Each round starts at another point of the standby's retry cycle:
+        // the figures then span it instead of repeating one phase.
+        let phase = retry.mul_f64(0.35 * (round - 1) as f64);
+        tokio::time::sleep(phase).await;
+        // SIGTERM: the leader stops, releases, exits; the standby takes over.
+        let t0 = Instant::now();
+        let status = sigterm_and_wait(&mut leader.1, Duration::from_secs(10)).await;
+        let exited = t0.elapsed();
+        assert!(status.success(), "{} exited with {status}", leader.0);
+        let generation = touch_store(&stores, "shop", &format!("term{round}")).await;
+        let next = standby.0;
+        wait_for(
+            "the standby to hold the Lease",
+            Duration::from_secs(10),
+            || async { (holder().await.as_deref() == Some(next)).then_some(()) },
+        )
+        .await;
+        let held = t0.elapsed();
+        wait_for(
+            "the new leader to act on the change",
+            Duration::from_secs(10),
+            || acted_on(generation),
+        )
+        .await;
+        let acted = t0.elapsed();
+        println!(
+            "handover round {round}, SIGTERM {} -> {next}: exited {:.2} s, Lease held {:.2} s, store change reconciled {:.2} s",
+            leader.0,
+            exited.as_secs_f64(),
+            held.as_secs_f64(),
+            acted.as_secs_f64()
+        );
+        assert!(
+            acted < Duration::from_secs(5),
+            "SIGTERM handover took {acted:?}"
+        );
+        term_figures.push((held, acted));
+
+        // The old leader comes back as a standby.
+        let (op, url) = replica(&ns, leader.0, &data, &log(leader.0, round));
+        wait_for(
+            "the restarted replica on standby",
+            Duration::from_secs(20),
+            || async {
+                let (code, body) = readyz(&http, &url).await?;
+                (code == 200 && body["role"] == "standby" && body["holder"] == next).then_some(())
+            },
+        )
+        .await;
+        let restarted = (leader.0, op, url);
+        leader = std::mem::replace(&mut standby, restarted);
+
+        // kill -9: no release; the standby waits out the lease.
+        tokio::time::sleep(phase).await;
+        let t0 = Instant::now();
+        leader.1.0.kill().unwrap();
+        leader.1.0.wait().unwrap();
+        let generation = touch_store(&stores, "shop", &format!("kill{round}")).await;
+        let next = standby.0;
+        wait_for(
+            "the standby to take the expired Lease",
+            kill_bound + Duration::from_secs(5),
+            || async { (holder().await.as_deref() == Some(next)).then_some(()) },
+        )
+        .await;
+        let held = t0.elapsed();
+        wait_for(
+            "the new leader to act on the change",
+            Duration::from_secs(15),
+            || acted_on(generation),
+        )
+        .await;
+        let acted = t0.elapsed();
+        println!(
+            "handover round {round}, kill -9 {} -> {next}: Lease held {:.2} s, store change reconciled {:.2} s (lease {} s, retry {} s)",
+            leader.0,
+            held.as_secs_f64(),
+            acted.as_secs_f64(),
+            lease.as_secs(),
+            retry.as_secs()
+        );
+        assert!(
+            held <= kill_bound,
+            "kill -9 takeover took {held:?}, bound {kill_bound:?}"
+        );
+        kill_figures.push((held, acted));
+        let (op, url) = replica(&ns, leader.0, &data, &log(leader.0, round + ROUNDS));
+        wait_for(
+            "the killed replica back on standby",
+            Duration::from_secs(20),
+            || async {
+                let (code, body) = readyz(&http, &url).await?;
+                (code == 200 && body["role"] == "standby").then_some(())
+            },
+        )
+        .await;
+        leader = std::mem::replace(&mut standby, (leader.0, op, url));
+    }
+    let summary = |f: &[(Duration, Duration)]| {
+        let held: Vec<String> = f
+            .iter()
+            .map(|x| format!("{:.2}", x.0.as_secs_f64()))
+            .collect();
+        let acted: Vec<String> = f
+            .iter()
+            .map(|x| format!("{:.2}", x.1.as_secs_f64()))
+            .collect();
+        format!(
+            "Lease held [{}] s, reconciled [{}] s",
+            held.join(", "),
+            acted.join(", ")
+        )
+    };
+    println!("handover summary: SIGTERM: {}", summary(&term_figures));
+    println!("handover summary: kill -9: {}", summary(&kill_figures));
+    drop(leader);
+    drop(standby);
+    release(&client, &ns, None).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue [K]: `/readyz` is 503 and names the caches that have not synced.
+/// The operator runs with a ServiceAccount token whose Role grants all it
+/// needs but reading Secrets, so one watch (the store controller's
+/// Secrets) cannot list: the leader's `/readyz` stays 503 naming
+/// `hybridonlinestore/secrets` (the five other caches synced), and
+/// `hos_operator_cache_synced` is 0 for it. Once a second Role grants
+/// `list`/`watch` on Secrets, the watch's retry lists them and `/readyz`
+/// turns 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a kube-apiserver: run tests/run.sh"]
+async fn readyz_names_the_cache_that_has_not_synced() {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+
+    let client = Client::try_default().await.unwrap();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let ns = format!("readyz-{}", std::process::id());
+    let pp = PostParams::default();
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &pp,
+            &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns);
+    let roles: Api<Role> = Api::namespaced(client.clone(), &ns);
+    let bindings: Api<RoleBinding> = Api::namespaced(client.clone(), &ns);
+    accounts
+        .create(
+            &pp,
+            &serde_json::from_value(json!({"metadata": {"name": "hos-operator"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let grant = |name: &str, rules: serde_json::Value| {
+        let (roles, bindings, ns) = (roles.clone(), bindings.clone(), ns.clone());
+        let name = name.to_string();
+        async move {
+            let role: Role =
+                serde_json::from_value(json!({"metadata": {"name": name}, "rules": rules}))
+                    .unwrap();
+            roles.create(&PostParams::default(), &role).await.unwrap();
+            let binding: RoleBinding = serde_json::from_value(json!({
+                "metadata": {"name": name},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+                "subjects": [{"kind": "ServiceAccount", "name": "hos-operator", "namespace": ns}]
+            }))
+            .unwrap();
+            bindings
+                .create(&PostParams::default(), &binding)
+                .await
+                .unwrap();
+        }
+    };
+    grant(
+        "operator-but-secrets",
+        json!([
+            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]},
+            {"apiGroups": ["hybrid-online-store.io"],
+             "resources": ["hybridonlinestores", "hybridonlinestores/status", "featureviews", "featureviews/status"],
+             "verbs": ["get", "list", "watch", "patch", "update"]},
+            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]},
+            {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]}
+        ]),
+    )
+    .await;
+    let token = accounts
+        .create_token_request(
+            "hos-operator",
+            &pp,
+            &TokenRequest {
+                spec: TokenRequestSpec {
+                    expiration_seconds: Some(3600),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .token;
+    // The admin kubeconfig with the ServiceAccount's token (JSON is YAML).
+    let mut kubeconfig = serde_json::to_value(kube::config::Kubeconfig::read().unwrap()).unwrap();
+    for user in kubeconfig["users"].as_array_mut().unwrap() {
+        user["user"] = json!({"token": token});
+    }
+    let dir = std::env::temp_dir().join(format!("hos-readyz-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config_path = dir.join("kubeconfig.json");
+    std::fs::write(&config_path, kubeconfig.to_string()).unwrap();
+    let (op, metrics_url) = start_operator_with(
+        &ns,
+        "op-readyz",
+        &[("KUBECONFIG", config_path.to_str().unwrap())],
+        &dir.join("operator.log"),
+    );
+    let base = metrics_url.trim_end_matches("/metrics").to_string();
+
+    let report = wait_for(
+        "the leader's five other caches synced",
+        Duration::from_secs(20),
+        || async {
+            let (code, body) = readyz(&http, &base).await?;
+            (body["role"] == "leader" && body["notSynced"].as_array()?.len() == 1)
+                .then_some((code, body))
+        },
+    )
+    .await;
+    // It stays so: the Secrets watch cannot list.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (code, body) = readyz(&http, &base).await.unwrap();
+    assert_eq!((code, &body), (report.0, &report.1));
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(body["ready"], false, "{body}");
+    assert_eq!(
+        body["notSynced"],
+        json!(["hybridonlinestore/secrets"]),
+        "{body}"
+    );
+    assert_eq!(
+        body["reason"], "leader: waiting for 1 cache(s) to sync: hybridonlinestore/secrets",
+        "{body}"
+    );
+    assert_eq!(body["caches"]["hybridonlinestore/hybridonlinestores"], true);
+    let secrets =
+        "hos_operator_cache_synced{controller=\"hybridonlinestore\",resource=\"secrets\"}";
+    assert_eq!(metric(&http, &base, secrets).await, Some(0.0));
+
+    grant(
+        "read-secrets",
+        json!([{"apiGroups": [""], "resources": ["secrets"], "verbs": ["list", "watch"]}]),
+    )
+    .await;
+    let start = Instant::now();
+    let body = wait_for(
+        "/readyz 200 once Secrets can be read",
+        Duration::from_secs(60),
+        || async {
+            let (code, body) = readyz(&http, &base).await?;
+            (code == 200).then_some(body)
+        },
+    )
+    .await;
+    println!(
+        "readyz: 200 {:.1} s after Secrets became readable: {body}",
+        start.elapsed().as_secs_f64()
+    );
+    assert_eq!(body["notSynced"], json!([]), "{body}");
+    assert_eq!(metric(&http, &base, secrets).await, Some(1.0));
+    drop(op);
+    let _ = std::fs::remove_dir_all(&dir);
+}
