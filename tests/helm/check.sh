@@ -28,12 +28,14 @@
 #            Prometheus Operator CRDs (tests/scripts/prometheus-crds.sh):
 #            the monitoring objects pass --validate=strict, helm install
 #            creates them, the proxies' ServiceMonitor selects the proxy
-#            Service the operator made, and the operator's live /metrics
-#            matches the families derived from its source.
+#            Service the operator made, and the live /metrics of the
+#            operator and of a hos-proxy (quickstart repo) match the
+#            families, types and labels derived from their source.
 #
 # Usage: KUBECONFIG=... tests/helm/check.sh     (called by tests/run.sh)
 #
 # Env:   HOS_OPERATOR_BIN  operator binary (default: target/debug/hos-operator)
+#        HOS_PROXY_BIN     proxy binary (default: target/debug/hos-proxy)
 #        HOS_CACHE         cache root (default: $HOME/.cache/hybrid-online-store)
 #        HELM_BIN_DIR      directory holding helm (default: built and cached by
 #                          tests/scripts/helm-build.sh)
@@ -54,6 +56,7 @@ ROOT="$PWD"
 CHART="${ROOT}/charts/hybrid-online-store"
 CACHE_ROOT="${HOS_CACHE:-${HOME:-/root}/.cache/hybrid-online-store}"
 OPERATOR_BIN="${HOS_OPERATOR_BIN:-${ROOT}/target/debug/hos-operator}"
+PROXY_BIN="${HOS_PROXY_BIN:-${ROOT}/target/debug/hos-proxy}"
 KV_VERSION="${KUBE_VALIDATE_VERSION:-1.36.0}"
 KV_K8S="${KUBE_VALIDATE_K8S:-1.36.0}"
 KUBECTL="${KUBECTL:-kubectl}"
@@ -81,6 +84,7 @@ check() {
 WORK="$(mktemp -d -t hos-helm-XXXXXX)"
 OPERATOR_PID=""
 OPERATOR_RC=""
+PROXY_PID=""
 NAMESPACES=()
 RELEASES=() # "release namespace" pairs
 
@@ -131,9 +135,25 @@ stop_operator() {
   OPERATOR_PID=""
 }
 
+stop_proxy() {
+  [[ -n "${PROXY_PID}" ]] || return 0
+  if alive "${PROXY_PID}"; then
+    kill -TERM "${PROXY_PID}" 2>/dev/null || true
+    local i
+    for ((i = 0; i < 100; i++)); do
+      alive "${PROXY_PID}" || break
+      sleep 0.1
+    done
+    alive "${PROXY_PID}" && kill -KILL "${PROXY_PID}" 2>/dev/null
+  fi
+  wait "${PROXY_PID}" 2>/dev/null
+  PROXY_PID=""
+}
+
 cleanup() {
   local rc=$?
   stop_operator
+  stop_proxy
   if [[ -z "${HOS_HELM_KEEP:-}" ]]; then
     local pair ns
     for pair in ${RELEASES[@]+"${RELEASES[@]}"}; do
@@ -562,6 +582,7 @@ else
   # ---- API server checks -------------------------------------------------------
   [[ -n "${KUBECONFIG:-}" ]] || die "KUBECONFIG is not set (start tests/scripts/k8s-up.sh, or set HOS_HELM_OFFLINE=1)"
   [[ -x "${OPERATOR_BIN}" ]] || die "${OPERATOR_BIN} not found: build it with cargo build -p operator"
+  [[ -x "${PROXY_BIN}" ]] || die "${PROXY_BIN} not found: build it with cargo build -p proxy"
   echo "== API server checks ($("${KUBECTL}" get --raw /version | "${PY}" -c 'import json,sys; print(json.load(sys.stdin)["gitVersion"])'))"
 
   SUFFIX="$(openssl rand -hex 3)"
@@ -652,6 +673,32 @@ else
     check "the API server refuses an alert with 'for: 5 minutes' (the CRD's duration pattern)" \
       refused "for: 5 minutes" 's/^          for: 5m$/          for: 5 minutes/'
   fi
+
+  # A live hos-proxy (the quickstart repo: two SQLite backends, on
+  # 127.0.0.1) after a served read and a refused one (404): its /metrics has
+  # the families, types and label sets derived from proxy/src/metrics.rs.
+  scrape_proxy() {
+    local dir="${WORK}/proxy-repo" port i code
+    rm -rf "${dir}" && cp -r "${ROOT}/examples/quickstart" "${dir}" && rm -rf "${dir}/data" || return 1
+    port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+    "${PROXY_BIN}" serve --repo "${dir}" --feature-views "${dir}/feature_views" --apply \
+      --listen "127.0.0.1:${port}" </dev/null >"${WORK}/proxy.log" 2>&1 &
+    PROXY_PID=$!
+    for ((i = 0; i < 150; i++)); do
+      curl -fs --max-time 2 "http://127.0.0.1:${port}/ready" >/dev/null && break
+      alive "${PROXY_PID}" || break
+      sleep 0.1
+    done
+    code="$(curl -s --max-time 5 -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:${port}/get-online-features" \
+      -d '{"features": ["user_features:age"], "entities": {"user_id": [1001]}}')"
+    code+=" $(curl -s --max-time 5 -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:${port}/get-online-features" \
+      -d '{"features": ["no_such_view:age"], "entities": {"user_id": [1001]}}')"
+    curl -fsS --max-time 5 "http://127.0.0.1:${port}/metrics" >"${WORK}/proxy-metrics.txt" 2>&1
+    stop_proxy
+    [[ "${code}" == "200 404" ]] || { echo "requests answered ${code}, want 200 404"; tail -n 5 "${WORK}/proxy.log"; return 1; }
+    "${OBS[@]}" exposition "${WORK}/proxy-metrics.txt" proxy
+  }
+  check "a live hos-proxy's /metrics: families, types and labels as derived from proxy/src/metrics.rs" scrape_proxy
 
   # A store with one SQLite backend whose (ignored) credentials reference a
   # Secret, so the operator reads a Secret too, and a proxy Deployment,

@@ -362,7 +362,8 @@ def cmd_exposition(root: Path, path: str, component: str) -> int:
             errors.append(f"/metrics has series {name}, not derived from the source")
             continue
         have = set(re.findall(r'([A-Za-z_][A-Za-z0-9_]*)="', labels))
-        want = s.labels - TARGET_LABELS - {"store"}
+        fam_labels = fams.get(s.family, (None, []))[1]
+        want = set(fam_labels) | ({"le"} if name.endswith("_bucket") else set())
         if have != want:
             errors.append(f"{name}{{{labels}}}: labels {sorted(have)}, the source says {sorted(want)}")
     return report(errors, f"{component} /metrics: {len(got)} of {len(fams)} families ({samples} samples) as derived"
@@ -412,6 +413,19 @@ def cmd_servicemonitors(root: Path, render: str, watch_ns: str) -> int:
     relabel = [r for r in eps[0].get("relabelings", []) if r.get("targetLabel") == "store"]
     if not relabel or relabel[0]["sourceLabels"] != ["__meta_kubernetes_service_label_hybrid_online_store_io_store"]:
         errors.append("proxies ServiceMonitor does not copy the store label to `store`")
+    # A metric label named like a target label (endpoint, pod, ...) reaches
+    # Prometheus as exported_<label>; each ServiceMonitor must rename it back.
+    for component, sm in (("proxy", px), ("operator", op)):
+        labels = {lab for _, labs in families(root, component).values() for lab in labs}
+        clashes = sorted(labels & (TARGET_LABELS | {"store"}))
+        mrl = sm["spec"]["endpoints"][0].get("metricRelabelings", [])
+        for lab in clashes:
+            back = [r for r in mrl if r.get("sourceLabels") == [f"exported_{lab}"] and r.get("targetLabel") == lab
+                    and r.get("action", "replace") == "replace"]
+            dropped = any(r.get("action") == "labeldrop" and re.fullmatch(r["regex"], f"exported_{lab}") for r in mrl)
+            if not back or not dropped:
+                errors.append(f"{component} metrics have a label `{lab}` that the Prometheus Operator's target label "
+                              f"overrides: its ServiceMonitor must rename exported_{lab} back to {lab} (metricRelabelings)")
     want_ns = {"matchNames": watch_ns.split(",")} if watch_ns else {"any": True}
     if px["spec"]["namespaceSelector"] != want_ns:
         errors.append(f"proxies ServiceMonitor namespaceSelector {px['spec']['namespaceSelector']}, want {want_ns}")
