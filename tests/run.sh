@@ -91,10 +91,10 @@ if [[ -z "${HOS_SKIP_K8S:-}" ]]; then
   step "operator against the real kube-apiserver, Cassandra and the Bigtable emulator"
   cargo test -p operator --test cluster -- --ignored
 
-  step "Helm chart (lint, schema, install, RBAC with the chart's ServiceAccount) and Dockerfile"
+  step "Helm chart (lint, schema, install, RBAC with the chart's ServiceAccount, observability) and Dockerfile"
   tests/scripts/helm-build.sh >/dev/null
   tests/helm/dockerfile-check.sh
-  HOS_OPERATOR_BIN="$PWD/target/debug/hos-operator" tests/helm/check.sh
+  HOS_OPERATOR_BIN="$PWD/target/debug/hos-operator" HOS_PROXY_BIN="$PWD/target/debug/hos-proxy" tests/helm/check.sh
 fi
 
 step "all tests passed"

@@ -6,7 +6,16 @@
 #            cluster-wide and namespaced modes; helm template of both modes;
 #            kubernetes-validate --strict of every rendered object; the
 #            rendered RBAC is exactly the expected least-privilege rule set;
-#            values.schema.json rejects wrong values with a clear message.
+#            values.schema.json rejects wrong values with a clear message;
+#            observability: with --api-versions monitoring.coreos.com/v1 and
+#            the serviceMonitor/prometheusRule/grafanaDashboard switches,
+#            tests/helm/observability.py checks the ServiceMonitors select
+#            the operator's and the proxies' Services, and that every
+#            dashboard query and alert expression uses metrics and labels
+#            that proxy/src/metrics.rs and operator/src/metrics.rs register;
+#            the API gates and values; promtool (tests/scripts/promtool-build.sh)
+#            checks the rules and the dashboard queries and runs
+#            tests/helm/alerts.test.yaml.
 #   server   kubectl apply --dry-run=server of both renders (no PodSecurity
 #            "restricted" warning); then, per mode, helm install creates
 #            every object; a token of the chart's ServiceAccount drives the
@@ -15,16 +24,25 @@
 #            chart's RBAC is enough); kubectl auth can-i checks what the
 #            ServiceAccount may and may not do, and `can-i --list` per
 #            namespace (watched, other, release) is exactly the chart's rule
-#            set in both modes; helm upgrade and uninstall.
+#            set in both modes; helm upgrade and uninstall. With the
+#            Prometheus Operator CRDs (tests/scripts/prometheus-crds.sh):
+#            the monitoring objects pass --validate=strict, helm install
+#            creates them, the proxies' ServiceMonitor selects the proxy
+#            Service the operator made, and the live /metrics of the
+#            operator and of a hos-proxy (quickstart repo) match the
+#            families, types and labels derived from their source.
 #
 # Usage: KUBECONFIG=... tests/helm/check.sh     (called by tests/run.sh)
 #
 # Env:   HOS_OPERATOR_BIN  operator binary (default: target/debug/hos-operator)
+#        HOS_PROXY_BIN     proxy binary (default: target/debug/hos-proxy)
 #        HOS_CACHE         cache root (default: $HOME/.cache/hybrid-online-store)
 #        HELM_BIN_DIR      directory holding helm (default: built and cached by
 #                          tests/scripts/helm-build.sh)
 #        KUBE_VALIDATE_VERSION  kubernetes-validate from PyPI (default: 1.36.0)
 #        KUBE_VALIDATE_K8S      Kubernetes schema version (default: 1.36.0)
+#        PROMTOOL_BIN_DIR       directory holding promtool (default: built and
+#                               cached by tests/scripts/promtool-build.sh)
 #        HOS_HELM_OFFLINE=1     only the offline checks (no KUBECONFIG needed)
 #        HOS_HELM_KEEP=1        keep namespaces, release and logs (debugging)
 #
@@ -38,6 +56,7 @@ ROOT="$PWD"
 CHART="${ROOT}/charts/hybrid-online-store"
 CACHE_ROOT="${HOS_CACHE:-${HOME:-/root}/.cache/hybrid-online-store}"
 OPERATOR_BIN="${HOS_OPERATOR_BIN:-${ROOT}/target/debug/hos-operator}"
+PROXY_BIN="${HOS_PROXY_BIN:-${ROOT}/target/debug/hos-proxy}"
 KV_VERSION="${KUBE_VALIDATE_VERSION:-1.36.0}"
 KV_K8S="${KUBE_VALIDATE_K8S:-1.36.0}"
 KUBECTL="${KUBECTL:-kubectl}"
@@ -65,6 +84,7 @@ check() {
 WORK="$(mktemp -d -t hos-helm-XXXXXX)"
 OPERATOR_PID=""
 OPERATOR_RC=""
+PROXY_PID=""
 NAMESPACES=()
 RELEASES=() # "release namespace" pairs
 
@@ -115,9 +135,25 @@ stop_operator() {
   OPERATOR_PID=""
 }
 
+stop_proxy() {
+  [[ -n "${PROXY_PID}" ]] || return 0
+  if alive "${PROXY_PID}"; then
+    kill -TERM "${PROXY_PID}" 2>/dev/null || true
+    local i
+    for ((i = 0; i < 100; i++)); do
+      alive "${PROXY_PID}" || break
+      sleep 0.1
+    done
+    alive "${PROXY_PID}" && kill -KILL "${PROXY_PID}" 2>/dev/null
+  fi
+  wait "${PROXY_PID}" 2>/dev/null
+  PROXY_PID=""
+}
+
 cleanup() {
   local rc=$?
   stop_operator
+  stop_proxy
   if [[ -z "${HOS_HELM_KEEP:-}" ]]; then
     local pair ns
     for pair in ${RELEASES[@]+"${RELEASES[@]}"}; do
@@ -179,8 +215,10 @@ render() { # render OUT ARGS...: helm template into OUT
 }
 check "helm template (cluster-wide)" render "${WORK}/cluster.yaml"
 check "helm template (namespaced)" render "${WORK}/namespaced.yaml" --set watchNamespace=team-a
-check "helm template (all options: serviceMonitor, CRDs, digest, extras)" render "${WORK}/full.yaml" \
-  --include-crds --set serviceMonitor.enabled=true --set serviceMonitor.labels.release=prom \
+check "helm template (all options: serviceMonitor, prometheusRule, dashboard, CRDs, digest, extras)" render "${WORK}/full.yaml" \
+  --include-crds --api-versions monitoring.coreos.com/v1 \
+  --set serviceMonitor.enabled=true --set serviceMonitor.labels.release=prom \
+  --set prometheusRule.enabled=true --set grafanaDashboard.enabled=true \
   --set image.digest=sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef \
   --set podDisruptionBudget.maxUnavailable=1 --set 'imagePullSecrets[0].name=regcred' \
   --set 'extraEnv[0].name=FOO' --set 'extraEnv[0].value=bar' \
@@ -190,14 +228,15 @@ check "helm template (all options: serviceMonitor, CRDs, digest, extras)" render
   --set nodeSelector.kubernetes\\.io/os=linux --set priorityClassName=system-cluster-critical
 
 # kubernetes-validate knows the built-in kinds; the Prometheus Operator's
-# ServiceMonitor has no schema there (it is checked structurally below).
+# ServiceMonitor and PrometheusRule have no schema there (they are checked
+# structurally below, and by the API server when its CRDs can be installed).
 kube_validate() {
   local out rc
   out="$("${KV}" --strict --kubernetes-version "${KV_K8S}" "$1" 2>&1)"
   rc=$?
   echo "${out}"
   [[ ${rc} -eq 0 ]] || return 1
-  ! grep -v "Couldn't find schema for kind ServiceMonitor with api version monitoring.coreos.com/v1" <<<"${out}" \
+  ! grep -vE "Couldn't find schema for kind (ServiceMonitor|PrometheusRule) with api version monitoring.coreos.com/v1" <<<"${out}" \
     | grep -E '^(WARN|ERROR)'
 }
 for f in cluster namespaced full; do
@@ -226,7 +265,11 @@ want = {"Deployment", "ServiceAccount", "Service", "PodDisruptionBudget", "Role"
 if mode == "cluster":
     want |= {"ClusterRole", "ClusterRoleBinding"}
 if mode == "full":
-    want |= {"ServiceMonitor", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"}
+    want |= {"ServiceMonitor", "PrometheusRule", "ConfigMap", "CustomResourceDefinition", "ClusterRole",
+             "ClusterRoleBinding"}
+else:
+    for k in ("ServiceMonitor", "PrometheusRule", "ConfigMap"):
+        expect(k not in by_kind, f"{k} rendered by default")
 for k in sorted(want):
     expect(k in by_kind, f"no {k} rendered")
 if mode == "namespaced":
@@ -272,14 +315,15 @@ pdb = by_kind["PodDisruptionBudget"][0]
 expect(all(tpl_labels.get(k) == v for k, v in pdb["spec"]["selector"]["matchLabels"].items()), "PDB selector does not match the pods")
 
 if "ServiceMonitor" in by_kind:
-    sm = by_kind["ServiceMonitor"][0]
+    sm = [m for m in by_kind["ServiceMonitor"] if not m["metadata"]["name"].endswith("-proxies")][0]
     expect(sm["apiVersion"] == "monitoring.coreos.com/v1", "ServiceMonitor apiVersion is not monitoring.coreos.com/v1")
     expect(all(svc["metadata"]["labels"].get(k) == v for k, v in sm["spec"]["selector"]["matchLabels"].items()),
            "ServiceMonitor selector does not match the metrics Service's labels")
     ep = sm["spec"]["endpoints"][0]
     expect(ep["port"] == svc_port["name"] and ep["path"] == "/metrics", "ServiceMonitor endpoint is not metrics /metrics")
     expect(sm["spec"]["namespaceSelector"]["matchNames"] == [RELEASE_NS], "ServiceMonitor namespaceSelector is not the release namespace")
-    expect(sm["metadata"]["labels"].get("release") == "prom", "serviceMonitor.labels not applied")
+    for m in by_kind["ServiceMonitor"]:
+        expect(m["metadata"]["labels"].get("release") == "prom", f"serviceMonitor.labels not applied to {m['metadata']['name']}")
 
 # RBAC: exactly these rules, nothing else, nowhere else.
 CR = "hybrid-online-store.io"
@@ -381,12 +425,164 @@ expect_schema_error 'securityContext.capabilities.drop: "ALL"' "at '/securityCon
 expect_schema_error 'serviceMonitor without the metrics Service' "serviceMonitor.enabled needs service.enabled" \
   --set serviceMonitor.enabled=true --set service.enabled=false
 
+# ---- observability: ServiceMonitors, PrometheusRule, Grafana dashboard -------
+# tests/helm/observability.py derives the series hos-proxy and hos-operator
+# export from the `registry.register(` calls of proxy/src/metrics.rs and
+# operator/src/metrics.rs; every dashboard query and alert expression must
+# use those names and labels, so renaming a metric fails here. promtool
+# (built from the Go module proxy, tests/scripts/promtool-build.sh) parses
+# the rules and the dashboard queries and runs tests/helm/alerts.test.yaml.
+OBS=("${PY}" "${ROOT}/tests/helm/observability.py" "${ROOT}")
+OBS_ON=(--set serviceMonitor.enabled=true --set prometheusRule.enabled=true --set grafanaDashboard.enabled=true)
+MON_API=(--api-versions monitoring.coreos.com/v1)
+echo "== observability (ServiceMonitors, PrometheusRule, Grafana dashboard)"
+check "metrics derived from the source: $("${OBS[@]}" metrics 2>&1 | wc -l) series ($("${OBS[@]}" metrics 2>&1 | grep -c pending) pending per-view ones)" \
+  "${OBS[@]}" metrics
+check "helm lint --strict (serviceMonitor, prometheusRule, grafanaDashboard)" "${HELM}" lint --strict "${CHART}" "${OBS_ON[@]}"
+check "helm template --api-versions monitoring.coreos.com/v1, observability on (cluster-wide)" \
+  render "${WORK}/obs.yaml" "${MON_API[@]}" "${OBS_ON[@]}"
+check "helm template --api-versions monitoring.coreos.com/v1, observability on (namespaced)" \
+  render "${WORK}/obs-ns.yaml" "${MON_API[@]}" "${OBS_ON[@]}" --set watchNamespace=team-a
+check "helm template, serviceMonitor.proxies.namespaces=[shop,ads]" \
+  render "${WORK}/obs-list.yaml" "${MON_API[@]}" "${OBS_ON[@]}" --set watchNamespace=team-a \
+  --set 'serviceMonitor.proxies.namespaces={shop,ads}'
+check "kubernetes-validate --strict (observability render: the dashboard ConfigMap)" kube_validate "${WORK}/obs.yaml"
+check "ServiceMonitors: operator Service, and proxy Services by hos-operator's labels in any namespace" \
+  "${OBS[@]}" servicemonitors "${WORK}/obs.yaml" ""
+check "ServiceMonitors: proxies in the watched namespace only (namespaced)" \
+  "${OBS[@]}" servicemonitors "${WORK}/obs-ns.yaml" team-a
+check "ServiceMonitors: proxies in serviceMonitor.proxies.namespaces" \
+  "${OBS[@]}" servicemonitors "${WORK}/obs-list.yaml" shop,ads
+check "Grafana dashboard: valid JSON, every query on exported metrics and labels, required panels" \
+  "${OBS[@]}" dashboard "${WORK}/obs.yaml" "${WORK}/dashboard-rules.yaml"
+check "PrometheusRule: structure, severities, annotations, every expression on exported metrics and labels" \
+  "${OBS[@]}" rules "${WORK}/obs.yaml" "${WORK}/rules.yaml"
+
+# kinds FILE: the kinds rendered, sorted, on one line.
+kinds() { grep -h '^kind: ' "$1" | awk '{print $2}' | sort | tr '\n' ' ' | sed 's/ $//'; }
+# render_expect NAME WANT HELM-ARGS...: the render's kinds are exactly WANT.
+render_expect() {
+  local name="$1" want="$2" got
+  shift 2
+  render "${WORK}/variant.yaml" "$@" || { fail "${name}: helm template failed"; return; }
+  got="$(kinds "${WORK}/variant.yaml")"
+  if [[ "${got}" == "${want}" ]]; then
+    pass "${name}: ${got}"
+  else
+    fail "${name}: kinds ${got}, want ${want}"
+  fi
+}
+BASE="ClusterRole ClusterRoleBinding"
+CORE="Deployment PodDisruptionBudget"
+RBAC_SVC="Role RoleBinding Service ServiceAccount"
+render_expect "switches on, no monitoring.coreos.com API: only the dashboard ConfigMap is added" \
+  "${BASE} ConfigMap ${CORE} ${RBAC_SVC}" "${OBS_ON[@]}"
+render_expect "only the ServiceMonitor kind served: no PrometheusRule" \
+  "${BASE} ConfigMap ${CORE} ${RBAC_SVC} ServiceMonitor ServiceMonitor" \
+  "${OBS_ON[@]}" --api-versions monitoring.coreos.com/v1/ServiceMonitor
+render_expect "only the PrometheusRule kind served: no ServiceMonitor" \
+  "${BASE} ConfigMap ${CORE} PrometheusRule ${RBAC_SVC}" \
+  "${OBS_ON[@]}" --api-versions monitoring.coreos.com/v1/PrometheusRule
+render_expect "switches off (defaults) with the API: nothing added" \
+  "${BASE} ${CORE} ${RBAC_SVC}" "${MON_API[@]}"
+render_expect "serviceMonitor.proxies.enabled=false: the operator's ServiceMonitor only" \
+  "${BASE} ${CORE} ${RBAC_SVC} ServiceMonitor" \
+  "${MON_API[@]}" --set serviceMonitor.enabled=true --set serviceMonitor.proxies.enabled=false
+
+# Values that shape the objects end up where they belong.
+cat >"${WORK}/obs-values.py" <<'PY'
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+get = lambda kind, suffix="": [d for d in docs if d["kind"] == kind and d["metadata"]["name"].endswith(suffix)]
+errors = []
+def expect(cond, msg):
+    if not cond:
+        errors.append(msg)
+cm = get("ConfigMap", "-dashboard")[0]
+expect(cm["metadata"]["namespace"] == "monitoring", f"dashboard namespace {cm['metadata']['namespace']}")
+expect(cm["metadata"]["labels"].get("my_dashboards") == "yes", "grafanaDashboard.label/labelValue not applied")
+expect("grafana_dashboard" not in cm["metadata"]["labels"], "the default sidecar label is still set")
+expect(cm["metadata"].get("annotations", {}).get("grafana_folder") == "Feature store", "grafanaDashboard.annotations not applied")
+expect(cm["metadata"]["labels"].get("team") == "ml", "grafanaDashboard.labels not applied")
+ep = get("ServiceMonitor", "-proxies")[0]["spec"]["endpoints"][0]
+expect(ep["scheme"] == "https", f"proxies scheme {ep['scheme']}")
+expect(ep.get("tlsConfig") == {"insecureSkipVerify": True, "serverName": "proxy.shop.svc"}, f"tlsConfig {ep.get('tlsConfig')}")
+expect(ep.get("authorization") == {"type": "Bearer", "credentials": {"name": "prom-token", "key": "token"}},
+       f"authorization {ep.get('authorization')}")
+expect(ep["interval"] == "15s" and ep["scrapeTimeout"] == "5s", f"proxies interval {ep['interval']}/{ep['scrapeTimeout']}")
+op = [m for m in get("ServiceMonitor") if not m["metadata"]["name"].endswith("-proxies")][0]["spec"]["endpoints"][0]
+expect(op["interval"] == "30s", "the operator's ServiceMonitor took the proxies' interval")
+pr = get("PrometheusRule")[0]
+alerts = [r for g in pr["spec"]["groups"] for r in g["rules"]]
+names = [r["alert"] for r in alerts]
+expect("HosOperatorMultipleLeaders" not in names and "HosProxyCircuitOpen" not in names, f"disabledAlerts ignored: {names}")
+expect(len(names) == 8, f"{len(names)} alerts, want 8")
+expect(all(r["labels"].get("team") == "platform" for r in alerts), "alertLabels not on every alert")
+expect(all(r["labels"].get("severity") for r in alerts), "alertLabels replaced severity")
+expect(pr["metadata"]["labels"].get("release") == "prom", "prometheusRule.labels not applied")
+ratio = [r for r in alerts if r["alert"] == "HosProxyErrorRatioHigh"][0]
+expect(ratio["expr"].rstrip().endswith("> 0.02") and "More than 2%" in ratio["annotations"]["description"],
+       f"errorRatioThreshold 0.02 not applied: {ratio['expr']!r}")
+noleader = [r for r in alerts if r["alert"] == "HosOperatorNoLeader"][0]
+expect('hos_operator_leader{job="ops"}' in noleader["expr"], f"operatorSelector not applied: {noleader['expr']}")
+for e in errors:
+    print(e)
+sys.exit(1 if errors else 0)
+PY
+check "helm template with observability values (dashboard label, namespace; proxies https, token; disabledAlerts, alertLabels, threshold, operatorSelector)" \
+  render "${WORK}/obs-values.yaml" "${MON_API[@]}" "${OBS_ON[@]}" \
+  --set grafanaDashboard.label=my_dashboards --set grafanaDashboard.labelValue=yes \
+  --set grafanaDashboard.namespace=monitoring --set 'grafanaDashboard.annotations.grafana_folder=Feature store' \
+  --set grafanaDashboard.labels.team=ml \
+  --set serviceMonitor.proxies.scheme=https --set serviceMonitor.proxies.tlsConfig.insecureSkipVerify=true \
+  --set serviceMonitor.proxies.tlsConfig.serverName=proxy.shop.svc \
+  --set serviceMonitor.proxies.authorization.type=Bearer \
+  --set serviceMonitor.proxies.authorization.credentials.name=prom-token \
+  --set serviceMonitor.proxies.authorization.credentials.key=token \
+  --set serviceMonitor.proxies.interval=15s --set serviceMonitor.proxies.scrapeTimeout=5s \
+  --set 'prometheusRule.disabledAlerts={HosOperatorMultipleLeaders,HosProxyCircuitOpen}' \
+  --set prometheusRule.alertLabels.team=platform --set prometheusRule.labels.release=prom \
+  --set-json 'prometheusRule.errorRatioThreshold=0.02' --set 'prometheusRule.operatorSelector=job="ops"'
+check "observability values land in the objects" "${PY}" "${WORK}/obs-values.py" "${WORK}/obs-values.yaml"
+
+expect_schema_error 'prometheusRule.disabledAlerts: [NoSuchAlert]' "at '/prometheusRule/disabledAlerts/0'" \
+  --set 'prometheusRule.disabledAlerts[0]=NoSuchAlert'
+expect_schema_error 'prometheusRule.errorRatioThreshold: 2' "at '/prometheusRule/errorRatioThreshold'" \
+  --set prometheusRule.errorRatioThreshold=2
+expect_schema_error 'serviceMonitor.proxies.scheme: ftp' "at '/serviceMonitor/proxies/scheme'" \
+  --set serviceMonitor.proxies.scheme=ftp
+expect_schema_error 'serviceMonitor.proxies.namespaces: [Shop]' "at '/serviceMonitor/proxies/namespaces/0'" \
+  --set 'serviceMonitor.proxies.namespaces[0]=Shop'
+expect_schema_error 'grafanaDashboard.label: "not a label!"' "at '/grafanaDashboard/label'" \
+  --set 'grafanaDashboard.label=not a label!'
+
+# promtool: the rules and the dashboard queries parse, the alerts' unit tests pass.
+PROMTOOL=""
+if PROMTOOL_DIR="${PROMTOOL_BIN_DIR:-$(nice -n 19 "${ROOT}/tests/scripts/promtool-build.sh" 2>"${WORK}/promtool-build.log" | tail -n 1)}" \
+  && [[ -x "${PROMTOOL_DIR}/promtool" ]]; then
+  PROMTOOL="${PROMTOOL_DIR}/promtool"
+  pass "promtool $("${PROMTOOL}" --version 2>&1 | head -n 1 | sed -n 's/.*version \([^ ]*\).*/\1/p') (tests/scripts/promtool-build.sh)"
+else
+  fail "promtool could not be built (tests/scripts/promtool-build.sh)"
+  indent <"${WORK}/promtool-build.log" | tail -n 20
+fi
+if [[ -n "${PROMTOOL}" ]]; then
+  check "promtool check rules: the PrometheusRule's $(grep -c 'alert:' "${WORK}/rules.yaml" 2>/dev/null) alerts" \
+    "${PROMTOOL}" check rules "${WORK}/rules.yaml"
+  check "promtool check rules: the dashboard's $(grep -c 'record:' "${WORK}/dashboard-rules.yaml" 2>/dev/null) queries (variables replaced)" \
+    "${PROMTOOL}" check rules "${WORK}/dashboard-rules.yaml"
+  cp "${ROOT}/tests/helm/alerts.test.yaml" "${WORK}/alerts.test.yaml"
+  check "promtool test rules: tests/helm/alerts.test.yaml ($(grep -c '^  - name:' "${WORK}/alerts.test.yaml") cases, $(grep -c 'alertname:' "${WORK}/alerts.test.yaml") evaluations)" \
+    bash -c "cd '${WORK}' && '${PROMTOOL}' test rules alerts.test.yaml"
+fi
+
 if [[ -n "${HOS_HELM_OFFLINE:-}" ]]; then
   echo "== HOS_HELM_OFFLINE set: skipping the API server checks"
 else
   # ---- API server checks -------------------------------------------------------
   [[ -n "${KUBECONFIG:-}" ]] || die "KUBECONFIG is not set (start tests/scripts/k8s-up.sh, or set HOS_HELM_OFFLINE=1)"
   [[ -x "${OPERATOR_BIN}" ]] || die "${OPERATOR_BIN} not found: build it with cargo build -p operator"
+  [[ -x "${PROXY_BIN}" ]] || die "${PROXY_BIN} not found: build it with cargo build -p proxy"
   echo "== API server checks ($("${KUBECTL}" get --raw /version | "${PY}" -c 'import json,sys; print(json.load(sys.stdin)["gitVersion"])'))"
 
   SUFFIX="$(openssl rand -hex 3)"
@@ -424,6 +620,85 @@ else
     dry_run_server "${NS_OP}"
   check "kubectl apply --dry-run=server (namespaced; restricted PodSecurity, no warning)" \
     dry_run_server "${NS_OP2}" --set watchNamespace="${NS_A}"
+
+  # The Prometheus Operator's ServiceMonitor and PrometheusRule CRDs
+  # (generated from its Go API module by tests/scripts/prometheus-crds.sh):
+  # with them the API server validates the chart's monitoring objects
+  # against the real schema, and helm install sees the API and renders them.
+  MON_CRDS=""
+  if MON_CRD_DIR="$(nice -n 19 "${ROOT}/tests/scripts/prometheus-crds.sh" 2>"${WORK}/prometheus-crds.log" | tail -n 1)" \
+    && "${KUBECTL}" apply --server-side --force-conflicts -f "${MON_CRD_DIR}/" >"${WORK}/prometheus-crds.log" 2>&1 \
+    && "${KUBECTL}" wait --for=condition=Established --timeout=60s \
+      crd/servicemonitors.monitoring.coreos.com crd/prometheusrules.monitoring.coreos.com >>"${WORK}/prometheus-crds.log" 2>&1; then
+    MON_CRDS=1
+    pass "Prometheus Operator CRDs ServiceMonitor and PrometheusRule installed (tests/scripts/prometheus-crds.sh)"
+  else
+    fail "Prometheus Operator CRDs could not be generated or installed"
+    indent <"${WORK}/prometheus-crds.log" | tail -n 20
+  fi
+  if [[ -n "${MON_CRDS}" ]]; then
+    # strict_dry_run NS ARGS...: the render, observability on, created with
+    # strict field validation (an unknown or misplaced field is an error).
+    strict_dry_run() {
+      local ns="$1" out
+      shift
+      out="$("${HELM}" template hos "${CHART}" --namespace "${ns}" "${MON_API[@]}" "${OBS_ON[@]}" "$@" \
+        | "${KUBECTL}" apply --dry-run=server --validate=strict -f - 2>&1)" || { echo "${out}"; return 1; }
+      grep -E '^(servicemonitor|prometheusrule)' <<<"${out}" | sort | tr '\n' ';'
+      [[ "$(grep -cE '^(servicemonitor|prometheusrule)' <<<"${out}")" == 3 ]]
+    }
+    check "ServiceMonitors and PrometheusRule accepted by the API server (--validate=strict, defaults)" \
+      strict_dry_run "${NS_OP}"
+    check "ServiceMonitors and PrometheusRule accepted (--validate=strict; https, tlsConfig, authorization, alertLabels, namespaces)" \
+      strict_dry_run "${NS_OP2}" --set watchNamespace="${NS_A}" \
+      --set serviceMonitor.proxies.scheme=https --set serviceMonitor.proxies.tlsConfig.insecureSkipVerify=true \
+      --set serviceMonitor.proxies.tlsConfig.serverName=proxy.shop.svc \
+      --set serviceMonitor.proxies.tlsConfig.ca.secret.name=proxy-ca --set serviceMonitor.proxies.tlsConfig.ca.secret.key=ca.crt \
+      --set serviceMonitor.proxies.authorization.type=Bearer \
+      --set serviceMonitor.proxies.authorization.credentials.name=prom-token \
+      --set serviceMonitor.proxies.authorization.credentials.key=token \
+      --set 'serviceMonitor.proxies.namespaces={shop,ads}' --set prometheusRule.alertLabels.team=platform
+    # The CRDs do validate: a misspelt field and a bad duration are refused.
+    refused() { # refused WHAT SED: the default render edited by SED must be refused
+      local out
+      if out="$("${HELM}" template hos "${CHART}" --namespace "${NS_OP}" "${MON_API[@]}" "${OBS_ON[@]}" \
+        | sed "$2" | "${KUBECTL}" apply --dry-run=server --validate=strict -f - 2>&1)"; then
+        echo "accepted: ${1}"
+        return 1
+      fi
+      grep -iE 'unknown field|invalid|should match' <<<"${out}" | head -n 1
+    }
+    check "the API server refuses a ServiceMonitor endpoint with an unknown field (strict validation works)" \
+      refused "portt" 's/^    - port: http$/    - portt: http/'
+    check "the API server refuses an alert with 'for: 5 minutes' (the CRD's duration pattern)" \
+      refused "for: 5 minutes" 's/^          for: 5m$/          for: 5 minutes/'
+  fi
+
+  # A live hos-proxy (the quickstart repo: two SQLite backends, on
+  # 127.0.0.1) after a served read and a refused one (404): its /metrics has
+  # the families, types and label sets derived from proxy/src/metrics.rs.
+  scrape_proxy() {
+    local dir="${WORK}/proxy-repo" port i code
+    rm -rf "${dir}" && cp -r "${ROOT}/examples/quickstart" "${dir}" && rm -rf "${dir}/data" || return 1
+    port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+    "${PROXY_BIN}" serve --repo "${dir}" --feature-views "${dir}/feature_views" --apply \
+      --listen "127.0.0.1:${port}" </dev/null >"${WORK}/proxy.log" 2>&1 &
+    PROXY_PID=$!
+    for ((i = 0; i < 150; i++)); do
+      curl -fs --max-time 2 "http://127.0.0.1:${port}/ready" >/dev/null && break
+      alive "${PROXY_PID}" || break
+      sleep 0.1
+    done
+    code="$(curl -s --max-time 5 -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:${port}/get-online-features" \
+      -d '{"features": ["user_features:age"], "entities": {"user_id": [1001]}}')"
+    code+=" $(curl -s --max-time 5 -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:${port}/get-online-features" \
+      -d '{"features": ["no_such_view:age"], "entities": {"user_id": [1001]}}')"
+    curl -fsS --max-time 5 "http://127.0.0.1:${port}/metrics" >"${WORK}/proxy-metrics.txt" 2>&1
+    stop_proxy
+    [[ "${code}" == "200 404" ]] || { echo "requests answered ${code}, want 200 404"; tail -n 5 "${WORK}/proxy.log"; return 1; }
+    "${OBS[@]}" exposition "${WORK}/proxy-metrics.txt" proxy
+  }
+  check "a live hos-proxy's /metrics: families, types and labels as derived from proxy/src/metrics.rs" scrape_proxy
 
   # A store with one SQLite backend whose (ignored) credentials reference a
   # Secret, so the operator reads a Secret too, and a proxy Deployment,
@@ -676,11 +951,39 @@ PY
     fi
   }
 
+  # sm_selects SM.json NS SERVICE STORE: the ServiceMonitor's namespace and
+  # label selectors pick SERVICE in NS (asked of the API server), the
+  # Service has the endpoint's port, and the relabeled store label is STORE.
+  sm_selects() {
+    local sel ns_ok
+    sel="$("${PY}" - "$1" "$2" <<'PY'
+import json, sys
+sm = json.load(open(sys.argv[1]))["spec"]
+nsel = sm["namespaceSelector"]
+if not (nsel.get("any") or sys.argv[2] in nsel.get("matchNames", [])):
+    sys.exit(f"namespaceSelector {nsel} leaves out {sys.argv[2]}")
+parts = [f"{k}={v}" for k, v in sm["selector"].get("matchLabels", {}).items()]
+for e in sm["selector"].get("matchExpressions", []):
+    if e["operator"] != "Exists":
+        sys.exit(f"unexpected matchExpression {e}")
+    parts.append(e["key"])
+print(",".join(parts), sm["endpoints"][0]["port"])
+PY
+)" || { echo "${sel}"; return 1; }
+    local labels="${sel% *}" port="${sel##* }" got
+    got="$("${KUBECTL}" get services -n "$2" -l "${labels}" -o name)" || return 1
+    [[ "${got}" == "service/$3" ]] || { echo "-l ${labels} in $2 selects: ${got:-nothing}"; return 1; }
+    "${KUBECTL}" get service "$3" -n "$2" -o jsonpath='{.spec.ports[*].name}' | tr ' ' '\n' | grep -qx "${port}" \
+      || { echo "service/$3 has no port ${port}"; return 1; }
+    [[ "$("${KUBECTL}" get service "$3" -n "$2" -o jsonpath='{.metadata.labels.hybrid-online-store\.io/store}')" == "$4" ]] \
+      || { echo "service/$3 is not labelled hybrid-online-store.io/store=$4"; return 1; }
+  }
+
   # run_mode NAME RELEASE_NS WATCH_NS(empty: all) : install, operate, check, uninstall.
   run_mode() {
-    local mode="$1" rel_ns="$2" watch_ns="$3" rel="hos" set_args=()
+    local mode="$1" rel_ns="$2" watch_ns="$3" rel="hos" set_args=("${OBS_ON[@]}")
     local fullname="hos-hybrid-online-store"
-    [[ -z "${watch_ns}" ]] || set_args=(--set "watchNamespace=${watch_ns}")
+    [[ -z "${watch_ns}" ]] || set_args+=(--set "watchNamespace=${watch_ns}")
     local ex_ns="${watch_ns:-${NS_A}}"
     echo "== ${mode}: release ${rel} in ${rel_ns}${watch_ns:+, watching ${watch_ns}}"
 
@@ -696,6 +999,18 @@ PY
     check "${mode}: every rendered object exists in the API server ($(grep -c '^kind:' "${WORK}/manifest-${mode}.yaml") objects)" \
       "${KUBECTL}" get -f "${WORK}/manifest-${mode}.yaml"
     check "${mode}: NOTES.txt rendered" grep -q "hos-operator 0.1.0 is installed" "${WORK}/install-${mode}.out"
+    check "${mode}: Grafana dashboard ConfigMap ${fullname}-dashboard (label grafana_dashboard=1) created" \
+      bash -c "'${KUBECTL}' get configmap -n '${rel_ns}' -l grafana_dashboard=1 -o name | grep -qx 'configmap/${fullname}-dashboard'"
+    if [[ -n "${MON_CRDS}" ]]; then
+      check "${mode}: helm install saw the monitoring API: ServiceMonitors ${fullname}, ${fullname}-proxies and PrometheusRule ${fullname} created" \
+        "${KUBECTL}" get -n "${rel_ns}" "servicemonitor.monitoring.coreos.com/${fullname}" \
+        "servicemonitor.monitoring.coreos.com/${fullname}-proxies" "prometheusrule.monitoring.coreos.com/${fullname}"
+      check "${mode}: NOTES.txt lists the ServiceMonitors and the PrometheusRule" \
+        bash -c "grep -q 'ServiceMonitors ${fullname} (operator) and ${fullname}-proxies (hos-proxy Services in ${watch_ns:-every namespace})' '${WORK}/install-${mode}.out' && grep -q 'PrometheusRule ${fullname} (alerts' '${WORK}/install-${mode}.out'"
+    else
+      check "${mode}: without the monitoring CRDs, NOTES.txt says no ServiceMonitor was created" \
+        grep -q "no ServiceMonitor was created" "${WORK}/install-${mode}.out"
+    fi
 
     # The chart's ServiceAccount drives the real operator.
     local kc="${WORK}/sa-${mode}.kubeconfig" sa="${fullname}"
@@ -723,6 +1038,19 @@ PY
       bash -c "[[ \$('${KUBECTL}' get deployment helm-check-proxy -n '${ex_ns}' -o jsonpath='{.spec.template.spec.containers[0].image}') == '${proxy_image}' ]]"
     check "${mode}: proxy Service helm-check-proxy created" \
       "${KUBECTL}" get service helm-check-proxy -n "${ex_ns}"
+    # The proxies' ServiceMonitor (as the API server holds it, or as
+    # rendered without the CRDs) selects the Service the operator made.
+    if [[ -n "${MON_CRDS}" ]]; then
+      "${KUBECTL}" get -n "${rel_ns}" "servicemonitor.monitoring.coreos.com/${fullname}-proxies" -o json \
+        >"${WORK}/proxies-sm-${mode}.json" 2>&1
+    else
+      "${HELM}" template "${rel}" "${CHART}" -n "${rel_ns}" "${MON_API[@]}" "${set_args[@]}" \
+        --show-only templates/servicemonitor.yaml | "${PY}" -c \
+        'import json, sys, yaml; print(json.dumps([d for d in yaml.safe_load_all(sys.stdin) if d][-1]))' \
+        >"${WORK}/proxies-sm-${mode}.json" 2>&1
+    fi
+    check "${mode}: the proxies' ServiceMonitor selects service/helm-check-proxy in ${ex_ns}, port http, label store=helm-check" \
+      sm_selects "${WORK}/proxies-sm-${mode}.json" "${ex_ns}" helm-check-proxy helm-check
     check "${mode}: proxy HorizontalPodAutoscaler, PodDisruptionBudget and NetworkPolicy helm-check-proxy created" \
       "${KUBECTL}" get horizontalpodautoscaler.autoscaling/helm-check-proxy \
       poddisruptionbudget.policy/helm-check-proxy networkpolicy.networking.k8s.io/helm-check-proxy -n "${ex_ns}"
@@ -735,6 +1063,9 @@ PY
     check "${mode}: /healthz answers (liveness probe path)" http_ok /healthz
     check "${mode}: /readyz answers (readiness probe path)" http_ok /readyz
     check "${mode}: /metrics reports the leader" http_ok /metrics 'hos_operator_leader 1'
+    curl -fsS --max-time 5 "http://127.0.0.1:${METRICS_PORT}/metrics" >"${WORK}/operator-metrics-${mode}.txt" 2>&1
+    check "${mode}: the operator's /metrics: families, types and labels as derived from operator/src/metrics.rs" \
+      "${OBS[@]}" exposition "${WORK}/operator-metrics-${mode}.txt" operator
     # Teardown through the operator: finalizers removed, table dropped.
     "${KUBECTL}" delete -n "${ex_ns}" featureview/user-features --timeout=60s >/dev/null 2>&1
     check "${mode}: FeatureView deleted (finalizer removed by the operator)" \

@@ -75,3 +75,34 @@ repository:tag (tag defaults to the appVersion).
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 {{- end }}
+
+{{/*
+Whether the cluster serves a Prometheus Operator kind (argument: the kind,
+e.g. "ServiceMonitor"). `helm install`/`upgrade` ask the API server; `helm
+template` knows only what --api-versions says, either the group/version
+(monitoring.coreos.com/v1) or the kind (monitoring.coreos.com/v1/ServiceMonitor).
+*/}}
+{{- define "hos.hasMonitoringAPI" -}}
+{{- $caps := .root.Capabilities.APIVersions }}
+{{- if or ($caps.Has (printf "monitoring.coreos.com/v1/%s" .kind)) ($caps.Has "monitoring.coreos.com/v1") }}true{{ end }}
+{{- end }}
+
+{{/*
+The namespaces whose proxy Services the proxies' ServiceMonitor looks in:
+serviceMonitor.proxies.namespaces, else watchNamespace, else none (any).
+*/}}
+{{- define "hos.proxyNamespaces" -}}
+{{- if .Values.serviceMonitor.proxies.namespaces }}
+{{- toYaml .Values.serviceMonitor.proxies.namespaces }}
+{{- else if .Values.watchNamespace }}
+{{- toYaml (list .Values.watchNamespace) }}
+{{- end }}
+{{- end }}
+
+{{/*
+PromQL label matchers of the operator's series: its metrics Service's
+namespace and job (the Prometheus Operator names the job after the Service).
+*/}}
+{{- define "hos.operatorSelector" -}}
+{{- default (printf "namespace=%q, job=%q" .Release.Namespace (printf "%s-metrics" (include "hos.fullname" .))) .Values.prometheusRule.operatorSelector }}
+{{- end }}
