@@ -42,18 +42,12 @@ from pathlib import Path
 
 import yaml
 
-SOURCES = {"proxy": "proxy/src/metrics.rs", "operator": "operator/src/metrics.rs"}
+# The files registering each component's metrics into its prefixed
+# registry (the per-view families register into the proxy's, from their
+# own module).
+SOURCES = {"proxy": ["proxy/src/metrics.rs", "proxy/src/view_metrics.rs"],
+           "operator": ["operator/src/metrics.rs"]}
 PREFIX = {"proxy": "hos_proxy", "operator": "hos_operator"}
-
-# Per-view proxy metrics being added in parallel (issue [K]): while the
-# source registers no hos_proxy_view_* family yet, these stand in for them;
-# as soon as one is registered they are ignored and the source decides.
-PENDING = {
-    "view_requests": ("counter", ["project", "view", "backend", "op", "outcome"]),
-    "view_duration_seconds": ("histogram", ["project", "view", "backend", "op"]),
-    "view_rows": ("counter", ["project", "view", "backend", "op"]),
-    "view_cells": ("counter", ["project", "view", "backend", "op"]),
-}
 
 # Labels the Prometheus Operator puts on every series of a ServiceMonitor's
 # targets; the proxies' ServiceMonitor adds its relabeling targets (store).
@@ -90,7 +84,6 @@ class Series:
     family: str  # as registered with prefix, e.g. hos_proxy_requests
     kind: str  # counter | gauge | histogram
     labels: set[str] = field(default_factory=set)
-    pending: bool = False
 
 
 def _label_structs(src: str) -> dict[str, list[str]]:
@@ -101,36 +94,44 @@ def _label_structs(src: str) -> dict[str, list[str]]:
 
 
 def families(root: Path, component: str) -> dict[str, tuple[str, list[str]]]:
-    """family -> (kind, labels) registered in COMPONENT's metrics.rs."""
-    src = (root / SOURCES[component]).read_text()
+    """family -> (kind, labels) registered in COMPONENT's source files."""
+    where = " + ".join(SOURCES[component])
+    # Unit tests make registries of their own: only the code above them counts.
+    src = "\n".join(re.split(r"^#\[cfg\(test\)\]\s*\nmod tests", (root / f).read_text(), flags=re.M)[0]
+                    for f in SOURCES[component])
     prefixes = re.findall(r'Registry::with_prefix\("([A-Za-z_:][A-Za-z0-9_:]*)"\)', src)
     if prefixes != [PREFIX[component]]:
-        raise SystemExit(f"{SOURCES[component]}: expected one Registry::with_prefix(\"{PREFIX[component]}\"), found {prefixes}")
+        raise SystemExit(f"{where}: expected one Registry::with_prefix(\"{PREFIX[component]}\"), found {prefixes}")
     structs = _label_structs(src)
+    # `let name = Type...;` and struct fields `name: Type<...>,` (metrics
+    # registered as `f.name.clone()`).
     bindings = {m.group(1): m.group(2) for m in re.finditer(r"let (\w+)\s*=\s*([^;]+);", src)}
+    fields = {m.group(1): m.group(2) for m in re.finditer(
+        r"^\s*(?:pub\s+)?(\w+)\s*:\s*((?:Family\s*<|(?:Counter|Gauge|Histogram)\s*(?:<|,))[^\n]*?),?\s*$",
+        src, re.M)}
     calls = re.findall(
-        r'registry\s*\.\s*(register\w*)\(\s*"([^"]+)"\s*,\s*"(?:[^"\\]|\\.)*"\s*,\s*(\w+)\.clone\(\)\s*,?\s*\)', src)
+        r'registry\s*\.\s*(register\w*)\(\s*"([^"]+)"\s*,\s*"(?:[^"\\]|\\.)*"\s*,\s*([\w.]+)\.clone\(\)\s*,?\s*\)', src)
     total = len(re.findall(r"\.register\w*\(", src))
     if len(calls) != total:
-        raise SystemExit(f"{SOURCES[component]}: {total} register calls, only {len(calls)} understood "
+        raise SystemExit(f"{where}: {total} register calls, only {len(calls)} understood "
                          "(expected registry.register(\"name\", \"help\", metric.clone()))")
     out = {}
     for method, name, var in calls:
         if method != "register":
-            raise SystemExit(f"{SOURCES[component]}: {method}(\"{name}\") is not handled (a unit suffix changes the name)")
-        ty = bindings.get(var)
+            raise SystemExit(f"{where}: {method}(\"{name}\") is not handled (a unit suffix changes the name)")
+        ty = fields.get(var.rsplit(".", 1)[1]) if "." in var else bindings.get(var)
         if ty is None:
-            raise SystemExit(f"{SOURCES[component]}: no `let {var} = ...` for registered metric {name}")
-        fam = re.match(r"Family::<\s*(\w+)\s*,\s*(Counter|Gauge|Histogram)\b", ty)
+            raise SystemExit(f"{where}: no `let {var} = ...` or field type for registered metric {name}")
+        fam = re.match(r"Family\s*(?:::)?<\s*(\w+)\s*,\s*(Counter|Gauge|Histogram)\b", ty)
         if fam:
             struct, kind = fam.groups()
             if struct not in structs:
-                raise SystemExit(f"{SOURCES[component]}: label set {struct} of {name} not found")
+                raise SystemExit(f"{where}: label set {struct} of {name} not found")
             labels = structs[struct]
         else:
             plain = re.match(r"(Counter|Gauge|Histogram)\b", ty)
             if not plain:
-                raise SystemExit(f"{SOURCES[component]}: cannot tell the type of {name} from `{ty}`")
+                raise SystemExit(f"{where}: cannot tell the type of {name} from `{ty}`")
             kind, labels = plain.group(1), []
         out[f"{PREFIX[component]}_{name}"] = (kind.lower(), labels)
     return out
@@ -142,17 +143,12 @@ def exported(root: Path, extra_proxy_labels: set[str] | None = None) -> dict[str
     series: dict[str, Series] = {}
     for component in SOURCES:
         fams = families(root, component)
-        pending = set()
-        if component == "proxy" and not any(f.startswith("hos_proxy_view_") for f in fams):
-            for name, (kind, labels) in PENDING.items():
-                fams[f"hos_proxy_{name}"] = (kind, labels)
-                pending.add(f"hos_proxy_{name}")
         extra = TARGET_LABELS | ((extra_proxy_labels or set()) if component == "proxy" else set())
         for fam, (kind, labels) in fams.items():
             names = {"counter": [(f"{fam}_total", [])], "gauge": [(fam, [])],
                      "histogram": [(f"{fam}_bucket", ["le"]), (f"{fam}_sum", []), (f"{fam}_count", [])]}[kind]
             for name, more in names:
-                series[name] = Series(name, fam, kind, set(labels) | set(more) | extra, fam in pending)
+                series[name] = Series(name, fam, kind, set(labels) | set(more) | extra)
     return series
 
 
@@ -334,7 +330,7 @@ def grafana_to_promql(expr: str) -> str:
 # ---- commands ----------------------------------------------------------------
 def cmd_metrics(root: Path) -> int:
     for s in sorted(exported(root).values(), key=lambda s: s.name):
-        print(f"{s.name} {s.kind}{' (pending)' if s.pending else ''} {{{','.join(sorted(s.labels - TARGET_LABELS))}}}")
+        print(f"{s.name} {s.kind} {{{','.join(sorted(s.labels - TARGET_LABELS))}}}")
     return 0
 
 
@@ -367,7 +363,7 @@ def cmd_exposition(root: Path, path: str, component: str) -> int:
         if have != want:
             errors.append(f"{name}{{{labels}}}: labels {sorted(have)}, the source says {sorted(want)}")
     return report(errors, f"{component} /metrics: {len(got)} of {len(fams)} families ({samples} samples) as derived"
-                          f" from {SOURCES[component]}")
+                          f" from {' + '.join(SOURCES[component])}")
 
 
 def cmd_servicemonitors(root: Path, render: str, watch_ns: str) -> int:
@@ -549,11 +545,8 @@ def cmd_dashboard(root: Path, render: str, out: str) -> int:
         errors.append(f"exported metric family {fam} is on no dashboard panel")
     Path(out).write_text(yaml.safe_dump({"groups": [{"name": "dashboard-queries", "rules": promtool_rules}]},
                                         sort_keys=False, width=1000))
-    pending = sorted({series[s].family for s in used if s in series and series[s].pending})
     return report(errors, f"dashboard: {len(panels)} panels, {len(queries)} queries on {len(fams_used)} metric families"
-                          f", {len(variables)} variables"
-                          + (f"; pending per-view families (not yet registered in the source): {', '.join(pending)}"
-                             if pending else ""))
+                          f", {len(variables)} variables")
 
 
 def cmd_rules(root: Path, render: str, out: str) -> int:
