@@ -2838,3 +2838,429 @@ async fn readyz_names_the_cache_that_has_not_synced() {
     drop(op);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Files of one volume of the proxy's Pod as the kubelet would write them:
+/// every key of the ConfigMap or Secret, or only the `items` (key -> path).
+async fn volume_files(
+    client: &Client,
+    ns: &str,
+    volume: &k8s_openapi::api::core::v1::Volume,
+) -> Vec<(String, Vec<u8>)> {
+    let (data, items): (BTreeMap<String, Vec<u8>>, _) = if let Some(cm) = &volume.config_map {
+        let maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+        let m = maps.get(&cm.name).await.unwrap();
+        let data = m.data.unwrap_or_default();
+        (
+            data.into_iter().map(|(k, v)| (k, v.into_bytes())).collect(),
+            cm.items.clone(),
+        )
+    } else if let Some(s) = &volume.secret {
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+        let name = s.secret_name.clone().unwrap();
+        let data = secrets.get(&name).await.unwrap().data.unwrap_or_default();
+        (
+            data.into_iter().map(|(k, v)| (k, v.0)).collect(),
+            s.items.clone(),
+        )
+    } else {
+        panic!("volume {} is neither a ConfigMap nor a Secret", volume.name)
+    };
+    match items {
+        None => data.into_iter().collect(),
+        Some(items) => items
+            .into_iter()
+            .map(|i| {
+                let bytes = data
+                    .get(&i.key)
+                    .unwrap_or_else(|| panic!("volume {}: no key {}", volume.name, i.key))
+                    .clone();
+                (i.path, bytes)
+            })
+            .collect(),
+    }
+}
+
+/// Runs `openssl` in `dir`; panics with its stderr when it fails.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The Feast SDK side of `the_operators_proxy_deployment_serves_feast_over_tls`:
+/// argv: repo dir, proxy URL, CA file, writer token, reader token. Writes
+/// rows over HTTPS with the writer's token, reads them with Feast's
+/// `remote` online store (TLS `cert`, `auth: kubernetes` with `user_token`),
+/// then repeats the read without a token; prints one JSON report.
+const FEAST_REMOTE_SCRIPT: &str = r#"
+import json, sys, time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import requests
+from feast import Entity, FeatureStore, FeatureView, Field, FileSource, ValueType
+from feast.types import Int64, String
+
+repo, url, ca, writer, reader = sys.argv[1:6]
+report = {}
+
+deadline = time.monotonic() + 30
+while True:
+    try:
+        r = requests.get(f"{url}/health", verify=ca, timeout=2)
+        report["health"] = r.status_code
+        break
+    except requests.RequestException as e:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the proxy never answered /health: {e}")
+        time.sleep(0.2)
+
+ts = (datetime.now(timezone.utc) - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+body = {"feature_view_name": "profile",
+        "df": {"user_id": [1, 2], "age": [31, 42], "country": ["fr", "de"],
+               "event_timestamp": [ts, ts]}}
+r = requests.post(f"{url}/write-to-online-store", json=body, verify=ca, timeout=10,
+                  headers={"Authorization": f"Bearer {writer}"})
+report["write"] = [r.status_code, r.text[:300]]
+r = requests.post(f"{url}/write-to-online-store", json=body, verify=ca, timeout=10,
+                  headers={"Authorization": f"Bearer {reader}"})
+report["write_as_reader"] = r.status_code
+
+user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.INT64)
+view = FeatureView(
+    name="profile", entities=[user], ttl=timedelta(days=1),
+    schema=[Field(name="user_id", dtype=Int64), Field(name="age", dtype=Int64),
+            Field(name="country", dtype=String)],
+    source=FileSource(path=str(Path(repo) / "unused.parquet"), timestamp_field="event_timestamp"))
+
+
+def sdk(name, auth):
+    d = Path(repo) / name
+    (d / "data").mkdir(parents=True)
+    (d / "feature_store.yaml").write_text(
+        "project: refs\n"
+        f"registry: {d / 'data' / 'registry.db'}\n"
+        "provider: local\n"
+        f"online_store: {{type: remote, path: '{url}', cert: '{ca}'}}\n"
+        "entity_key_serialization_version: 3\n" + auth)
+    store = FeatureStore(repo_path=str(d))
+    store.apply([user, view])
+    return store
+
+
+features = ["profile:age", "profile:country"]
+rows = [{"user_id": 1}, {"user_id": 2}, {"user_id": 3}]
+with_token = sdk("with_token", f"auth: {{type: kubernetes, user_token: {reader}}}\n")
+report["sdk"] = with_token.get_online_features(features=features, entity_rows=rows).to_dict()
+
+no_token = sdk("no_token", "")
+try:
+    no_token.get_online_features(features=features, entity_rows=rows).to_dict()
+    report["sdk_no_token"] = "no error"
+except Exception as e:
+    report["sdk_no_token"] = f"{type(e).__name__}: {e}"[:300]
+read = {"features": features, "entities": {"user_id": [1, 2, 3]}}
+r = requests.post(f"{url}/get-online-features", json=read, verify=ca, timeout=10)
+report["http_no_token"] = r.status_code
+r = requests.post(f"{url}/get-online-features", json=read, verify=ca, timeout=10,
+                  headers={"Authorization": "Bearer not-a-principal"})
+report["http_unknown_token"] = r.status_code
+r = requests.post(f"{url}/get-online-features", json=read, verify=ca, timeout=10,
+                  headers={"Authorization": f"Bearer {reader}"})
+report["http_reader"] = [r.status_code, r.json()]
+print(json.dumps(report))
+"#;
+
+/// Issue [K] acceptance: no kubelet runs here, so the test takes the proxy
+/// Deployment the operator wrote for a store with `spec.proxy` (auth, TLS,
+/// gRPC port), writes its mounted ConfigMap and Secrets as files (the
+/// `items` key -> path), and runs `hos-proxy` with exactly the container's
+/// args and env, only the mount paths moved under a temporary root and the
+/// listeners moved to free loopback ports (plus HOS_DATA_DIR, the SQLite
+/// data directory the operator used: the Pod mounts none). Rows written over
+/// HTTPS with a writer's token are read back with Feast's SDK `remote`
+/// online store over TLS with a reader's token; without a token the same
+/// read is a 401.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a kube-apiserver and the Feast venv: run tests/run.sh"]
+async fn the_operators_proxy_deployment_serves_feast_over_tls() {
+    use k8s_openapi::api::apps::v1::Deployment;
+
+    let venv = std::env::var("HOS_FEAST_VENV").unwrap_or_else(|_| {
+        let out = Command::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/scripts/feast-env.sh"
+        ))
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run tests/scripts/feast-env.sh");
+        assert!(out.status.success(), "feast-env.sh failed");
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap()
+            .trim()
+            .to_string()
+    });
+    let client = Client::try_default().await.unwrap();
+    let ns = format!("proxy-pod-{}", std::process::id());
+    create_namespace(&client, &ns).await;
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+
+    // A CA and a server certificate for 127.0.0.1/localhost, made now.
+    let pki = dir.join("pki");
+    std::fs::create_dir_all(&pki).unwrap();
+    openssl(
+        &pki,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=hos test CA",
+        ],
+    );
+    std::fs::write(
+        pki.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        &pki,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "tls.key",
+            "-out",
+            "tls.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    );
+    openssl(
+        &pki,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "tls.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "tls.crt",
+            "-days",
+            "1",
+            "-extfile",
+            "server.ext",
+        ],
+    );
+    let read = |f: &str| ByteString(std::fs::read(pki.join(f)).unwrap());
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let tls: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "proxy-tls"},
+        "type": "kubernetes.io/tls",
+        "data": {"tls.crt": read("tls.crt"), "tls.key": read("tls.key")}
+    }))
+    .unwrap();
+    secrets.create(&PostParams::default(), &tls).await.unwrap();
+    let (writer, reader) = ("writer-token-k5", "reader-token-k5");
+    let principals = format!(
+        "principals:\n\
+         \x20 - {{name: loader, token: {writer}, projects: [refs], teams: [ml], access: [read, write]}}\n\
+         \x20 - {{name: ranker, token: {reader}, projects: [refs], teams: [ml], access: [read]}}\n"
+    );
+    let auth: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "proxy-principals"},
+        "stringData": {"principals.yaml": principals}
+    }))
+    .unwrap();
+    secrets.create(&PostParams::default(), &auth).await.unwrap();
+
+    // The store (one SQLite backend), its proxy with auth, TLS and gRPC,
+    // and a view.
+    let data = dir.join("data");
+    std::fs::create_dir_all(data.join(&ns)).unwrap();
+    let (op, _) = start_operator_with(
+        &ns,
+        "proxy-pod-op",
+        &[("HOS_DATA_DIR", data.to_str().unwrap())],
+        &dir.join("operator.log"),
+    );
+    let mut store = bare_store(
+        &ns,
+        "store",
+        json!({"name": "ml", "type": "sqlite", "conf": {"path": "store/online.db"}}),
+    );
+    store.spec.proxy = Some(
+        serde_json::from_value(json!({
+            "enabled": true,
+            "grpcPort": 6567,
+            "env": [{"name": "RUST_LOG", "value": "info"}],
+            "auth": {"secretName": "proxy-principals"},
+            "tls": {"secretName": "proxy-tls"}
+        }))
+        .unwrap(),
+    );
+    let stores: Api<HybridOnlineStore> = Api::namespaced(client.clone(), &ns);
+    stores.create(&PostParams::default(), &store).await.unwrap();
+    let views: Api<FeatureView> = Api::namespaced(client.clone(), &ns);
+    views
+        .create(
+            &PostParams::default(),
+            &view_manifest(&ns, "profile", "profile", "ml"),
+        )
+        .await
+        .unwrap();
+    let t = Duration::from_secs(60);
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    wait_for("the view in the routing ConfigMap", t, || async {
+        let (table, _) = routing(&maps).await?;
+        (backend_of(&table, "profile")? == "ml").then_some(())
+    })
+    .await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let d = wait_for("the proxy Deployment", t, || async {
+        deployments.get_opt("store-proxy").await.ok()?
+    })
+    .await;
+
+    // The Pod as the kubelet would run it: volumes as files under `root`.
+    let pod = d.spec.unwrap().template.spec.unwrap();
+    let [c] = &pod.containers[..] else {
+        panic!("one container expected: {:?}", pod.containers)
+    };
+    let volumes = pod.volumes.clone().unwrap_or_default();
+    let root = dir.join("pod");
+    let mut mounts: Vec<(String, std::path::PathBuf)> = Vec::new();
+    for m in c.volume_mounts.clone().unwrap_or_default() {
+        let v = volumes.iter().find(|v| v.name == m.name).unwrap();
+        let at = root.join(m.mount_path.trim_start_matches('/'));
+        std::fs::create_dir_all(&at).unwrap();
+        for (path, bytes) in volume_files(&client, &ns, v).await {
+            std::fs::write(at.join(path), bytes).unwrap();
+        }
+        mounts.push((m.mount_path.clone(), at));
+    }
+    let mut mount_paths: Vec<&str> = mounts.iter().map(|(m, _)| m.as_str()).collect();
+    mount_paths.sort_unstable();
+    assert_eq!(
+        mount_paths,
+        ["/etc/hos/auth", "/etc/hos/routing", "/etc/hos/tls"]
+    );
+    // Only the mount path prefixes are rewritten, and the listeners.
+    let (port, grpc_port) = (free_port(), free_port());
+    let pod_args = c.args.clone().unwrap();
+    let mut args = Vec::new();
+    let mut listener: Option<&str> = None;
+    for a in &pod_args {
+        if let Some(flag) = listener.take() {
+            let p = if flag == "--listen" { port } else { grpc_port };
+            assert!(a.starts_with("0.0.0.0:"), "{flag} {a}");
+            args.push(format!("127.0.0.1:{p}"));
+            continue;
+        }
+        if a == "--listen" || a == "--grpc-listen" {
+            listener = Some(if a == "--listen" {
+                "--listen"
+            } else {
+                "--grpc-listen"
+            });
+        }
+        let moved = mounts.iter().find_map(|(m, at)| {
+            let rest = a.strip_prefix(m.as_str())?;
+            (rest.is_empty() || rest.starts_with('/')).then(|| format!("{}{rest}", at.display()))
+        });
+        args.push(moved.unwrap_or_else(|| a.clone()));
+    }
+    for flag in ["--tls-cert", "--tls-key", "--auth-config", "--grpc-listen"] {
+        assert!(pod_args.iter().any(|a| a == flag), "{flag} in {pod_args:?}");
+    }
+    let pod_env: Vec<(String, String)> = c
+        .env
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| (e.name, e.value.unwrap_or_default()))
+        .collect();
+    assert_eq!(pod_env, [("RUST_LOG".to_string(), "info".to_string())]);
+    let bin = std::env::var("HOS_PROXY_BIN").unwrap_or_else(|_| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../target/debug/hos-proxy").into()
+    });
+    eprintln!("hos-proxy {args:?}");
+    let proxy = Operator(
+        Command::new(bin)
+            .args(&args)
+            .env_clear()
+            .envs(pod_env)
+            .env("HOS_DATA_DIR", data.join(&ns))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("proxy.log")).unwrap())
+            .spawn()
+            .expect("start hos-proxy (build it with `cargo build -p proxy`)"),
+    );
+
+    // The Feast SDK reads through it.
+    let script = dir.join("feast_remote.py");
+    std::fs::write(&script, FEAST_REMOTE_SCRIPT).unwrap();
+    let sdk_dir = dir.join("sdk");
+    std::fs::create_dir_all(&sdk_dir).unwrap();
+    let url = format!("https://127.0.0.1:{port}");
+    let mut python = Command::new(format!("{venv}/bin/python"));
+    python
+        .arg(&script)
+        .arg(&sdk_dir)
+        .arg(&url)
+        .arg(pki.join("ca.crt"))
+        .args([writer, reader])
+        .stderr(Stdio::inherit());
+    let out = tokio::task::spawn_blocking(move || python.output().unwrap())
+        .await
+        .unwrap();
+    drop(proxy);
+    drop(op);
+    let log = std::fs::read_to_string(dir.join("proxy.log")).unwrap_or_default();
+    assert!(
+        out.status.success(),
+        "the Feast script failed; proxy log:\n{log}"
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let report: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    eprintln!("report: {report}");
+    assert_eq!(report["health"], 200);
+    assert_eq!(report["write"][0], 200, "{}", report["write"]);
+    assert_eq!(report["write_as_reader"], 403);
+    let sdk = &report["sdk"];
+    assert_eq!(sdk["user_id"], json!([1, 2, 3]));
+    assert_eq!(sdk["age"], json!([31, 42, null]));
+    assert_eq!(sdk["country"], json!(["fr", "de", null]));
+    let refused = report["sdk_no_token"].as_str().unwrap();
+    assert!(refused.contains("401"), "{refused}");
+    assert_eq!(report["http_no_token"], 401);
+    assert_eq!(report["http_unknown_token"], 401);
+    assert_eq!(report["http_reader"][0], 200);
+
+    release(&client, &ns, None).await;
+}
