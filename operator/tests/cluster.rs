@@ -3261,6 +3261,16 @@ async fn the_operators_proxy_deployment_serves_feast_over_tls() {
     assert_eq!(report["http_no_token"], 401);
     assert_eq!(report["http_unknown_token"], 401);
     assert_eq!(report["http_reader"][0], 200);
+    let results = &report["http_reader"][1]["results"];
+    assert_eq!(results[1]["values"], json!([31, 42, null]));
+    assert_eq!(
+        results[1]["statuses"],
+        json!(["PRESENT", "PRESENT", "NOT_FOUND"])
+    );
+    assert!(
+        refused.contains("missing `Authorization: Bearer <token>`"),
+        "{refused}"
+    );
 
     release(&client, &ns, None).await;
 }
