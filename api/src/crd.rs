@@ -681,7 +681,7 @@ pub struct MigrationStatus {
     /// Backend the view moves to.
     pub to: String,
     /// `DualWrite`, `Backfill`, `Verify`, `Stuck`, `Switched` or `Retiring`.
-    pub phase: String,
+    pub phase: MigrationPhase,
     /// RFC 3339 time the phase began.
     pub phase_since: String,
     /// Entity keys of `from` examined so far by the backfill (all passes).
@@ -711,6 +711,45 @@ pub struct MigrationStatus {
     /// that failed).
     #[serde(default)]
     pub verification: Option<MigrationVerification>,
+}
+
+/// The phase of a live move, in order (see [`MigrationStatus`]).
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq, JsonSchema)]
+pub enum MigrationPhase {
+    /// Writes go to both backends, reads stay on `from`; waits the settle
+    /// time so every proxy writes to both before the copy starts.
+    #[default]
+    DualWrite,
+    /// Copying `from`'s rows to `to`.
+    Backfill,
+    /// Comparing `to` with `from`.
+    Verify,
+    /// Verification failed too often: reads stay on `from`, retried later.
+    Stuck,
+    /// Reads from `to`, writes to both.
+    Switched,
+    /// `to` only; `from`'s tables go per the teardown policy next.
+    Retiring,
+}
+
+impl MigrationPhase {
+    /// The name written in `status.migration.phase`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MigrationPhase::DualWrite => "DualWrite",
+            MigrationPhase::Backfill => "Backfill",
+            MigrationPhase::Verify => "Verify",
+            MigrationPhase::Stuck => "Stuck",
+            MigrationPhase::Switched => "Switched",
+            MigrationPhase::Retiring => "Retiring",
+        }
+    }
+}
+
+impl std::fmt::Display for MigrationPhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// What verifying a live move's copy found: every entity key `from` lists
@@ -787,4 +826,33 @@ pub fn crd_documents() -> Result<Vec<(&'static str, String)>, crate::yaml::Write
             crate::yaml::to_string(&FeatureView::crd())?,
         ),
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The phases are written as the strings the status always had, so a
+    /// move in progress when the operator is upgraded reads back; anything
+    /// else is refused (the CRD's enum refuses it at the API server too).
+    #[test]
+    fn migration_phases_keep_their_names() {
+        let all = [
+            MigrationPhase::DualWrite,
+            MigrationPhase::Backfill,
+            MigrationPhase::Verify,
+            MigrationPhase::Stuck,
+            MigrationPhase::Switched,
+            MigrationPhase::Retiring,
+        ];
+        for p in all {
+            let text = serde_json::to_string(&p).unwrap();
+            assert_eq!(text, format!("\"{}\"", p.as_str()));
+            assert_eq!(serde_json::from_str::<MigrationPhase>(&text).unwrap(), p);
+        }
+        let old = serde_json::json!({"from": "a", "to": "b", "phase": "Switched", "phaseSince": "2026-12-06T00:00:00Z"});
+        let m: MigrationStatus = serde_json::from_value(old).unwrap();
+        assert_eq!(m.phase, MigrationPhase::Switched);
+        assert!(serde_json::from_str::<MigrationPhase>("\"switched\"").is_err());
+    }
 }

@@ -27,7 +27,8 @@
 use std::time::{Duration, Instant};
 
 use api::crd::{
-    FeatureView, FeatureViewStatus, HybridOnlineStore, MigrationStatus, TeardownPolicy,
+    FeatureView, FeatureViewStatus, HybridOnlineStore, MigrationPhase, MigrationStatus,
+    TeardownPolicy,
 };
 use api::routing::{Backend, RoutedView};
 use backends::{BackendError, OnlineStore};
@@ -44,13 +45,6 @@ const SLICE: Duration = Duration::from_secs(5);
 /// over (a flapping backend or a burst of failed dual writes may have
 /// passed by then).
 pub const STUCK_RETRY: Duration = Duration::from_secs(15 * 60);
-
-pub const DUAL_WRITE: &str = "DualWrite";
-pub const BACKFILL: &str = "Backfill";
-pub const VERIFY: &str = "Verify";
-pub const STUCK: &str = "Stuck";
-pub const SWITCHED: &str = "Switched";
-pub const RETIRING: &str = "Retiring";
 
 /// What the FeatureView reconciler does next.
 pub enum Next {
@@ -93,8 +87,8 @@ fn elapsed_since(t: &str) -> Duration {
         .unwrap_or(Duration::MAX)
 }
 
-fn enter(mig: &mut MigrationStatus, phase: &str) {
-    mig.phase = phase.to_string();
+fn enter(mig: &mut MigrationStatus, phase: MigrationPhase) {
+    mig.phase = phase;
     mig.phase_since = now_text();
     mig.cursor = None;
 }
@@ -127,7 +121,7 @@ pub async fn step(m: Move<'_>, mut status: FeatureViewStatus) -> Next {
     let fresh = || MigrationStatus {
         from: m.from.name.clone(),
         to: m.to.name.clone(),
-        phase: DUAL_WRITE.to_string(),
+        phase: MigrationPhase::DualWrite,
         phase_since: now_text(),
         ..Default::default()
     };
@@ -151,15 +145,15 @@ pub async fn step(m: Move<'_>, mut status: FeatureViewStatus) -> Next {
     status.backend = Some(m.to.name.clone());
     let elapsed = elapsed_since(&mig.phase_since);
     let mut delay = Duration::from_millis(200);
-    match mig.phase.as_str() {
-        DUAL_WRITE => {
+    match mig.phase {
+        MigrationPhase::DualWrite => {
             if elapsed >= settle {
-                enter(&mut mig, BACKFILL);
+                enter(&mut mig, MigrationPhase::Backfill);
             } else {
                 delay = settle - elapsed;
             }
         }
-        BACKFILL | VERIFY => {
+        MigrationPhase::Backfill | MigrationPhase::Verify => {
             let src = match m.ctx.connect(m.ns, &m.store.name_any(), m.from).await {
                 Ok(s) => s,
                 Err(e) => {
@@ -178,7 +172,7 @@ pub async fn step(m: Move<'_>, mut status: FeatureViewStatus) -> Next {
                 view: m.view,
                 step: verify::common_step(m.from.backend_type, m.to.backend_type),
             };
-            let outcome = if mig.phase == BACKFILL {
+            let outcome = if mig.phase == MigrationPhase::Backfill {
                 backfill(&m, &pair, &mut mig).await
             } else {
                 verification(&m, &pair, &mut mig).await
@@ -187,13 +181,13 @@ pub async fn step(m: Move<'_>, mut status: FeatureViewStatus) -> Next {
                 status.migration = Some(mig);
                 return Next::Failed(status, reason, message);
             }
-            if mig.phase == STUCK {
+            if mig.phase == MigrationPhase::Stuck {
                 let message = stuck_message(&m, &mig);
                 status.migration = Some(mig);
                 return Next::Stuck(status, message, STUCK_RETRY);
             }
         }
-        STUCK => {
+        MigrationPhase::Stuck => {
             if elapsed >= STUCK_RETRY {
                 m.ctx
                     .event(
@@ -208,7 +202,7 @@ pub async fn step(m: Move<'_>, mut status: FeatureViewStatus) -> Next {
                         ),
                     )
                     .await;
-                enter(&mut mig, BACKFILL);
+                enter(&mut mig, MigrationPhase::Backfill);
                 mig.pass += 1;
                 mig.verification = None;
             } else {
@@ -218,14 +212,14 @@ pub async fn step(m: Move<'_>, mut status: FeatureViewStatus) -> Next {
                 return Next::Stuck(status, message, retry_in);
             }
         }
-        SWITCHED => {
+        MigrationPhase::Switched => {
             if elapsed < settle {
                 delay = settle - elapsed;
             } else {
-                enter(&mut mig, RETIRING);
+                enter(&mut mig, MigrationPhase::Retiring);
             }
         }
-        RETIRING => {
+        MigrationPhase::Retiring => {
             if elapsed < settle {
                 delay = settle - elapsed;
             } else {
@@ -259,9 +253,6 @@ pub async fn step(m: Move<'_>, mut status: FeatureViewStatus) -> Next {
                 status.migration = None;
                 return Next::Done(status);
             }
-        }
-        _ => {
-            mig = fresh();
         }
     }
     status.migration = Some(mig);
@@ -297,7 +288,7 @@ async fn backfill(
                     )
                     .await;
                 mig.note = Some(why);
-                enter(mig, SWITCHED);
+                enter(mig, MigrationPhase::Switched);
                 return Ok(());
             }
             Err(e) => {
@@ -319,7 +310,7 @@ async fn backfill(
                 mig.pass = 1;
             } else {
                 let attempt = mig.verification.as_ref().map_or(0, |v| v.attempt) + 1;
-                enter(mig, VERIFY);
+                enter(mig, MigrationPhase::Verify);
                 mig.verification = Some(verify::start(attempt));
                 return Ok(());
             }
@@ -395,7 +386,7 @@ async fn finish(m: &Move<'_>, mig: &mut MigrationStatus, v: &mut api::crd::Migra
                     format!("{figures}; reads switch to {}", m.to.name),
                 )
                 .await;
-            enter(mig, SWITCHED);
+            enter(mig, MigrationPhase::Switched);
         }
         Decision::Backfill => {
             m.ctx
@@ -410,7 +401,7 @@ async fn finish(m: &Move<'_>, mig: &mut MigrationStatus, v: &mut api::crd::Migra
                     ),
                 )
                 .await;
-            enter(mig, BACKFILL);
+            enter(mig, MigrationPhase::Backfill);
             mig.pass += 1;
         }
         Decision::Stuck => {
@@ -426,7 +417,7 @@ async fn finish(m: &Move<'_>, mig: &mut MigrationStatus, v: &mut api::crd::Migra
                     ),
                 )
                 .await;
-            enter(mig, STUCK);
+            enter(mig, MigrationPhase::Stuck);
         }
     }
 }

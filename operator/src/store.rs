@@ -331,12 +331,12 @@ async fn apply(store: Arc<HybridOnlineStore>, ctx: &Context, ns: &str) -> Result
                     .and_then(|s| s.migration.as_ref())
                     .filter(|m| {
                         m.to == b
-                            && m.phase != crate::migrate::RETIRING
+                            && m.phase != api::crd::MigrationPhase::Retiring
                             && mounted.iter().any(|x| x.name == m.from)
                     })
                     .map(|m| api::routing::Migration {
                         from: m.from.clone(),
-                        reads_switched: m.phase == crate::migrate::SWITCHED,
+                        reads_switched: m.phase == api::crd::MigrationPhase::Switched,
                     });
                 routed.push(view)
             }

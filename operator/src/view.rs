@@ -410,7 +410,7 @@ async fn apply(fv: Arc<FeatureView>, ctx: &Context, ns: &str) -> Result<Action, 
                 let phase = st
                     .migration
                     .as_ref()
-                    .map(|m| m.phase.clone())
+                    .map(|m| m.phase.as_str())
                     .unwrap_or_default();
                 plan::set_condition(
                     &mut st.conditions,

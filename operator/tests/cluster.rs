@@ -1174,21 +1174,21 @@ async fn live_move_under_load() {
             .status
             .unwrap_or_default();
         if let Some(m) = &st.migration {
-            if phases.last() != Some(&m.phase) {
-                phases.push(m.phase.clone());
+            if phases.last().map(String::as_str) != Some(m.phase.as_str()) {
+                phases.push(m.phase.to_string());
                 timeline.push(format!(
                     "{} at {:.1}s",
                     m.phase,
                     move_started.elapsed().as_secs_f64()
                 ));
-                if m.phase == "Switched" && at_switch.is_none() {
+                if m.phase.as_str() == "Switched" && at_switch.is_none() {
                     at_switch =
                         Some(m.verification.clone().unwrap_or_else(|| {
                             panic!("Switched without verification figures: {m:?}")
                         }));
                 }
             }
-            seen_running |= m.phase == "Verify"
+            seen_running |= m.phase.as_str() == "Verify"
                 && m.verification
                     .as_ref()
                     .is_some_and(|v| v.result == "Running");
