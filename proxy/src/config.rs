@@ -207,13 +207,18 @@ impl ConfigSource {
 
     /// Every file `load` reads.
     fn read_files(&self) -> Vec<PathBuf> {
-        let mut files = self.watched_files();
+        self.with_view_files(self.watched_files())
+    }
+
+    /// `watched` (this source's `watched_files`) and the FeatureView YAML
+    /// files found in its directories: every file `load` reads.
+    pub fn with_view_files(&self, mut watched: Vec<PathBuf>) -> Vec<PathBuf> {
         if let ConfigSource::Repo { feature_views, .. } = self
             && let Ok(found) = yaml_files(feature_views)
         {
-            files.extend(found);
+            watched.extend(found);
         }
-        files
+        watched
     }
 
     /// Content fingerprint of everything `load` reads; unchanged means no
@@ -228,13 +233,14 @@ impl ConfigSource {
         h.finish()
     }
 
-    /// Metadata of everything `load` reads (size, modification and change
-    /// times, inode; symlinks followed, so a Kubernetes `..data` swap shows
-    /// as a new inode): a few `stat` calls, cheap enough for every check,
-    /// whereas `fingerprint` reads the files. Unchanged stamps of files not
-    /// modified recently mean the files are unchanged.
-    pub fn stamp(&self) -> Vec<(PathBuf, Option<FileStamp>)> {
-        self.read_files()
+    /// Metadata of `files` (every file `load` reads: `with_view_files`):
+    /// size, modification and change times, inode; symlinks followed, so a
+    /// Kubernetes `..data` swap shows as a new inode. A few `stat` calls,
+    /// cheap enough for every check, whereas `fingerprint` reads the files.
+    /// Unchanged stamps of files not modified recently mean the files are
+    /// unchanged.
+    pub fn stamp(files: Vec<PathBuf>) -> Vec<(PathBuf, Option<FileStamp>)> {
+        files
             .into_iter()
             .map(|f| {
                 let meta = std::fs::metadata(&f).ok().map(|m| FileStamp::of(&m));

@@ -591,7 +591,7 @@ pub fn spawn_sweeper(shared: Arc<Shared>, every: Duration) {
 /// Directories to watch for `source`: each file's directory and, when the
 /// file is a symlink (a Kubernetes ConfigMap mount: `f -> ..data/f`,
 /// `..data -> ..<timestamp>`), the directory it currently resolves into.
-fn watch_dirs(source: &ConfigSource) -> std::collections::BTreeSet<PathBuf> {
+fn watch_dirs(watched_files: &[PathBuf]) -> std::collections::BTreeSet<PathBuf> {
     let parent = |f: &std::path::Path| {
         if f.is_dir() {
             f.to_path_buf()
@@ -603,9 +603,9 @@ fn watch_dirs(source: &ConfigSource) -> std::collections::BTreeSet<PathBuf> {
         }
     };
     let mut dirs = std::collections::BTreeSet::new();
-    for f in source.watched_files() {
-        dirs.insert(parent(&f));
-        if let Ok(real) = std::fs::canonicalize(&f) {
+    for f in watched_files {
+        dirs.insert(parent(f));
+        if let Ok(real) = std::fs::canonicalize(f) {
             dirs.insert(parent(&real));
         }
     }
@@ -673,9 +673,9 @@ async fn watch_and_reload(shared: Arc<Shared>, source: ConfigSource, apply: bool
         }
     });
     let mut watched = std::collections::BTreeSet::new();
-    let mut rewatch = |watcher: &mut Option<notify::RecommendedWatcher>| {
+    let mut rewatch = |watcher: &mut Option<notify::RecommendedWatcher>, files: &[PathBuf]| {
         let Some(w) = watcher.as_mut() else { return };
-        let wanted = watch_dirs(&source);
+        let wanted = watch_dirs(files);
         for d in wanted.difference(&watched) {
             if let Err(e) = w.watch(d, notify::RecursiveMode::NonRecursive) {
                 tracing::debug!(dir = %d.display(), error = %e, "cannot watch; relying on periodic checks");
@@ -686,8 +686,11 @@ async fn watch_and_reload(shared: Arc<Shared>, source: ConfigSource, apply: bool
         }
         watched = wanted;
     };
-    rewatch(&mut watcher);
-    let mut last_stamp = source.stamp();
+    // The files to watch and stamp, listed once per check (listing a
+    // repo parses its feature_store.yaml and lists its view directories).
+    let files = source.watched_files();
+    rewatch(&mut watcher, &files);
+    let mut last_stamp = ConfigSource::stamp(source.with_view_files(files));
     let mut last = fingerprint_off_runtime(&shared, &source).await;
     while rx.recv().await.is_some() {
         // Debounce: a ConfigMap update or an editor save is several events,
@@ -695,11 +698,12 @@ async fn watch_and_reload(shared: Arc<Shared>, source: ConfigSource, apply: bool
         // feature_store.yaml) send theirs too.
         tokio::time::sleep(Duration::from_millis(100)).await;
         while rx.try_recv().is_ok() {}
-        rewatch(&mut watcher);
+        let files = source.watched_files();
+        rewatch(&mut watcher, &files);
         // Files are read and hashed only when their metadata moved or they
         // were modified within the last seconds; otherwise a check costs a
         // few `stat` calls.
-        let stamp = source.stamp();
+        let stamp = ConfigSource::stamp(source.with_view_files(files));
         let now = std::time::SystemTime::now();
         let racy = stamp
             .iter()
