@@ -18,7 +18,7 @@ cleanup() {
   if [[ -d "$STATE/k8s" ]]; then
     tests/scripts/k8s-down.sh "$STATE/k8s" || true
   fi
-  for s in cassandra-cluster cassandra bigtable redis-sentinel redis-cluster redis; do
+  for s in cassandra-cluster jaeger cassandra bigtable redis-sentinel redis-cluster redis; do
     if [[ -d "$STATE/$s" ]]; then
       "tests/scripts/$s-down.sh" "$STATE/$s" || true
     fi
@@ -45,8 +45,10 @@ deny="$(tests/scripts/cargo-deny.sh | tail -n 1)"
 cargo fetch --locked -q
 "$deny" deny --offline check bans licenses sources
 
-step "start redis-server, a Redis Cluster (3 masters, 3 replicas), Redis Sentinel (master, replica, 3 sentinels), the Bigtable emulator and Apache Cassandra"
-for s in redis redis-cluster redis-sentinel bigtable cassandra; do
+step "start redis-server, a Redis Cluster (3 masters, 3 replicas), Redis Sentinel (master, replica, 3 sentinels), the Bigtable emulator, Apache Cassandra and Jaeger (OTLP in, query API out)"
+# Jaeger is built from its Go module once (cached; about 12 min cold).
+tests/scripts/jaeger-build.sh >/dev/null
+for s in redis redis-cluster redis-sentinel bigtable cassandra jaeger; do
   out="$("tests/scripts/$s-up.sh" "$STATE/$s")"
   eval "$(grep '^export ' <<<"$out")"
 done
