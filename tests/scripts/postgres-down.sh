@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Stop the PostgreSQL server started by postgres-up.sh and remove its cluster.
+#
+# Usage: tests/scripts/postgres-down.sh STATE_DIR
+#
+# The postmaster is stopped by the pid recorded in STATE_DIR (never by name):
+# SIGINT (PostgreSQL's "fast" shutdown: clients disconnected, clean
+# checkpoint), up to 30 s grace, then SIGQUIT ("immediate"), then SIGKILL.
+# The pid is only signalled while it is still a postgres, so a stale pid file
+# cannot hit an unrelated process. Afterwards data/, sock/, postgres.env and
+# the pid file are removed; postgres.log is kept. Safe to run twice, and on a
+# half-started state dir.
+set -euo pipefail
+
+log() { echo "postgres-down: $*" >&2; }
+
+[[ $# -eq 1 ]] || { log "usage: $0 STATE_DIR"; exit 2; }
+[[ -d "$1" ]] || { log "$1: no such directory, nothing to do"; exit 0; }
+STATE_DIR="$(cd "$1" && pwd)"
+PIDFILE="${STATE_DIR}/postgres.pid"
+
+alive() {
+  local exe
+  exe="$(readlink "/proc/$1/exe" 2>/dev/null)" || return 1
+  [[ "${exe##*/}" == postgres ]]
+}
+
+# stop_with SIGNAL TENTHS: send SIGNAL if alive, wait up to TENTHS/10 s.
+stop_with() {
+  alive "${pid}" || return 0
+  kill "-$1" "${pid}" 2>/dev/null || true
+  for ((i = 0; i < $2; i++)); do
+    alive "${pid}" || return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+if [[ -f "${PIDFILE}" ]]; then
+  pid="$(cat "${PIDFILE}")"
+  if [[ "${pid}" =~ ^[0-9]+$ ]] && alive "${pid}"; then
+    log "stopping postgres (pid ${pid})"
+    stop_with INT 300 \
+      || { log "no fast shutdown after 30 s; sending SIGQUIT"; stop_with QUIT 100; } \
+      || { log "still running; sending SIGKILL"; stop_with KILL 50; } \
+      || log "WARNING: postgres (pid ${pid}) did not exit"
+  fi
+  rm -f "${PIDFILE}"
+fi
+
+rm -rf "${STATE_DIR}/data" "${STATE_DIR}/sock" "${STATE_DIR}/postgres.env"
+log "stopped; log kept in ${STATE_DIR}"
