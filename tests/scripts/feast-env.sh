@@ -9,6 +9,12 @@
 # online stores import (cassandra-driver, google-cloud-bigtable, redis +
 # hiredis: Feast's own [cassandra], [gcp] and [redis] extras) whenever one of
 # them fails to import, so an existing venv gets them without a rebuild.
+# Likewise the clients Feast's registries import (tests/registry): psycopg 3
+# with its binary build and pool (Feast's [postgres] extra, for
+# `registry_type: sql` on PostgreSQL), boto3 (the s3:// registry, from the
+# [aws] extra), google-cloud-storage (the gs:// registry, from [gcp]) and
+# grpcio-health-checking + grpcio-reflection (Feast's [grpcio] extra, which
+# `feast serve_registry` imports).
 # Env:   HOS_CACHE  cache root (default: $HOME/.cache/hybrid-online-store)
 #        PYTHON     interpreter used to create the venv (default: python3)
 # All pip / venv chatter goes to stderr; stdout carries only the venv path.
@@ -24,6 +30,11 @@ TEST_DEPS_MARKER="${VENV}/.hos-test-deps-v1"
 # Online-store clients (versions inside Feast 0.67.0's extras' ranges).
 STORE_DEPS=("cassandra-driver==3.30.1" "google-cloud-bigtable==2.50.2" "redis==7.4.1" "hiredis==3.5.0")
 STORE_IMPORTS='import cassandra.cluster, google.cloud.bigtable, redis, hiredis  # noqa: F401'
+# Registry clients (versions inside Feast 0.67.0's extras' ranges).
+REGISTRY_DEPS=("psycopg[binary,pool]==3.3.9" "psycopg-binary==3.3.9" "psycopg-pool==3.3.3"
+  "boto3==1.44.18" "google-cloud-storage==2.19.0"
+  "grpcio-health-checking==1.85.1" "grpcio-reflection==1.85.1")
+REGISTRY_IMPORTS='import psycopg, psycopg_pool, boto3, google.cloud.storage, grpc_health, grpc_reflection  # noqa: F401'
 PYTHON="${PYTHON:-python3}"
 
 # Everything below, except the final echo, writes to stderr.
@@ -70,6 +81,22 @@ from feast.infra.online_stores.cassandra_online_store.cassandra_online_store imp
 from feast.infra.online_stores.bigtable import BigtableOnlineStore  # noqa: F401
 from feast.infra.online_stores.redis import RedisOnlineStore  # noqa: F401
 import feast
+assert feast.__version__ == "0.67.0", feast.__version__
+PY
+  fi
+  # Registry clients: the same, checked with Feast's registry modules.
+  if ! "${VENV}/bin/python" -c "${REGISTRY_IMPORTS}" 2>/dev/null; then
+    echo "feast-env: installing registry clients ${REGISTRY_DEPS[*]}"
+    PIP_DISABLE_PIP_VERSION_CHECK=1 "${VENV}/bin/python" -m pip install "${REGISTRY_DEPS[@]}"
+    "${VENV}/bin/python" - <<'PY'
+import psycopg, psycopg_pool, boto3, google.cloud.storage, grpc_health, grpc_reflection  # noqa: F401
+from psycopg.pq import __impl__
+from feast.infra.registry.sql import SqlRegistry  # noqa: F401
+from feast.infra.registry.s3 import S3RegistryStore  # noqa: F401
+from feast.infra.registry.gcs import GCSRegistryStore  # noqa: F401
+from feast.registry_server import start_server  # noqa: F401
+import feast
+assert __impl__ == "binary", __impl__
 assert feast.__version__ == "0.67.0", feast.__version__
 PY
   fi
