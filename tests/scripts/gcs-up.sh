@@ -58,6 +58,15 @@ alive() {
   [[ "${exe##*/}" == fake-gcs-server ]]
 }
 
+# running PID: true while PID exists and is no zombie. Used while the server
+# starts, when PID may still be exec'ing through nice (and unshare), whose
+# names alive() would not accept.
+running() {
+  local state
+  state="$(awk '/^State:/ { print $2 }' "/proc/$1/status" 2>/dev/null)" || return 1
+  [[ -n "${state}" && "${state}" != Z ]]
+}
+
 if [[ -f "${PIDFILE}" ]] && alive "$(cat "${PIDFILE}")"; then
   die "${PIDFILE} names a running fake-gcs-server; run gcs-down.sh ${STATE_DIR} first"
 fi
@@ -106,7 +115,7 @@ echo "${PID}" > "${PIDFILE}"
 
 deadline=$((SECONDS + READY_TIMEOUT))
 until curl -fsS -o /dev/null "${ENDPOINT}/_internal/healthcheck" 2>/dev/null; do
-  if ! alive "${PID}"; then
+  if ! running "${PID}"; then
     show_log; die "fake-gcs-server exited during start-up"
   fi
   if (( SECONDS >= deadline )); then

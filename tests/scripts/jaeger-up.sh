@@ -57,6 +57,15 @@ alive() {
   [[ "${exe##*/}" == jaeger ]]
 }
 
+# running PID: true while PID exists and is no zombie. Used while the server
+# starts, when PID may still be exec'ing through nice (and unshare), whose
+# names alive() would not accept.
+running() {
+  local state
+  state="$(awk '/^State:/ { print $2 }' "/proc/$1/status" 2>/dev/null)" || return 1
+  [[ -n "${state}" && "${state}" != Z ]]
+}
+
 if [[ -f "${PIDFILE}" ]] && alive "$(cat "${PIDFILE}")"; then
   die "${PIDFILE} names a running jaeger; run jaeger-down.sh ${STATE_DIR} first"
 fi
@@ -154,7 +163,7 @@ deadline=$((SECONDS + READY_TIMEOUT))
 until curl -fsS -o /dev/null "${QUERY}/api/services" 2>/dev/null \
   && curl -fsS -o /dev/null -H 'Content-Type: application/json' --data '{"resourceSpans":[]}' \
        "http://127.0.0.1:${OTLP_HTTP}/v1/traces" 2>/dev/null; do
-  if ! alive "${PID}"; then
+  if ! running "${PID}"; then
     show_log; die "jaeger exited during start-up"
   fi
   if (( SECONDS >= deadline )); then

@@ -65,6 +65,15 @@ alive() {
   [[ "${exe##*/}" == postgres ]]
 }
 
+# running PID: true while PID exists and is no zombie. Used while the server
+# starts, when PID may still be exec'ing through nice (and unshare), whose
+# names alive() would not accept.
+running() {
+  local state
+  state="$(awk '/^State:/ { print $2 }' "/proc/$1/status" 2>/dev/null)" || return 1
+  [[ -n "${state}" && "${state}" != Z ]]
+}
+
 if [[ -f "${PIDFILE}" ]] && alive "$(cat "${PIDFILE}")"; then
   die "${PIDFILE} names a running postgres; run postgres-down.sh ${STATE_DIR} first"
 fi
@@ -156,7 +165,7 @@ echo "${PID}" > "${PIDFILE}"
 
 deadline=$((SECONDS + READY_TIMEOUT))
 until "${PG_BIN}/pg_isready" -q -h "${SOCK}" -p "${PORT}" -U postgres; do
-  if ! alive "${PID}"; then
+  if ! running "${PID}"; then
     show_log; die "postgres exited during start-up"
   fi
   if (( SECONDS >= deadline )); then

@@ -63,6 +63,15 @@ alive() {
   [[ "${exe##*/}" == python* ]] && tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -q moto_server
 }
 
+# running PID: true while PID exists and is no zombie. Used while the server
+# starts, when PID may still be exec'ing through nice (and unshare), whose
+# names alive() would not accept.
+running() {
+  local state
+  state="$(awk '/^State:/ { print $2 }' "/proc/$1/status" 2>/dev/null)" || return 1
+  [[ -n "${state}" && "${state}" != Z ]]
+}
+
 if [[ -f "${PIDFILE}" ]] && alive "$(cat "${PIDFILE}")"; then
   die "${PIDFILE} names a running moto_server; run s3-down.sh ${STATE_DIR} first"
 fi
@@ -115,7 +124,7 @@ echo "${PID}" > "${PIDFILE}"
 export AWS_ACCESS_KEY_ID="${ACCESS_KEY}" AWS_SECRET_ACCESS_KEY="${SECRET_KEY}" AWS_DEFAULT_REGION="${REGION}"
 deadline=$((SECONDS + READY_TIMEOUT))
 until curl -fsS -o /dev/null "${ENDPOINT}/" 2>/dev/null; do
-  if ! alive "${PID}"; then
+  if ! running "${PID}"; then
     show_log; die "moto_server exited during start-up"
   fi
   if (( SECONDS >= deadline )); then
