@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/feast/types/EntityKey.proto",
         "proto/feast/serving/ServingService.proto",
         "proto/feast/core/Registry.proto",
+        "proto/feast/registry/RegistryServer.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");

@@ -399,8 +399,8 @@ pub enum OnlineStoreConfig {
 pub struct RepoConfig {
     pub project: String,
     pub provider: String,
-    /// Registry path (`registry: path` or `registry: {path: ...}`).
-    pub registry: Option<String>,
+    /// `registry:` (both forms), if set.
+    pub registry: Option<crate::registry_config::RegistryConfig>,
     pub online_store: OnlineStoreConfig,
     pub entity_key_serialization_version: SerializationVersion,
 }
@@ -614,21 +614,7 @@ impl RepoConfig {
                 ),
             ));
         }
-        let registry = match raw.registry {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) => Some(s),
-            Some(Value::Mapping(m)) => match m.get("path") {
-                Some(Value::String(s)) => Some(s.clone()),
-                _ => None,
-            },
-            Some(other) => {
-                return Err(ConfigError::new(
-                    file,
-                    "registry",
-                    format!("expected a path or a mapping, found {}", other.kind()),
-                ));
-            }
-        };
+        let registry = crate::registry_config::RegistryConfig::parse(raw.registry, file)?;
         Ok(RepoConfig {
             project: raw.project,
             provider: raw.provider,

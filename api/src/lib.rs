@@ -25,6 +25,7 @@ pub mod json;
 pub mod keys;
 pub mod proto;
 pub mod registry;
+pub mod registry_config;
 pub mod routing;
 pub mod yaml;
 

@@ -11,6 +11,9 @@ pub mod feast {
     pub mod core {
         include!(concat!(env!("OUT_DIR"), "/feast.core.rs"));
     }
+    pub mod registry {
+        include!(concat!(env!("OUT_DIR"), "/feast.registry.rs"));
+    }
 }
 
 pub use feast::serving::FieldStatus;

@@ -161,6 +161,17 @@ pub fn read_registry(
         file: file.to_string(),
         source,
     })?;
+    registry_contents(file, &reg, project)
+}
+
+/// The online feature views and feature services of `project` in a decoded
+/// registry (read from a file, assembled from a SQL registry's rows, or
+/// answered by a registry server); `file` names it in errors.
+pub fn registry_contents(
+    file: &str,
+    reg: &core::Registry,
+    project: &str,
+) -> Result<RegistryContents, RegistryError> {
     let entities: BTreeMap<&str, &core::EntitySpecV2> = reg
         .entities
         .iter()

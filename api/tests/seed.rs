@@ -16,7 +16,12 @@ fn no_env(_: &str) -> Option<String> {
 fn seed_parses_into_routing_table() {
     let config = RepoConfig::parse("feature_store.yaml", STORE, no_env).unwrap();
     assert_eq!(config.project, "my_feature_repo");
-    assert_eq!(config.registry.as_deref(), Some("data/registry.db"));
+    assert_eq!(
+        config.registry.as_ref().map(|r| &r.location),
+        Some(&api::registry_config::RegistryLocation::File(
+            "data/registry.db".into()
+        ))
+    );
     let OnlineStoreConfig::Hybrid {
         routing_tag,
         online_stores,

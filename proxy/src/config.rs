@@ -9,13 +9,17 @@
 //! directory and its credential files under `--secrets-dir`.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use api::error::ConfigError;
 use api::feast_config::RepoConfig;
 use api::feature_view::FeatureViewDef;
 use api::registry::read_registry;
+use api::registry_config::RegistryLocation;
 use api::routing::RoutingTable;
 use backends::Trust;
+
+use crate::registry::RegistryFeed;
 
 /// A loaded configuration.
 #[derive(Debug, Clone)]
@@ -50,6 +54,9 @@ pub enum ConfigSource {
         dir: PathBuf,
         feature_store_yaml: PathBuf,
         feature_views: Vec<PathBuf>,
+        /// The registry when it is not a local file (s3://, gs://, SQL, a
+        /// registry server): read and refreshed by [`crate::registry`].
+        registry: Option<Arc<RegistryFeed>>,
     },
     /// A routing-table document, e.g. a mounted ConfigMap key.
     RoutingTableFile {
@@ -71,6 +78,8 @@ pub enum LoadError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Registry(#[from] api::registry::RegistryError),
+    #[error("the registry {location} has not been read yet: {reason}")]
+    RegistryNotRead { location: String, reason: String },
 }
 
 fn read(path: &Path) -> Result<String, LoadError> {
@@ -116,6 +125,39 @@ impl ConfigSource {
             dir,
             feature_store_yaml,
             feature_views,
+            registry: None,
+        }
+    }
+
+    /// The repo's `feature_store.yaml`, parsed (with the environment).
+    pub fn repo_config(&self) -> Result<Option<RepoConfig>, LoadError> {
+        let ConfigSource::Repo {
+            feature_store_yaml, ..
+        } = self
+        else {
+            return Ok(None);
+        };
+        let file = feature_store_yaml.display().to_string();
+        Ok(Some(RepoConfig::parse(
+            &file,
+            &read(feature_store_yaml)?,
+            |k| std::env::var(k).ok(),
+        )?))
+    }
+
+    /// This source reading its registry from `feed`.
+    pub fn with_registry_feed(mut self, feed: Arc<RegistryFeed>) -> Self {
+        if let ConfigSource::Repo { registry, .. } = &mut self {
+            *registry = Some(feed);
+        }
+        self
+    }
+
+    /// The registry feed, for a repo whose registry is not a local file.
+    pub fn registry_feed(&self) -> Option<&Arc<RegistryFeed>> {
+        match self {
+            ConfigSource::Repo { registry, .. } => registry.as_ref(),
+            ConfigSource::RoutingTableFile { .. } => None,
         }
     }
 
@@ -134,6 +176,7 @@ impl ConfigSource {
                 dir,
                 feature_store_yaml,
                 feature_views,
+                registry,
             } => {
                 let file = feature_store_yaml.display().to_string();
                 let config = RepoConfig::parse(&file, &read(feature_store_yaml)?, |k| {
@@ -141,7 +184,19 @@ impl ConfigSource {
                 })?;
                 let mut views = Vec::new();
                 let mut services = Vec::new();
-                if let Some(reg) = self.registry_path(&config) {
+                if let Some(feed) = registry {
+                    let Some(fetched) = feed.current() else {
+                        return Err(LoadError::RegistryNotRead {
+                            location: feed.location(),
+                            reason: feed
+                                .status()
+                                .error
+                                .unwrap_or_else(|| "no read finished".into()),
+                        });
+                    };
+                    views.extend(fetched.contents.feature_views.iter().cloned());
+                    services.extend(fetched.contents.feature_services.iter().cloned());
+                } else if let Some(reg) = self.registry_path(&config) {
                     if reg.exists() {
                         let bytes = std::fs::read(&reg).map_err(|source| LoadError::Io {
                             path: reg.display().to_string(),
@@ -173,11 +228,10 @@ impl ConfigSource {
         let ConfigSource::Repo { dir, .. } = self else {
             return None;
         };
-        let reg = config.registry.as_deref()?;
-        // Remote registries (gs://, s3://, sql) are not read here.
-        if reg.contains("://") {
+        // Other registries (s3://, gs://, SQL, a server) are read by a feed.
+        let RegistryLocation::File(reg) = &config.registry.as_ref()?.location else {
             return None;
-        }
+        };
         let p = PathBuf::from(reg);
         Some(if p.is_absolute() { p } else { dir.join(p) })
     }
@@ -230,7 +284,15 @@ impl ConfigSource {
             f.hash(&mut h);
             std::fs::read(&f).ok().hash(&mut h);
         }
+        self.registry_generation().hash(&mut h);
         h.finish()
+    }
+
+    /// The generation of the registry a feed read (0: none, or no feed).
+    pub fn registry_generation(&self) -> u64 {
+        self.registry_feed()
+            .and_then(|f| f.current())
+            .map_or(0, |f| f.generation)
     }
 
     /// Metadata of `files` (every file `load` reads: `with_view_files`):

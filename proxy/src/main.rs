@@ -109,9 +109,54 @@ struct SourceArgs {
     /// `{env: ...}`).
     #[arg(long, env = "HOS_SECRETS_DIR", default_value = "/etc/hos/secrets")]
     secrets_dir: PathBuf,
+    /// Refresh period of a registry that is not a local file (s3://, gs://,
+    /// SQL, a registry server), overriding the registry's
+    /// `cache_ttl_seconds` (Feast's default 600); 0 reads it once.
+    #[arg(long, env = "HOS_REGISTRY_TTL_SECONDS")]
+    registry_ttl_seconds: Option<f64>,
+    /// File holding a bearer token sent to a Feast registry server
+    /// (`registry_type: remote`), read before each call (e.g. a projected
+    /// ServiceAccount token for a server with Kubernetes auth).
+    #[arg(long, env = "HOS_REGISTRY_TOKEN_FILE")]
+    registry_token_file: Option<PathBuf>,
+    /// Largest registry read, in bytes; a larger one is refused before it
+    /// is decoded.
+    #[arg(long, env = "HOS_REGISTRY_MAX_BYTES", default_value_t = proxy::registry::DEFAULT_MAX_BYTES)]
+    registry_max_bytes: usize,
 }
 
 impl SourceArgs {
+    /// The configuration source, with its registry read once when that is
+    /// not a local file (a registry that cannot be read is an error here).
+    async fn source_with_registry(
+        &self,
+        metrics: &proxy::metrics::Metrics,
+    ) -> anyhow::Result<ConfigSource> {
+        let source = self.source()?;
+        let Some(config) = source.repo_config().map_err(|e| anyhow::anyhow!("{e}"))? else {
+            return Ok(source);
+        };
+        let (Some(registry), Some(dir)) = (&config.registry, &self.repo) else {
+            return Ok(source);
+        };
+        let options = proxy::registry::FeedOptions {
+            ttl: self
+                .registry_ttl_seconds
+                .map(|s| Duration::from_secs_f64(s.max(0.0))),
+            token_file: self.registry_token_file.clone(),
+            max_bytes: self.registry_max_bytes,
+        };
+        let Some(feed) =
+            proxy::registry::RegistryFeed::new(registry, &config.project, dir, &options)
+        else {
+            return Ok(source);
+        };
+        feed.refresh(metrics)
+            .await
+            .with_context(|| format!("cannot read the Feast registry {}", feed.location()))?;
+        Ok(source.with_registry_feed(feed))
+    }
+
     /// `--data-dir` (or `--base-dir`), else HOS_DATA_DIR, else the former
     /// HOS_BASE_DIR.
     fn data_dir(&self) -> Option<PathBuf> {
@@ -342,20 +387,68 @@ struct ServeArgs {
     /// the next line written counts those dropped (`dropped_failures`).
     #[arg(long, env = "HOS_ACCESS_LOG_MAX_FAILURES_PER_SECOND", default_value_t = proxy::access::DEFAULT_MAX_FAILURES_PER_SECOND)]
     access_log_max_failures_per_second: u64,
+    /// OTLP/gRPC endpoint traces are exported to (e.g.
+    /// `http://otel-collector:4317`); unset: no traces. Each feature request
+    /// is a span (continuing the client's W3C `traceparent`), with a child
+    /// span per backend call.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
+    /// `service.name` of the exported spans.
+    #[arg(long, env = "OTEL_SERVICE_NAME", default_value = "hos-proxy")]
+    otlp_service_name: String,
+    /// Share (0 to 1) of requests traced when the client sent no sampled
+    /// `traceparent`; a client's sampling decision is always followed.
+    #[arg(long, env = "HOS_OTLP_SAMPLE_RATIO", default_value_t = proxy::trace::DEFAULT_SAMPLE_RATIO)]
+    otlp_sample_ratio: f64,
 }
 
-fn init_logging(format: &str) {
+impl ServeArgs {
+    fn otlp(&self) -> Option<proxy::trace::TraceConfig> {
+        let endpoint = self.otlp_endpoint.as_ref().filter(|e| !e.is_empty())?;
+        Some(proxy::trace::TraceConfig {
+            endpoint: endpoint.clone(),
+            service_name: self.otlp_service_name.clone(),
+            sample_ratio: self.otlp_sample_ratio,
+        })
+    }
+}
+
+/// Installs the log formatter and, when `otlp` is given, the exporter of
+/// traces (inside the runtime: its gRPC channel runs there).
+fn init_logging(
+    format: &str,
+    otlp: Option<&proxy::trace::TraceConfig>,
+) -> Result<Option<proxy::trace::Tracing>, proxy::trace::TraceError> {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Trace spans are for the exporter; log lines keep their `request` span.
+    let filter = match format!("{}=off", proxy::trace::TARGET).parse() {
+        Ok(d) => filter.add_directive(d),
+        Err(_) => filter,
+    };
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(ansi);
-    if format == "json" {
-        builder.json().init();
+    let fmt = if format == "json" {
+        fmt.json().with_filter(filter).boxed()
     } else {
-        builder.init();
+        fmt.with_filter(filter).boxed()
+    };
+    let registry = tracing_subscriber::registry().with(fmt);
+    match otlp {
+        None => {
+            registry.init();
+            Ok(None)
+        }
+        Some(config) => {
+            let (tracing, layer) = proxy::trace::Tracing::start(config)?;
+            registry.with(layer).init();
+            Ok(Some(tracing))
+        }
     }
 }
 
@@ -405,7 +498,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .context("cannot reach the Kubernetes API for --configmap")?;
         proxy::configmap::spawn(Arc::clone(&shared), client, source, args.apply);
     } else {
-        let source = args.source.source()?;
+        let source = args.source.source_with_registry(&shared.metrics).await?;
+        if let Some(feed) = source.registry_feed() {
+            let _ = shared.registry.set(Arc::clone(feed));
+            proxy::registry::spawn_refresh(Arc::clone(feed), Arc::clone(&shared));
+        }
         // A bad configuration at start is fatal; later ones are rejected and logged.
         reload(&shared, &source, args.apply)
             .await
@@ -468,7 +565,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
-            let _ = rustls::crypto::ring::default_provider().install_default();
             let files = TlsFiles {
                 cert: cert.clone(),
                 key: key.clone(),
@@ -551,8 +647,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 /// Loads the configuration for a one-shot command, every backend open (a
 /// backend that cannot be opened is an error).
 async fn open_all(source: &SourceArgs) -> anyhow::Result<Snapshot> {
+    let metrics = proxy::metrics::Metrics::new();
     let loaded = source
-        .source()?
+        .source_with_registry(&metrics)
+        .await?
         .load()
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(build_snapshot(loaded, 1, None, None, &source.secrets_dir).await?)
@@ -667,7 +765,9 @@ async fn teardown(args: TeardownArgs) -> anyhow::Result<()> {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log_format);
+    // One TLS crypto provider for every client and server of the process
+    // (the listener's TLS, registry reads from S3 and GCS).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -676,6 +776,20 @@ fn main() -> std::process::ExitCode {
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
             return std::process::ExitCode::FAILURE;
+        }
+    };
+    let otlp = match &cli.command {
+        Command::Serve(a) => a.otlp(),
+        _ => None,
+    };
+    let traces = {
+        let _in_runtime = runtime.enter();
+        match init_logging(&cli.log_format, otlp.as_ref()) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
         }
     };
     let result = runtime.block_on(async move {
@@ -689,7 +803,12 @@ fn main() -> std::process::ExitCode {
             }
             Command::Teardown(a) => teardown(a).await.map(|()| 0),
             Command::RoutingTable(a) => {
-                let loaded = a.source()?.load().map_err(|e| anyhow::anyhow!("{e}"))?;
+                let metrics = proxy::metrics::Metrics::new();
+                let loaded = a
+                    .source_with_registry(&metrics)
+                    .await?
+                    .load()
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
                 let (table, redacted) = proxy::plan::without_secrets(&loaded.table);
                 if !redacted.is_empty() {
                     eprintln!(
@@ -702,6 +821,9 @@ fn main() -> std::process::ExitCode {
             }
         }
     });
+    if let Some(t) = traces {
+        t.shutdown();
+    }
     match result {
         Ok(code) => std::process::ExitCode::from(code),
         Err(e) => {

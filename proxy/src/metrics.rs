@@ -44,6 +44,12 @@ pub struct BackendErrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RegistryFetchLabels {
+    pub kind: &'static str,
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: &'static str,
 }
@@ -76,6 +82,7 @@ pub struct Metrics {
     backend_errors: Family<BackendErrorLabels, Counter>,
     reloads: Family<ResultLabels, Counter>,
     config_reads: Counter,
+    registry_fetches: Family<RegistryFetchLabels, Counter>,
     routing_version: Gauge<i64, std::sync::atomic::AtomicI64>,
     routing_info: Family<DigestLabels, Gauge>,
     serving_digest: Mutex<Option<String>>,
@@ -148,6 +155,12 @@ impl Metrics {
             "config_reads",
             "Times the watch read the configuration files to look for a change (on a file-change event, or a periodic check that found new file metadata)",
             config_reads.clone(),
+        );
+        let registry_fetches = Family::<RegistryFetchLabels, Counter>::default();
+        registry.register(
+            "registry_fetch",
+            "Reads of a Feast registry that is not a local file (kind: s3, gcs, sql-sqlite, sql-postgresql, remote), by result: changed, unchanged or error",
+            registry_fetches.clone(),
         );
         let routing_version = Gauge::<i64, std::sync::atomic::AtomicI64>::default();
         registry.register(
@@ -246,6 +259,7 @@ impl Metrics {
             backend_errors,
             reloads,
             config_reads,
+            registry_fetches,
             routing_version,
             routing_info,
             serving_digest: Mutex::new(None),
@@ -365,6 +379,13 @@ impl Metrics {
 
     pub fn config_read(&self) {
         self.config_reads.inc();
+    }
+
+    /// One read of a Feast registry (see [`crate::registry`]).
+    pub fn registry_fetch(&self, kind: &'static str, result: &'static str) {
+        self.registry_fetches
+            .get_or_create(&RegistryFetchLabels { kind, result })
+            .inc();
     }
 
     /// The routing table's version, view count and views per backend

@@ -22,6 +22,7 @@ use crate::error::ApiError;
 use crate::features::{Limits, get_online_features};
 use crate::limits::{Admission, FailureLimiter, RETRY_AFTER_SECONDS, Tenant, too_many_failures};
 use crate::state::{Shared, Snapshot};
+use crate::trace;
 use crate::write::{push, write_to_online_store};
 
 /// What handlers share.
@@ -300,12 +301,19 @@ pub async fn request_id(
         .map(str::to_owned)
         .unwrap_or_else(new_request_id);
     let span = tracing::info_span!("request", request_id = %id);
-    let endpoint = access::endpoint_of(req.uri().path()).filter(|_| state.access_log.enabled());
+    // Feature endpoints only: probes and scrapes are not traced.
+    let feature = access::endpoint_of(req.uri().path());
+    let traced = match feature {
+        Some(_) => trace::request_span(req.headers(), req.method().as_str(), req.uri().path(), &id),
+        None => tracing::Span::none(),
+    };
+    let endpoint = feature.filter(|_| state.access_log.enabled());
+    let run = next.run(req).instrument(span).instrument(traced.clone());
     let mut resp = match endpoint {
-        None => next.run(req).instrument(span).await,
+        None => run.await,
         Some(endpoint) => {
             let start = Instant::now();
-            let (resp, note) = access::scoped(next.run(req).instrument(span)).await;
+            let (resp, note) = access::scoped(run).await;
             state.access_log.finish(
                 &id,
                 endpoint,
@@ -316,6 +324,7 @@ pub async fn request_id(
             resp
         }
     };
+    trace::record_status(&traced, resp.status().as_u16());
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert(REQUEST_ID, v);
     }
@@ -500,21 +509,28 @@ async fn ready_handler(State(state): State<Arc<AppState>>, detailed: bool) -> Re
                     json!({ "ready": ready }).to_string(),
                 );
             }
+            let mut body = json!({
+                "ready": ready,
+                "routing_version": snap.version,
+                "routing_digest": snap.digest,
+                "project": snap.table.project,
+                "feature_views": snap.views.len(),
+                "backends": backends,
+            });
+            // A registry that cannot be read is reported; the routes read
+            // from it last keep serving, so readiness does not change.
+            if let Some(feed) = state.shared.registry.get()
+                && let Ok(status) = serde_json::to_value(feed.status())
+            {
+                body["registry"] = status;
+            }
             json_response(
                 if ready {
                     StatusCode::OK
                 } else {
                     StatusCode::SERVICE_UNAVAILABLE
                 },
-                json!({
-                    "ready": ready,
-                    "routing_version": snap.version,
-                    "routing_digest": snap.digest,
-                    "project": snap.table.project,
-                    "feature_views": snap.views.len(),
-                    "backends": backends,
-                })
-                .to_string(),
+                body.to_string(),
             )
         }
     }

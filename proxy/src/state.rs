@@ -99,7 +99,9 @@ impl BackendHandle {
         F: FnMut(Arc<dyn OnlineStore>) -> Fut,
         Fut: Future<Output = Result<T, backends::BackendError>>,
     {
+        use tracing::Instrument;
         let start = std::time::Instant::now();
+        let span = crate::trace::backend_span(&self.name, op.label());
         let out = self
             .guard
             .run(op, || {
@@ -111,7 +113,11 @@ impl BackendHandle {
                     }
                 }
             })
+            .instrument(span.clone())
             .await;
+        if let Err(e) = &out.result {
+            crate::trace::record_error(&span, e);
+        }
         metrics.backend_guarded(
             &self.name,
             op.label(),
@@ -406,6 +412,15 @@ pub struct Shared {
     pub guard: GuardConfig,
     /// `--apply`: provision tables on load and when a backend recovers.
     pub apply: bool,
+    /// The Feast registry read over the network or from a database, if
+    /// any (reported by `/ready`).
+    pub registry: std::sync::OnceLock<Arc<crate::registry::RegistryFeed>>,
+}
+
+impl AsRef<Metrics> for Shared {
+    fn as_ref(&self) -> &Metrics {
+        &self.metrics
+    }
 }
 
 impl Shared {
@@ -416,6 +431,7 @@ impl Shared {
             secrets_dir,
             guard: GuardConfig::default(),
             apply: false,
+            registry: std::sync::OnceLock::new(),
         }
     }
 
@@ -692,12 +708,27 @@ async fn watch_and_reload(shared: Arc<Shared>, source: ConfigSource, apply: bool
     rewatch(&mut watcher, &files);
     let mut last_stamp = ConfigSource::stamp(source.with_view_files(files));
     let mut last = fingerprint_off_runtime(&shared, &source).await;
-    while rx.recv().await.is_some() {
+    let mut last_registry = source.registry_generation();
+    let feed = source.registry_feed().cloned();
+    loop {
+        // A file event or periodic check, or a registry read that changed.
+        tokio::select! {
+            got = rx.recv() => if got.is_none() { break },
+            () = async {
+                match &feed {
+                    Some(f) => f.changed().await,
+                    None => std::future::pending().await,
+                }
+            } => {}
+        }
         // Debounce: a ConfigMap update or an editor save is several events,
         // and other files of a watched directory (a SQLite database next to
         // feature_store.yaml) send theirs too.
         tokio::time::sleep(Duration::from_millis(100)).await;
         while rx.try_recv().is_ok() {}
+        let registry = source.registry_generation();
+        let registry_moved = registry != last_registry;
+        last_registry = registry;
         let files = source.watched_files();
         rewatch(&mut watcher, &files);
         // Files are read and hashed only when their metadata moved or they
@@ -708,7 +739,7 @@ async fn watch_and_reload(shared: Arc<Shared>, source: ConfigSource, apply: bool
         let racy = stamp
             .iter()
             .any(|(_, s)| s.is_some_and(|s| s.is_recent(now, RACY_WINDOW)));
-        if stamp == last_stamp && !racy {
+        if stamp == last_stamp && !racy && !registry_moved {
             continue;
         }
         last_stamp = stamp;
