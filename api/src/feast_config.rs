@@ -403,6 +403,8 @@ pub struct RepoConfig {
     pub registry: Option<crate::registry_config::RegistryConfig>,
     pub online_store: OnlineStoreConfig,
     pub entity_key_serialization_version: SerializationVersion,
+    /// Keys of [`IGNORED_KEYS`] the file sets (Feast's, not about serving).
+    pub ignored_keys: Vec<&'static str>,
 }
 
 #[derive(Deserialize)]
@@ -410,7 +412,6 @@ pub struct RepoConfig {
 struct RawRepoConfig {
     project: String,
     #[serde(default)]
-    #[allow(dead_code)]
     project_description: Option<String>,
     #[serde(default = "default_provider")]
     provider: String,
@@ -444,6 +445,61 @@ struct RawRepoConfig {
     _materialization: Value,
     #[serde(default, rename = "openlineage")]
     _openlineage: Value,
+    #[serde(default, rename = "mlflow")]
+    _mlflow: Value,
+    #[serde(default, rename = "data_quality_monitoring")]
+    _data_quality_monitoring: Value,
+    #[serde(default, rename = "batch_engine_config")]
+    _batch_engine_config: Value,
+    /// This project's settings of a hybrid store, kept apart from
+    /// `online_store` so that Feast (which refuses unknown keys there, and
+    /// ignores unknown top-level keys) still reads the file.
+    #[serde(default)]
+    hybrid_online_store: Option<Value>,
+}
+
+/// Top-level keys Feast 0.67 accepts that serving does not use: accepted
+/// and reported once by the proxy.
+pub const IGNORED_KEYS: &[&str] = &[
+    "project_description",
+    "offline_store",
+    "batch_engine",
+    "batch_engine_config",
+    "auth",
+    "feature_server",
+    "embedding_model",
+    "flags",
+    "repo_path",
+    "coerce_tz_aware",
+    "materialization",
+    "openlineage",
+    "mlflow",
+    "data_quality_monitoring",
+];
+
+/// `hybrid_online_store:` (top level): backend names, the default backend,
+/// feature-service collocation and backend settings Feast's own configs
+/// do not have, for the `online_store.online_stores` entries by position.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawExtension {
+    #[serde(default)]
+    default_store: Option<String>,
+    #[serde(default)]
+    collocate_feature_services: Option<bool>,
+    #[serde(default)]
+    online_stores: Vec<RawExtensionEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExtensionEntry {
+    #[serde(default)]
+    name: Option<String>,
+    /// Keys merged into the entry's `conf` (`key_ttl_seconds`,
+    /// `app_profile_id`, ...).
+    #[serde(default)]
+    conf: Option<Value>,
 }
 
 /// A field that is there, even as null.
@@ -506,9 +562,24 @@ fn parse_entry(v: Value, file: &str, path: &str) -> Result<BackendSpec, ConfigEr
     })
 }
 
-fn parse_online_store(v: Option<Value>, file: &str) -> Result<OnlineStoreConfig, ConfigError> {
+fn parse_online_store(
+    v: Option<Value>,
+    ext: Option<RawExtension>,
+    file: &str,
+) -> Result<OnlineStoreConfig, ConfigError> {
     let path = "online_store";
+    let ext_path = "hybrid_online_store";
+    let not_hybrid = || {
+        ConfigError::new(
+            file,
+            ext_path,
+            "applies to a hybrid online store (online_store.type: hybrid)",
+        )
+    };
     let v = match v {
+        None | Some(Value::Null) | Some(Value::String(_)) if ext.is_some() => {
+            return Err(not_hybrid());
+        }
         None | Some(Value::Null) => {
             return Ok(OnlineStoreConfig::Single(Box::new(BackendSpec {
                 name: None,
@@ -548,7 +619,7 @@ fn parse_online_store(v: Option<Value>, file: &str) -> Result<OnlineStoreConfig,
     };
     if HYBRID_TYPES.contains(&ty.as_str()) {
         let raw: RawHybrid = parse_at(Value::Mapping(map), file, path)?;
-        let entries = raw.online_stores.unwrap_or_default();
+        let mut entries = raw.online_stores.unwrap_or_default();
         if entries.is_empty() {
             return Err(ConfigError::new(
                 file,
@@ -556,17 +627,106 @@ fn parse_online_store(v: Option<Value>, file: &str) -> Result<OnlineStoreConfig,
                 "the hybrid online store needs at least one entry",
             ));
         }
-        let online_stores = entries
-            .into_iter()
+        let ext = ext.unwrap_or_default();
+        if ext.online_stores.len() > entries.len() {
+            return Err(ConfigError::new(
+                file,
+                format!("{ext_path}.online_stores"),
+                format!(
+                    "has {} entries for the {} of online_store.online_stores (matched by position)",
+                    ext.online_stores.len(),
+                    entries.len()
+                ),
+            ));
+        }
+        let mut names = Vec::with_capacity(entries.len());
+        for (i, (entry, more)) in entries
+            .iter_mut()
+            .zip(
+                ext.online_stores
+                    .into_iter()
+                    .map(Some)
+                    .chain(std::iter::repeat_with(|| None)),
+            )
             .enumerate()
-            .map(|(i, e)| parse_entry(e, file, &format!("{path}.online_stores[{i}]")))
-            .collect::<Result<Vec<_>, _>>()?;
+        {
+            let Some(more) = more else {
+                names.push(None);
+                continue;
+            };
+            if let Some(extra) = more.conf.filter(|c| !matches!(c, Value::Null)) {
+                let at = |what: &str| format!("{ext_path}.online_stores[{i}].conf{what}");
+                let Value::Mapping(extra) = extra else {
+                    return Err(ConfigError::new(file, at(""), "expected a mapping"));
+                };
+                let Value::Mapping(e) = entry else {
+                    return Err(ConfigError::new(
+                        file,
+                        format!("{path}.online_stores[{i}]"),
+                        "expected a mapping",
+                    ));
+                };
+                let mut conf = match e.remove("conf") {
+                    None | Some(Value::Null) => crate::yaml::Mapping::new(),
+                    Some(Value::Mapping(m)) => m,
+                    Some(_) => {
+                        return Err(ConfigError::new(
+                            file,
+                            format!("{path}.online_stores[{i}].conf"),
+                            "expected a mapping",
+                        ));
+                    }
+                };
+                for (k, v) in extra.into_entries() {
+                    let key = k.as_str().unwrap_or("?").to_string();
+                    if conf.get(&key).is_some() {
+                        return Err(ConfigError::new(
+                            file,
+                            at(&format!(".{key}")),
+                            format!("is also set in online_store.online_stores[{i}].conf"),
+                        ));
+                    }
+                    conf.insert(k, v);
+                }
+                e.insert(Value::String("conf".into()), Value::Mapping(conf));
+            }
+            names.push(more.name);
+        }
+        let mut online_stores = Vec::with_capacity(entries.len());
+        for (i, (e, name)) in entries.into_iter().zip(names).enumerate() {
+            let mut spec = parse_entry(e, file, &format!("{path}.online_stores[{i}]"))?;
+            if let Some(name) = name {
+                if spec.name.as_ref().is_some_and(|n| *n != name) {
+                    return Err(ConfigError::new(
+                        file,
+                        format!("{ext_path}.online_stores[{i}].name"),
+                        "differs from the entry's own name",
+                    ));
+                }
+                spec.name = Some(name);
+            }
+            online_stores.push(spec);
+        }
+        let default_store = match (raw.default_store, ext.default_store) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(ConfigError::new(
+                    file,
+                    format!("{ext_path}.default_store"),
+                    format!("`{b}` differs from online_store.default_store `{a}`"),
+                ));
+            }
+            (a, b) => b.or(a),
+        };
         return Ok(OnlineStoreConfig::Hybrid {
             routing_tag: raw.routing_tag,
             online_stores,
-            default_store: raw.default_store,
-            collocate_feature_services: raw.collocate_feature_services,
+            default_store,
+            collocate_feature_services: raw.collocate_feature_services
+                || ext.collocate_feature_services.unwrap_or(false),
         });
+    }
+    if ext.is_some() {
+        return Err(not_hybrid());
     }
     let t =
         BackendType::parse(&ty).ok_or_else(|| unknown_type(file, &format!("{path}.type"), &ty))?;
@@ -615,11 +775,39 @@ impl RepoConfig {
             ));
         }
         let registry = crate::registry_config::RegistryConfig::parse(raw.registry, file)?;
+        let extension: Option<RawExtension> = match raw.hybrid_online_store {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(parse_at(v, file, "hybrid_online_store")?),
+        };
+        let set = |v: &Value| !matches!(v, Value::Null);
+        let ignored_keys = [
+            ("project_description", raw.project_description.is_some()),
+            ("offline_store", set(&raw._offline_store)),
+            ("batch_engine", set(&raw._batch_engine)),
+            ("batch_engine_config", set(&raw._batch_engine_config)),
+            ("auth", set(&raw._auth)),
+            ("feature_server", set(&raw._feature_server)),
+            ("embedding_model", set(&raw._embedding_model)),
+            ("flags", set(&raw._flags)),
+            ("repo_path", set(&raw._repo_path)),
+            ("coerce_tz_aware", set(&raw._coerce_tz_aware)),
+            ("materialization", set(&raw._materialization)),
+            ("openlineage", set(&raw._openlineage)),
+            ("mlflow", set(&raw._mlflow)),
+            (
+                "data_quality_monitoring",
+                set(&raw._data_quality_monitoring),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(k, present)| present.then_some(k))
+        .collect();
         Ok(RepoConfig {
+            ignored_keys,
             project: raw.project,
             provider: raw.provider,
             registry,
-            online_store: parse_online_store(raw.online_store, file)?,
+            online_store: parse_online_store(raw.online_store, extension, file)?,
             entity_key_serialization_version: match raw.entity_key_serialization_version {
                 None => SerializationVersion::default(),
                 Some(v) => parse_at(v, file, "entity_key_serialization_version")?,
@@ -715,5 +903,147 @@ mod tests {
         let text = "project: p\nonline_store:\n  type: hybrid\n  online_stores:\n    - type: mongo\n      conf: {}\n";
         let err = RepoConfig::parse("f", text, |_| None).unwrap_err();
         assert_eq!(err.path, "online_store.online_stores[0].type");
+    }
+
+    /// Every key Feast 0.67 documents for feature_store.yaml (top level and
+    /// registry), with the project's settings under `hybrid_online_store`.
+    const EVERY_KEY: &str = r#"
+project: full
+project_description: every key
+provider: local
+registry:
+  registry_type: sql
+  path: postgresql+psycopg://u:p@h:5432/feast
+  read_path: postgresql+psycopg://u:p@replica:5432/feast
+  cache_ttl_seconds: 60
+  cache_mode: thread
+  s3_additional_kwargs: {ServerSideEncryption: AES256}
+  purge_feast_metadata: false
+  enable_online_feature_view_versioning: false
+  serve_features_while_materializing: false
+  mcp: {enabled: false}
+  sqlalchemy_config_kwargs: {echo: false, pool_pre_ping: true}
+  thread_pool_executor_worker_count: 0
+  schema_mode: auto
+online_store:
+  type: hybrid
+  routing_tag: team
+  online_stores:
+    - type: sqlite
+      conf: {path: a.db}
+    - type: redis
+      conf: {connection_string: "localhost:6379"}
+hybrid_online_store:
+  default_store: team_a
+  collocate_feature_services: true
+  online_stores:
+    - name: team_a
+      conf: {key_ttl_seconds: 3600}
+    - name: team_b
+offline_store: {type: file}
+batch_engine: {type: local}
+auth: {type: no_auth}
+feature_server: {type: local, enabled: true}
+embedding_model: {model: all-MiniLM-L6-v2}
+flags: {alpha_features: true}
+repo_path: /repo
+coerce_tz_aware: true
+entity_key_serialization_version: 3
+materialization: {pull_latest_features: false, online_write_batch_size: 1000}
+openlineage: {enabled: false}
+mlflow: {enabled: false}
+data_quality_monitoring: {enabled: false}
+"#;
+
+    #[test]
+    fn every_key_feast_documents_is_accepted() {
+        let c = RepoConfig::parse("f", EVERY_KEY, |_| None).unwrap();
+        let OnlineStoreConfig::Hybrid {
+            online_stores,
+            default_store,
+            collocate_feature_services,
+            routing_tag,
+        } = &c.online_store
+        else {
+            panic!("not hybrid: {:?}", c.online_store)
+        };
+        assert_eq!(routing_tag, "team");
+        assert_eq!(default_store.as_deref(), Some("team_a"));
+        assert!(collocate_feature_services);
+        let names: Vec<_> = online_stores.iter().map(|b| b.name.as_deref()).collect();
+        assert_eq!(names, [Some("team_a"), Some("team_b")]);
+        assert!(
+            format!("{:?}", online_stores[0].conf).contains("3600"),
+            "{:?}",
+            online_stores[0].conf
+        );
+        assert_eq!(
+            c.ignored_keys.len(),
+            IGNORED_KEYS.len() - 1,
+            "{:?}",
+            c.ignored_keys
+        );
+        assert!(
+            c.ignored_keys.contains(&"mlflow") && !c.ignored_keys.contains(&"batch_engine_config")
+        );
+    }
+
+    #[test]
+    fn misspelled_keys_are_refused_by_name() {
+        for (from, to, path) in [
+            ("online_store:", "onlin_store:", "onlin_store"),
+            ("offline_store:", "offline_stor:", "offline_stor"),
+            ("cache_ttl_seconds:", "cache_ttl_secondz:", "registry"),
+            (
+                "  default_store: team_a",
+                "  default_stor: team_a",
+                "hybrid_online_store",
+            ),
+            (
+                "    - name: team_b",
+                "    - nam: team_b",
+                "hybrid_online_store.online_stores[1]",
+            ),
+        ] {
+            let text = EVERY_KEY.replacen(from, to, 1);
+            let e = RepoConfig::parse("f", &text, |_| None).unwrap_err();
+            let wrong = to
+                .trim()
+                .trim_start_matches("- ")
+                .trim_end_matches(" team_a")
+                .trim_end_matches(" team_b")
+                .trim_end_matches(':');
+            assert!(
+                e.path.starts_with(path) && e.to_string().contains(wrong),
+                "{to}: {e} (path {})",
+                e.path
+            );
+        }
+    }
+
+    #[test]
+    fn the_extension_block_is_checked_against_online_store() {
+        let base = "project: p\nonline_store:\n  type: hybrid\n  online_stores:\n    - type: sqlite\n      conf: {path: a.db, key_ttl_seconds: 5}\n";
+        for (ext, path) in [
+            (
+                "hybrid_online_store:\n  online_stores: [{name: a}, {name: b}]\n",
+                "hybrid_online_store.online_stores",
+            ),
+            (
+                "hybrid_online_store:\n  online_stores: [{conf: {key_ttl_seconds: 9}}]\n",
+                "hybrid_online_store.online_stores[0].conf.key_ttl_seconds",
+            ),
+            (
+                "hybrid_online_store:\n  online_stores: [{conf: [1]}]\n",
+                "hybrid_online_store.online_stores[0].conf",
+            ),
+        ] {
+            let e = RepoConfig::parse("f", &format!("{base}{ext}"), |_| None).unwrap_err();
+            assert_eq!(e.path, path, "{ext}: {e}");
+        }
+        let single =
+            "project: p\nonline_store: {type: sqlite}\nhybrid_online_store: {default_store: x}\n";
+        let e = RepoConfig::parse("f", single, |_| None).unwrap_err();
+        assert_eq!(e.path, "hybrid_online_store");
     }
 }

@@ -135,6 +135,18 @@ struct RawRegistry {
     _read_path: Value,
     #[serde(default, rename = "enable_online_feature_view_versioning")]
     _enable_online_feature_view_versioning: Value,
+    #[serde(default, rename = "serve_features_while_materializing")]
+    _serve_features_while_materializing: Value,
+    #[serde(default, rename = "mcp")]
+    _mcp: Value,
+    #[serde(default, rename = "schema_mode")]
+    _schema_mode: Value,
+    #[serde(default, rename = "client_cert")]
+    _client_cert: Value,
+    #[serde(default, rename = "client_key")]
+    _client_key: Value,
+    #[serde(default, rename = "authority")]
+    _authority: Value,
 }
 
 impl RegistryConfig {
@@ -157,6 +169,12 @@ impl RegistryConfig {
                 _thread_pool_executor_worker_count: Value::Null,
                 _read_path: Value::Null,
                 _enable_online_feature_view_versioning: Value::Null,
+                _serve_features_while_materializing: Value::Null,
+                _mcp: Value::Null,
+                _schema_mode: Value::Null,
+                _client_cert: Value::Null,
+                _client_key: Value::Null,
+                _authority: Value::Null,
             },
             Some(v @ Value::Mapping(_)) => parse_at(v, file, "registry")?,
             Some(other) => {

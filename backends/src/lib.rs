@@ -15,6 +15,7 @@ pub mod cassandra;
 pub mod confine;
 pub mod credentials;
 pub mod redis;
+pub mod registry;
 pub mod sqlite;
 
 /// An event or created time: epoch seconds and nanoseconds.

@@ -82,6 +82,23 @@ pub enum LoadError {
     RegistryNotRead { location: String, reason: String },
 }
 
+/// Logs, once per process, each Feast key of feature_store.yaml that
+/// serving does not use (accepted, so `feast` and the proxy share a file).
+fn note_ignored_keys(file: &str, keys: &[&'static str]) {
+    static SEEN: std::sync::Mutex<std::collections::BTreeSet<&'static str>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let Ok(mut seen) = SEEN.lock() else { return };
+    for key in keys {
+        if seen.insert(key) {
+            tracing::info!(
+                file,
+                key,
+                "feature_store.yaml key not used for online serving; ignored"
+            );
+        }
+    }
+}
+
 fn read(path: &Path) -> Result<String, LoadError> {
     std::fs::read_to_string(path).map_err(|source| LoadError::Io {
         path: path.display().to_string(),
@@ -182,6 +199,7 @@ impl ConfigSource {
                 let config = RepoConfig::parse(&file, &read(feature_store_yaml)?, |k| {
                     std::env::var(k).ok()
                 })?;
+                note_ignored_keys(&file, &config.ignored_keys);
                 let mut views = Vec::new();
                 let mut services = Vec::new();
                 if let Some(feed) = registry {

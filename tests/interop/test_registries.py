@@ -85,6 +85,12 @@ def test_the_proxy_reads_every_registry_like_feast_serve(kind, procs, tmp_path, 
         registry = f"registry:\n  registry_type: sql\n  path: sqlite:///{repo}/data/registry_sql.db\n"
     elif kind == "sql-postgresql":
         url = env("HOS_POSTGRES_URL").replace("postgresql://", "postgresql+psycopg://", 1)
+        # Feast's SQL registry loads every project's infra, including those
+        # of earlier runs whose SQLite files are gone: start empty.
+        import psycopg
+        with psycopg.connect(env("HOS_POSTGRES_URL"), autocommit=True) as c:
+            for (table,) in c.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'").fetchall():
+                c.execute(f'DROP TABLE IF EXISTS "{table}" CASCADE')
         registry = f"registry:\n  registry_type: sql\n  path: {url}\n  cache_ttl_seconds: 60\n"
     elif kind == "s3":
         endpoint = env("HOS_S3_ENDPOINT")

@@ -67,6 +67,11 @@ impl Mapping {
         self.0.push((key, value));
     }
 
+    /// The entries, in the document's order.
+    pub fn into_entries(self) -> Vec<(Value, Value)> {
+        self.0
+    }
+
     pub fn len(&self) -> usize {
         self.0.len()
     }

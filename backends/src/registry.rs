@@ -1,0 +1,519 @@
+//! Reads a Feast registry that is not a local file (issue [M]): `s3://`
+//! and `gs://` registry files, SQL registries (SQLite, PostgreSQL) and
+//! Feast's registry server, into the feature views and feature services of
+//! one project. Shared by the proxy (which refreshes it every TTL) and the
+//! operator (which routes and provisions a store's registry views).
+//!
+//! Hostile registries: an answer over `max_bytes` is refused before it is
+//! decoded; every read has a deadline.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use api::proto::feast::core;
+use api::registry::{RegistryContents, registry_contents};
+use api::registry_config::{RegistryLocation, SqlUrl};
+use object_store::ObjectStoreExt as _;
+use prost::Message;
+
+/// Default bound on a registry's size.
+pub const DEFAULT_MAX_BYTES: usize = 64 * 1024 * 1024;
+
+/// Deadline of one read (connect, query and transfer).
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a registry could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("{location}: {source}")]
+    ObjectStore {
+        location: String,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error("{location}: {source}")]
+    Sqlite {
+        location: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("{location}: {source}")]
+    Postgres {
+        location: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("{location}: {message}")]
+    Remote { location: String, message: String },
+    #[error("{location}: the registry is {size} bytes, over --registry-max-bytes ({max})")]
+    TooLarge {
+        location: String,
+        size: usize,
+        max: usize,
+    },
+    #[error("{location}: no answer within {}s", FETCH_TIMEOUT.as_secs())]
+    Timeout { location: String },
+    #[error("{location}: {path}: {source}")]
+    Io {
+        location: String,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Decode(#[from] api::registry::RegistryError),
+    #[error("{location}: reading the registry stopped: {message}")]
+    Task { location: String, message: String },
+}
+
+/// How to read one project's part of a registry.
+#[derive(Debug, Clone)]
+pub struct RegistryReader {
+    pub location: RegistryLocation,
+    pub project: String,
+    /// Where relative paths (a SQLite file, a CA file) resolve.
+    pub base_dir: PathBuf,
+    /// Bearer token for a registry server, re-read before each call.
+    pub token_file: Option<PathBuf>,
+    /// The same token given directly (e.g. read from a Secret).
+    pub token: Option<String>,
+    /// PEM CA for a registry server given directly (else `cert` is a file).
+    pub ca_pem: Option<Vec<u8>>,
+    pub max_bytes: usize,
+}
+
+impl RegistryReader {
+    /// The location without credentials, for logs and status.
+    pub fn location(&self) -> String {
+        self.location.redacted()
+    }
+
+    /// Reads the project's views and services, within [`FETCH_TIMEOUT`].
+    pub async fn read(&self) -> Result<RegistryContents, FetchError> {
+        match tokio::time::timeout(FETCH_TIMEOUT, self.fetch()).await {
+            Ok(r) => r,
+            Err(_) => Err(FetchError::Timeout {
+                location: self.location(),
+            }),
+        }
+    }
+
+    async fn fetch(&self) -> Result<RegistryContents, FetchError> {
+        let location = self.location();
+        let registry = match &self.location {
+            RegistryLocation::File(_) => {
+                return Err(FetchError::Task {
+                    location,
+                    message: "local registry files are read by the configuration watch".into(),
+                });
+            }
+            RegistryLocation::S3 { bucket, key } => {
+                let store = s3_store(bucket).map_err(|source| FetchError::ObjectStore {
+                    location: location.clone(),
+                    source,
+                })?;
+                self.get_object(&store, key, &location).await?
+            }
+            RegistryLocation::Gcs { bucket, object } => {
+                let store = gcs_store(bucket).map_err(|source| FetchError::ObjectStore {
+                    location: location.clone(),
+                    source,
+                })?;
+                self.get_object(&store, object, &location).await?
+            }
+            RegistryLocation::Sql(SqlUrl::Sqlite(path)) => {
+                let path = self.base_dir.join(path);
+                let project = self.project.clone();
+                let max = self.max_bytes;
+                let loc = location.clone();
+                tokio::task::spawn_blocking(move || sqlite_registry(&path, &project, max, &loc))
+                    .await
+                    .map_err(|e| FetchError::Task {
+                        location: location.clone(),
+                        message: e.to_string(),
+                    })??
+            }
+            RegistryLocation::Sql(SqlUrl::Postgres(url)) => {
+                postgres_registry(url, &self.project, self.max_bytes, &location).await?
+            }
+            RegistryLocation::Remote { target, tls, cert } => {
+                self.remote_registry(target, *tls, cert.as_deref(), &location)
+                    .await?
+            }
+        };
+        let mut registry = registry;
+        if matches!(
+            self.location,
+            RegistryLocation::Sql(_) | RegistryLocation::Remote { .. }
+        ) {
+            claim_project(&mut registry, &self.project);
+        }
+        Ok(registry_contents(&location, &registry, &self.project)?)
+    }
+
+    async fn get_object(
+        &self,
+        store: &impl object_store::ObjectStore,
+        key: &str,
+        location: &str,
+    ) -> Result<core::Registry, FetchError> {
+        let err = |source| FetchError::ObjectStore {
+            location: location.to_string(),
+            source,
+        };
+        let got = store
+            .get(&object_store::path::Path::from(key))
+            .await
+            .map_err(err)?;
+        let size = usize::try_from(got.meta.size).unwrap_or(usize::MAX);
+        if size > self.max_bytes {
+            return Err(FetchError::TooLarge {
+                location: location.to_string(),
+                size,
+                max: self.max_bytes,
+            });
+        }
+        let bytes = got.bytes().await.map_err(err)?;
+        core::Registry::decode(bytes).map_err(|source| {
+            FetchError::Decode(api::registry::RegistryError::Decode {
+                file: location.to_string(),
+                source,
+            })
+        })
+    }
+
+    async fn remote_registry(
+        &self,
+        target: &str,
+        tls: bool,
+        cert: Option<&str>,
+        location: &str,
+    ) -> Result<core::Registry, FetchError> {
+        use api::proto::feast::registry as reg;
+        use api::proto::feast::registry::registry_server_client::RegistryServerClient;
+        use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+        let remote = |message: String| FetchError::Remote {
+            location: location.to_string(),
+            message,
+        };
+        let scheme = if tls { "https" } else { "http" };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{target}"))
+            .map_err(|e| remote(e.to_string()))?
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(FETCH_TIMEOUT);
+        if tls {
+            let config = match (&self.ca_pem, cert) {
+                (Some(pem), _) => {
+                    ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem.clone()))
+                }
+                (None, Some(path)) => {
+                    let path = self.base_dir.join(path);
+                    let pem = std::fs::read(&path).map_err(|source| FetchError::Io {
+                        location: location.to_string(),
+                        path: path.display().to_string(),
+                        source,
+                    })?;
+                    ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem))
+                }
+                (None, None) => ClientTlsConfig::new().with_webpki_roots(),
+            };
+            endpoint = endpoint
+                .tls_config(config)
+                .map_err(|e| remote(e.to_string()))?;
+        }
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| remote(format!("cannot connect: {e}")))?;
+        let mut client =
+            RegistryServerClient::new(channel).max_decoding_message_size(self.max_bytes);
+        let token = match (&self.token, &self.token_file) {
+            (Some(t), _) => Some(t.clone()),
+            (None, None) => None,
+            (None, Some(path)) => {
+                Some(
+                    std::fs::read_to_string(path).map_err(|source| FetchError::Io {
+                        location: location.to_string(),
+                        path: path.display().to_string(),
+                        source,
+                    })?,
+                )
+            }
+        };
+        let token = match token {
+            None => None,
+            Some(t) => Some(
+                format!("Bearer {}", t.trim())
+                    .parse::<Token>()
+                    .map_err(|_| remote("the registry token is not a valid header value".into()))?,
+            ),
+        };
+        let failed = |call: &str, s: tonic::Status| {
+            remote(format!(
+                "{call}: the registry server answered {:?}: {}",
+                s.code(),
+                s.message()
+            ))
+        };
+        let project = self.project.clone();
+        let entities = client
+            .list_entities(authorized(
+                reg::ListEntitiesRequest {
+                    project: project.clone(),
+                    allow_cache: false,
+                },
+                token.as_ref(),
+            ))
+            .await
+            .map_err(|s| failed("ListEntities", s))?
+            .into_inner()
+            .entities;
+        let feature_views = client
+            .list_feature_views(authorized(
+                reg::ListFeatureViewsRequest {
+                    project: project.clone(),
+                    allow_cache: false,
+                },
+                token.as_ref(),
+            ))
+            .await
+            .map_err(|s| failed("ListFeatureViews", s))?
+            .into_inner()
+            .feature_views;
+        let stream_feature_views = client
+            .list_stream_feature_views(authorized(
+                reg::ListStreamFeatureViewsRequest {
+                    project: project.clone(),
+                    allow_cache: false,
+                },
+                token.as_ref(),
+            ))
+            .await
+            .map_err(|s| failed("ListStreamFeatureViews", s))?
+            .into_inner()
+            .stream_feature_views;
+        let feature_services = client
+            .list_feature_services(authorized(
+                reg::ListFeatureServicesRequest {
+                    project,
+                    allow_cache: false,
+                },
+                token.as_ref(),
+            ))
+            .await
+            .map_err(|s| failed("ListFeatureServices", s))?
+            .into_inner()
+            .feature_services;
+        Ok(core::Registry {
+            entities,
+            feature_views,
+            stream_feature_views,
+            feature_services,
+            ..Default::default()
+        })
+    }
+}
+
+type Token = tonic::metadata::MetadataValue<tonic::metadata::Ascii>;
+
+/// A registry-server request carrying the bearer token, if any.
+fn authorized<T>(msg: T, token: Option<&Token>) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    if let Some(t) = token {
+        r.metadata_mut().insert("authorization", t.clone());
+    }
+    r
+}
+
+fn s3_store(bucket: &str) -> Result<object_store::aws::AmazonS3, object_store::Error> {
+    let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+    // Feast's S3 registry store honours FEAST_S3_ENDPOINT_URL; the AWS
+    // SDKs' AWS_ENDPOINT_URL is read by from_env.
+    let endpoint = std::env::var("FEAST_S3_ENDPOINT_URL")
+        .ok()
+        .or_else(|| std::env::var("AWS_ENDPOINT_URL_S3").ok())
+        .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
+        .filter(|e| !e.is_empty());
+    if let Some(e) = endpoint {
+        b = b
+            .with_allow_http(e.starts_with("http://"))
+            .with_virtual_hosted_style_request(false)
+            .with_endpoint(e);
+    }
+    b.build()
+}
+
+fn gcs_store(bucket: &str) -> Result<object_store::gcp::GoogleCloudStorage, object_store::Error> {
+    let mut b = object_store::gcp::GoogleCloudStorageBuilder::from_env().with_bucket_name(bucket);
+    // Google's client libraries talk to an emulator named by
+    // STORAGE_EMULATOR_HOST, without credentials.
+    if let Ok(host) = std::env::var("STORAGE_EMULATOR_HOST")
+        && !host.is_empty()
+    {
+        let url = if host.contains("://") {
+            host
+        } else {
+            format!("http://{host}")
+        };
+        b = b
+            .with_base_url(url.trim_end_matches('/'))
+            .with_skip_signature(true)
+            .with_client_options(object_store::ClientOptions::new().with_allow_http(true));
+    }
+    b.build()
+}
+
+/// The parts of a SQL registry a reader needs, each table's proto column
+/// for one project (Feast's `feast/infra/registry/sql.py` schema).
+const SQL_TABLES: [(&str, &str); 4] = [
+    ("entities", "entity_proto"),
+    ("feature_views", "feature_view_proto"),
+    ("stream_feature_views", "feature_view_proto"),
+    ("feature_services", "feature_service_proto"),
+];
+
+/// Adds one row's proto to the registry being assembled.
+fn add_row(
+    reg: &mut core::Registry,
+    table: &str,
+    bytes: &[u8],
+    location: &str,
+) -> Result<(), FetchError> {
+    let decode_err = |source| {
+        FetchError::Decode(api::registry::RegistryError::Decode {
+            file: format!("{location} ({table})"),
+            source,
+        })
+    };
+    match table {
+        "entities" => reg
+            .entities
+            .push(core::Entity::decode(bytes).map_err(decode_err)?),
+        "feature_views" => reg
+            .feature_views
+            .push(core::FeatureView::decode(bytes).map_err(decode_err)?),
+        "stream_feature_views" => reg
+            .stream_feature_views
+            .push(core::StreamFeatureView::decode(bytes).map_err(decode_err)?),
+        _ => reg
+            .feature_services
+            .push(core::FeatureService::decode(bytes).map_err(decode_err)?),
+    }
+    Ok(())
+}
+
+/// Marks every object of a registry read for one project as that
+/// project's: Feast leaves `spec.project` empty in some protos of a SQL
+/// registry (an entityless view's) and in every object its registry server
+/// answers (seen with 0.67), while the rows and calls are per project.
+fn claim_project(reg: &mut core::Registry, project: &str) {
+    let set = |p: &mut String| project.clone_into(p);
+    reg.entities
+        .iter_mut()
+        .filter_map(|e| e.spec.as_mut())
+        .for_each(|s| set(&mut s.project));
+    reg.feature_views
+        .iter_mut()
+        .filter_map(|v| v.spec.as_mut())
+        .for_each(|s| set(&mut s.project));
+    reg.stream_feature_views
+        .iter_mut()
+        .filter_map(|v| v.spec.as_mut())
+        .for_each(|s| set(&mut s.project));
+    reg.feature_services
+        .iter_mut()
+        .filter_map(|v| v.spec.as_mut())
+        .for_each(|s| set(&mut s.project));
+}
+
+fn sqlite_registry(
+    path: &Path,
+    project: &str,
+    max_bytes: usize,
+    location: &str,
+) -> Result<core::Registry, FetchError> {
+    let err = |source| FetchError::Sqlite {
+        location: location.to_string(),
+        source,
+    };
+    let conn = rusqlite::Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(err)?;
+    conn.busy_timeout(Duration::from_secs(5)).map_err(err)?;
+    let mut reg = core::Registry::default();
+    let mut total = 0usize;
+    for (table, column) in SQL_TABLES {
+        let mut stmt = conn
+            .prepare(&format!(
+                "SELECT {column} FROM {table} WHERE project_id = ?1"
+            ))
+            .map_err(err)?;
+        let mut rows = stmt.query([project]).map_err(err)?;
+        while let Some(row) = rows.next().map_err(err)? {
+            let bytes: Vec<u8> = row.get(0).map_err(err)?;
+            total += bytes.len();
+            if total > max_bytes {
+                return Err(FetchError::TooLarge {
+                    location: location.to_string(),
+                    size: total,
+                    max: max_bytes,
+                });
+            }
+            add_row(&mut reg, table, &bytes, location)?;
+        }
+    }
+    Ok(reg)
+}
+
+async fn postgres_registry(
+    url: &str,
+    project: &str,
+    max_bytes: usize,
+    location: &str,
+) -> Result<core::Registry, FetchError> {
+    let err = |source| FetchError::Postgres {
+        location: location.to_string(),
+        source,
+    };
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .map_err(err)?;
+    // The connection runs until the client is dropped at the end.
+    let conn = tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "registry database connection ended");
+        }
+    });
+    let mut reg = core::Registry::default();
+    let mut total = 0usize;
+    let result = async {
+        for (table, column) in SQL_TABLES {
+            let rows = client
+                .query(
+                    &format!("SELECT {column} FROM {table} WHERE project_id = $1"),
+                    &[&project],
+                )
+                .await
+                .map_err(err)?;
+            for row in rows {
+                let bytes: &[u8] = row.try_get(0).map_err(err)?;
+                total += bytes.len();
+                if total > max_bytes {
+                    return Err(FetchError::TooLarge {
+                        location: location.to_string(),
+                        size: total,
+                        max: max_bytes,
+                    });
+                }
+                add_row(&mut reg, table, bytes, location)?;
+            }
+        }
+        Ok(())
+    }
+    .await;
+    drop(client);
+    let _ = conn.await;
+    result.map(|()| reg)
+}
