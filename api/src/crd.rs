@@ -542,9 +542,9 @@ pub struct ProxyStatus {
     pub endpoint: String,
     /// `<store>-proxy.<namespace>.svc:<grpcPort>` for gRPC clients, with
     /// `grpcPort`.
-    // Serialized as null when unset (no `skip_serializing_if`): the status
-    // is written with a merge patch, which keeps an absent field.
-    #[serde(default)]
+    // Absent when unset: the operator applies its whole status
+    // (server-side apply), so a field it leaves out is removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grpc_endpoint: Option<String>,
     /// Ready Pods of the proxy Deployment when the store was last
     /// reconciled (every 30 s until all are ready).
@@ -696,20 +696,19 @@ pub struct MigrationStatus {
     pub pass: i32,
     /// Where the backfill or the verification resumes (hex of the backend's
     /// key cursor).
-    // Serialized as null when unset (no `skip_serializing_if`, here and
-    // below): the operator writes its status with a merge patch, which
-    // keeps a field that is absent, so a finished pass would otherwise
-    // leave its last cursor behind for the next one.
-    #[serde(default)]
+    // Absent when unset (here and below): the operator applies its whole
+    // status (server-side apply), so a finished pass leaves no cursor
+    // behind for the next one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cursor: Option<String>,
     /// Why the backfill (and so the verification) was skipped, if it was
     /// (e.g. Bigtable sources).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
     /// The verification of the copy: in progress during `Verify`, then the
     /// figures of the last one (the one that let reads switch, or the one
     /// that failed).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification: Option<MigrationVerification>,
 }
 

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod migrate;
 pub mod plan;
 pub mod readiness;
+pub mod status;
 pub mod store;
 pub mod supervise;
 pub mod verify;

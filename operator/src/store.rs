@@ -15,7 +15,6 @@ use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::{self, ObjectRef, reflector};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
-use serde_json::json;
 
 use crate::context::Context;
 use crate::error::Error;
@@ -126,7 +125,6 @@ async fn reconcile(store: Arc<HybridOnlineStore>, ctx: Arc<Context>) -> Result<A
 /// A panicked reconcile leaves the store Ready=False with a generic
 /// message (and an event when that is new), so its author sees it.
 async fn report_panic(store: &HybridOnlineStore, ctx: &Context) {
-    let Some(ns) = store.namespace() else { return };
     let old = store.status.clone().unwrap_or_default();
     let mut status = old.clone();
     if plan::condition_changed(&old.conditions, "Ready", supervise::PANIC_MESSAGE) {
@@ -147,7 +145,7 @@ async fn report_panic(store: &HybridOnlineStore, ctx: &Context) {
         store.metadata.generation,
         now(),
     );
-    if let Err(e) = write_status(ctx, &ns, &store.name_any(), &old, status).await {
+    if let Err(e) = write_status(ctx, store, &old, status).await {
         tracing::warn!(error = %e, "cannot record the panicked reconcile in the status");
     }
 }
@@ -195,7 +193,7 @@ async fn apply(store: Arc<HybridOnlineStore>, ctx: &Context, ns: &str) -> Result
                 generation,
                 t,
             );
-            write_status(ctx, ns, &name, &old, status).await?;
+            write_status(ctx, &store, &old, status).await?;
             ctx.event(store.as_ref(), true, "InvalidSpec", msg).await;
             // A spec error waits for a spec change; no hot loop.
             return Ok(Action::requeue(Duration::from_secs(600)));
@@ -306,7 +304,7 @@ async fn apply(store: Arc<HybridOnlineStore>, ctx: &Context, ns: &str) -> Result
             generation,
             t,
         );
-        write_status(ctx, ns, &name, &old, status).await?;
+        write_status(ctx, &store, &old, status).await?;
         return Ok(Action::requeue(Duration::from_secs(30)));
     }
 
@@ -356,7 +354,7 @@ async fn apply(store: Arc<HybridOnlineStore>, ctx: &Context, ns: &str) -> Result
                 generation,
                 t,
             );
-            write_status(ctx, ns, &name, &old, status).await?;
+            write_status(ctx, &store, &old, status).await?;
             ctx.event(store.as_ref(), true, "InvalidRouting", msg).await;
             return Ok(Action::requeue(Duration::from_secs(600)));
         }
@@ -446,35 +444,16 @@ async fn apply(store: Arc<HybridOnlineStore>, ctx: &Context, ns: &str) -> Result
         generation,
         t,
     );
-    write_status(ctx, ns, &name, &old, status).await?;
+    write_status(ctx, &store, &old, status).await?;
     Ok(Action::requeue(requeue))
 }
 
-/// Patches the status subresource only when it changed, so an idle
-/// reconcile writes nothing.
+/// Applies the status when it changed, so an idle reconcile writes nothing.
 async fn write_status(
     ctx: &Context,
-    ns: &str,
-    name: &str,
+    store: &HybridOnlineStore,
     old: &HybridOnlineStoreStatus,
     status: HybridOnlineStoreStatus,
 ) -> Result<(), Error> {
-    if *old == status {
-        return Ok(());
-    }
-    // A merge patch keeps absent fields: clear a finished plan and a
-    // removed proxy explicitly.
-    let clear_plan = status.plan.is_empty();
-    let clear_proxy = status.proxy.is_none();
-    let mut body = json!({ "status": status });
-    if clear_plan {
-        body["status"]["plan"] = serde_json::Value::Null;
-    }
-    if clear_proxy {
-        body["status"]["proxy"] = serde_json::Value::Null;
-    }
-    let api: Api<HybridOnlineStore> = Api::namespaced(ctx.client.clone(), ns);
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(body))
-        .await?;
-    Ok(())
+    crate::status::write(&ctx.client, store, old, &status).await
 }

@@ -9,13 +9,11 @@ use std::time::{Duration, Instant};
 use api::crd::{FeatureView, FeatureViewStatus, HybridOnlineStore, TeardownPolicy};
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::{self, ObjectRef, reflector};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
-use serde_json::json;
 
 use crate::FINALIZER;
 use crate::context::Context;
@@ -103,7 +101,6 @@ async fn reconcile(fv: Arc<FeatureView>, ctx: Arc<Context>) -> Result<Action, Er
 /// A panicked reconcile leaves the view Ready=False with a generic message
 /// (and an event when that is new).
 async fn report_panic(fv: &FeatureView, ctx: &Context) {
-    let Some(ns) = fv.namespace() else { return };
     let old = fv.status.clone().unwrap_or_default();
     let mut status = old.clone();
     if plan::condition_changed(&old.conditions, "Ready", supervise::PANIC_MESSAGE) {
@@ -119,7 +116,7 @@ async fn report_panic(fv: &FeatureView, ctx: &Context) {
         fv.metadata.generation,
         now(),
     );
-    if let Err(e) = write_status(ctx, &ns, &fv.name_any(), &old, status).await {
+    if let Err(e) = write_status(ctx, fv, &old, status).await {
         tracing::warn!(error = %e, "cannot record the panicked reconcile in the status");
     }
 }
@@ -149,7 +146,6 @@ struct Failure {
 async fn fail(
     ctx: &Context,
     fv: &FeatureView,
-    ns: &str,
     mut status: FeatureViewStatus,
     old: &FeatureViewStatus,
     f: Failure,
@@ -183,7 +179,7 @@ async fn fail(
         generation,
         t,
     );
-    write_status(ctx, ns, &fv.name_any(), old, status).await?;
+    write_status(ctx, fv, old, status).await?;
     Ok(Action::requeue(retry))
 }
 
@@ -210,7 +206,6 @@ async fn apply(fv: Arc<FeatureView>, ctx: &Context, ns: &str) -> Result<Action, 
         return fail(
             ctx,
             &fv,
-            ns,
             status,
             &old,
             Failure {
@@ -228,7 +223,6 @@ async fn apply(fv: Arc<FeatureView>, ctx: &Context, ns: &str) -> Result<Action, 
             return fail(
                 ctx,
                 &fv,
-                ns,
                 status,
                 &old,
                 Failure {
@@ -248,7 +242,6 @@ async fn apply(fv: Arc<FeatureView>, ctx: &Context, ns: &str) -> Result<Action, 
             return fail(
                 ctx,
                 &fv,
-                ns,
                 status,
                 &old,
                 Failure {
@@ -267,7 +260,6 @@ async fn apply(fv: Arc<FeatureView>, ctx: &Context, ns: &str) -> Result<Action, 
             return fail(
                 ctx,
                 &fv,
-                ns,
                 status,
                 &old,
                 Failure {
@@ -289,7 +281,6 @@ async fn apply(fv: Arc<FeatureView>, ctx: &Context, ns: &str) -> Result<Action, 
         return fail(
             ctx,
             &fv,
-            ns,
             status,
             &old,
             Failure {
@@ -307,7 +298,6 @@ async fn apply(fv: Arc<FeatureView>, ctx: &Context, ns: &str) -> Result<Action, 
             return fail(
                 ctx,
                 &fv,
-                ns,
                 status,
                 &old,
                 Failure {
@@ -332,7 +322,6 @@ async fn apply(fv: Arc<FeatureView>, ctx: &Context, ns: &str) -> Result<Action, 
             return fail(
                 ctx,
                 &fv,
-                ns,
                 status,
                 &old,
                 Failure {
@@ -349,7 +338,6 @@ async fn apply(fv: Arc<FeatureView>, ctx: &Context, ns: &str) -> Result<Action, 
         return plan_only(
             ctx,
             &fv,
-            ns,
             status,
             &old,
             &*store_conn,
@@ -364,7 +352,6 @@ async fn apply(fv: Arc<FeatureView>, ctx: &Context, ns: &str) -> Result<Action, 
         return fail(
             ctx,
             &fv,
-            ns,
             status,
             &old,
             Failure {
@@ -421,14 +408,13 @@ async fn apply(fv: Arc<FeatureView>, ctx: &Context, ns: &str) -> Result<Action, 
                     generation,
                     now(),
                 );
-                write_status(ctx, ns, &fv.name_any(), &old, st).await?;
+                write_status(ctx, &fv, &old, st).await?;
                 return Ok(Action::requeue(delay));
             }
             crate::migrate::Next::Failed(st, reason, message) => {
                 return fail(
                     ctx,
                     &fv,
-                    ns,
                     st,
                     &old,
                     Failure {
@@ -444,7 +430,6 @@ async fn apply(fv: Arc<FeatureView>, ctx: &Context, ns: &str) -> Result<Action, 
                 return fail(
                     ctx,
                     &fv,
-                    ns,
                     st,
                     &old,
                     Failure {
@@ -509,7 +494,7 @@ async fn apply(fv: Arc<FeatureView>, ctx: &Context, ns: &str) -> Result<Action, 
         generation,
         t,
     );
-    write_status(ctx, ns, &fv.name_any(), &old, status).await?;
+    write_status(ctx, &fv, &old, status).await?;
     Ok(Action::requeue(Duration::from_secs(600)))
 }
 
@@ -519,7 +504,6 @@ async fn apply(fv: Arc<FeatureView>, ctx: &Context, ns: &str) -> Result<Action, 
 async fn plan_only(
     ctx: &Context,
     fv: &FeatureView,
-    ns: &str,
     mut status: FeatureViewStatus,
     old: &FeatureViewStatus,
     store_conn: &dyn backends::OnlineStore,
@@ -533,7 +517,6 @@ async fn plan_only(
             return fail(
                 ctx,
                 fv,
-                ns,
                 status,
                 old,
                 Failure {
@@ -569,7 +552,7 @@ async fn plan_only(
         fv.metadata.generation,
         now(),
     );
-    write_status(ctx, ns, &fv.name_any(), old, status).await?;
+    write_status(ctx, fv, old, status).await?;
     Ok(Action::requeue(Duration::from_secs(60)))
 }
 
@@ -689,28 +672,12 @@ async fn cleanup(fv: Arc<FeatureView>, ctx: &Context, ns: &str) -> Result<Action
     Ok(Action::await_change())
 }
 
+/// Applies the status when it changed, so an idle reconcile writes nothing.
 async fn write_status(
     ctx: &Context,
-    ns: &str,
-    name: &str,
+    fv: &FeatureView,
     old: &FeatureViewStatus,
     status: FeatureViewStatus,
 ) -> Result<(), Error> {
-    if *old == status {
-        return Ok(());
-    }
-    // A merge patch keeps absent fields: clear a finished plan explicitly.
-    let clear_plan = status.plan.is_none();
-    let clear_migration = status.migration.is_none();
-    let mut body = json!({ "status": status });
-    if clear_plan {
-        body["status"]["plan"] = serde_json::Value::Null;
-    }
-    if clear_migration {
-        body["status"]["migration"] = serde_json::Value::Null;
-    }
-    let api: Api<FeatureView> = Api::namespaced(ctx.client.clone(), ns);
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(body))
-        .await?;
-    Ok(())
+    crate::status::write(&ctx.client, fv, old, &status).await
 }

@@ -2002,6 +2002,48 @@ async fn proxy_objects_follow_the_store_spec() {
     })
     .await;
     assert!(note.contains("spec.proxy.auth is unset"), "{note}");
+    // The status is server-side applied under the operator's field manager.
+    let status_writers = |s: &HybridOnlineStore| -> Vec<(String, String)> {
+        s.metadata
+            .managed_fields
+            .iter()
+            .flatten()
+            .filter(|m| m.subresource.as_deref() == Some("status"))
+            .map(|m| {
+                (
+                    m.manager.clone().unwrap_or_default(),
+                    m.operation.clone().unwrap_or_default(),
+                )
+            })
+            .collect()
+    };
+    let s = stores.get("shop").await.unwrap();
+    assert_eq!(
+        status_writers(&s),
+        [("hos-operator".to_string(), "Apply".to_string())]
+    );
+    // A status field written the old way (a merge patch, an Update entry)
+    // that the operator does not set is adopted and removed.
+    stores
+        .patch_status(
+            "shop",
+            &PatchParams {
+                field_manager: Some("legacy-writer".into()),
+                ..Default::default()
+            },
+            &Patch::Merge(json!({"status": {"plan": ["stale line"]}})),
+        )
+        .await
+        .unwrap();
+    let s = wait_for("the stale status.plan removed", t, || async {
+        let s = stores.get("shop").await.ok()?;
+        s.status.as_ref()?.plan.is_empty().then_some(s)
+    })
+    .await;
+    assert_eq!(
+        status_writers(&s),
+        [("hos-operator".to_string(), "Apply".to_string())]
+    );
     let st = stores.get("shop").await.unwrap().status.unwrap();
     let proxy = st.proxy.unwrap();
     assert_eq!(proxy.endpoint, format!("http://shop-proxy.{ns}.svc:6566"));
