@@ -4,6 +4,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod context;
+pub mod controller;
 pub mod error;
 pub mod health;
 pub mod leader;

@@ -3,10 +3,9 @@
 //! on the backend their status records).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use api::crd::{FeatureView, HybridOnlineStore, HybridOnlineStoreStatus};
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{PartialObjectMeta, Patch, PatchParams};
@@ -17,15 +16,15 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 
 use crate::context::Context;
+use crate::controller::{self, Reconciled};
 use crate::error::Error;
 use crate::plan::{self, Credentials};
 use crate::readiness::Readiness;
-use crate::supervise;
 use crate::{FINALIZER, MANAGER};
 
 mod proxy;
 
-const CONTROLLER: &str = "hybridonlinestore";
+const CONTROLLER: &str = <HybridOnlineStore as Reconciled>::CONTROLLER;
 
 fn now() -> Time {
     Time(k8s_openapi::jiff::Timestamp::now())
@@ -40,21 +39,12 @@ pub fn run(
     readiness: &Arc<Readiness>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> impl Future<Output = ()> + Send + 'static {
-    let client = ctx.client.clone();
-    let (stores, views, maps, secrets) = match &namespace {
-        Some(ns) => (
-            Api::<HybridOnlineStore>::namespaced(client.clone(), ns),
-            Api::<FeatureView>::namespaced(client.clone(), ns),
-            Api::<PartialObjectMeta<ConfigMap>>::namespaced(client.clone(), ns),
-            Api::<Secret>::namespaced(client.clone(), ns),
-        ),
-        None => (
-            Api::all(client.clone()),
-            Api::all(client.clone()),
-            Api::all(client.clone()),
-            Api::all(client),
-        ),
-    };
+    let client = &ctx.client;
+    let ns = namespace.as_deref();
+    let stores = controller::scoped::<HybridOnlineStore>(client, ns);
+    let views = controller::scoped::<FeatureView>(client, ns);
+    let maps = controller::scoped::<PartialObjectMeta<ConfigMap>>(client, ns);
+    let secrets = controller::scoped::<Secret>(client, ns);
     let all = watcher::Config::default;
     let (cache, writer) = reflector::store();
     let store_events = readiness
@@ -93,61 +83,7 @@ pub fn run(
                 .collect::<Vec<_>>()
         })
         .graceful_shutdown_on(shutdown);
-    async move {
-        controller
-            .run(reconcile, error_policy, ctx)
-            .for_each(|res| async move {
-                if let Err(e) = res {
-                    tracing::debug!(error = %e, "store reconcile");
-                }
-            })
-            .await;
-    }
-}
-
-fn error_policy(_store: Arc<HybridOnlineStore>, err: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.failed(CONTROLLER, err.metric_label());
-    tracing::warn!(error = %err, "store reconcile failed");
-    Action::requeue(err.backoff())
-}
-
-async fn reconcile(store: Arc<HybridOnlineStore>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let start = Instant::now();
-    let res = supervise::isolated(reconcile_body(Arc::clone(&store), Arc::clone(&ctx))).await;
-    if matches!(res, Err(Error::Panicked(_))) {
-        report_panic(&store, &ctx).await;
-    }
-    ctx.metrics
-        .reconciled(CONTROLLER, start.elapsed().as_secs_f64());
-    res
-}
-
-/// A panicked reconcile leaves the store Ready=False with a generic
-/// message (and an event when that is new), so its author sees it.
-async fn report_panic(store: &HybridOnlineStore, ctx: &Context) {
-    let old = store.status.clone().unwrap_or_default();
-    let mut status = old.clone();
-    if plan::condition_changed(&old.conditions, "Ready", supervise::PANIC_MESSAGE) {
-        ctx.event(
-            store,
-            true,
-            "ReconcileFailed",
-            supervise::PANIC_MESSAGE.into(),
-        )
-        .await;
-    }
-    plan::set_condition(
-        &mut status.conditions,
-        "Ready",
-        false,
-        "ReconcileFailed",
-        supervise::PANIC_MESSAGE,
-        store.metadata.generation,
-        now(),
-    );
-    if let Err(e) = write_status(ctx, store, &old, status).await {
-        tracing::warn!(error = %e, "cannot record the panicked reconcile in the status");
-    }
+    controller::drive(controller, ctx, reconcile_body)
 }
 
 async fn reconcile_body(store: Arc<HybridOnlineStore>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -163,6 +99,51 @@ async fn reconcile_body(store: Arc<HybridOnlineStore>, ctx: Arc<Context>) -> Res
     })
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+/// A store the operator cannot act on until its spec changes.
+struct Refusal {
+    step: &'static str,
+    reason: &'static str,
+    message: String,
+    at: Time,
+}
+
+impl Refusal {
+    fn new(step: &'static str, reason: &'static str, message: String, at: Time) -> Self {
+        Refusal {
+            step,
+            reason,
+            message,
+            at,
+        }
+    }
+}
+
+/// The store's one failure path for a refused spec: `Ready=False` with the
+/// reason, the status written, a Warning event, the step failure counted,
+/// and no retry before ten minutes (a spec change comes sooner).
+async fn refuse(
+    ctx: &Context,
+    store: &HybridOnlineStore,
+    old: &HybridOnlineStoreStatus,
+    mut status: HybridOnlineStoreStatus,
+    r: Refusal,
+) -> Result<Action, Error> {
+    ctx.metrics.step_failed(CONTROLLER, r.step, r.reason);
+    plan::set_condition(
+        &mut status.conditions,
+        "Ready",
+        false,
+        r.reason,
+        &r.message,
+        store.metadata.generation,
+        r.at,
+    );
+    write_status(ctx, store, old, status).await?;
+    ctx.event(store, true, r.reason, r.message).await;
+    // A spec error waits for a spec change; no hot loop.
+    Ok(Action::requeue(Duration::from_secs(600)))
 }
 
 async fn apply(store: Arc<HybridOnlineStore>, ctx: &Context, ns: &str) -> Result<Action, Error> {
@@ -183,20 +164,8 @@ async fn apply(store: Arc<HybridOnlineStore>, ctx: &Context, ns: &str) -> Result
     let mounted = match plan::backends(&store, Credentials::Mounted) {
         Ok(b) => b,
         Err(e) => {
-            let msg = e.to_string();
-            plan::set_condition(
-                &mut status.conditions,
-                "Ready",
-                false,
-                "InvalidSpec",
-                &msg,
-                generation,
-                t,
-            );
-            write_status(ctx, &store, &old, status).await?;
-            ctx.event(store.as_ref(), true, "InvalidSpec", msg).await;
-            // A spec error waits for a spec change; no hot loop.
-            return Ok(Action::requeue(Duration::from_secs(600)));
+            let refusal = Refusal::new("validate", "InvalidSpec", e.to_string(), t);
+            return refuse(ctx, &store, &old, status, refusal).await;
         }
     };
     status.backends = Some(mounted.len() as i32);
@@ -344,19 +313,8 @@ async fn apply(store: Arc<HybridOnlineStore>, ctx: &Context, ns: &str) -> Result
     let table = match plan::routing_table(&store, &routed) {
         Ok(t) => t,
         Err(e) => {
-            let msg = e.to_string();
-            plan::set_condition(
-                &mut status.conditions,
-                "Ready",
-                false,
-                "InvalidRouting",
-                &msg,
-                generation,
-                t,
-            );
-            write_status(ctx, &store, &old, status).await?;
-            ctx.event(store.as_ref(), true, "InvalidRouting", msg).await;
-            return Ok(Action::requeue(Duration::from_secs(600)));
+            let refusal = Refusal::new("publish", "InvalidRouting", e.to_string(), t);
+            return refuse(ctx, &store, &old, status, refusal).await;
         }
     };
     let doc = table.to_yaml();
