@@ -1,10 +1,12 @@
 //! What both controllers share around their reconcile functions: the API
-//! scope (one namespace or all), the reconcile wrapper (its own task, a
-//! panic recorded in the status, the duration metric), the error policy
-//! and the loop that drives a [`Controller`] until it stops.
+//! scope (one namespace or all), the watch caches reconciles read instead
+//! of listing through the API ([`Ctx`]), the reconcile wrapper (its own
+//! task, a panic recorded in the status, the duration metric), the error
+//! policy and the loop that drives a [`Controller`] until it stops.
 
 use std::fmt::Debug;
 use std::future::Future;
+use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -13,7 +15,8 @@ use futures::StreamExt;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::runtime::controller::{Action, Controller};
-use kube::{Api, Client, Resource};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -68,6 +71,71 @@ impl Reconciled for FeatureView {
     }
 }
 
+/// What a controller's reconciles get: the shared [`Context`] and the
+/// watch caches (reflector stores) of the stores and views the operator
+/// watches. Reconciles read other objects from these instead of listing
+/// them through the API on every reconcile: each cache is fed by a watch
+/// the controller runs anyway, and the change that triggered a reconcile
+/// is already in it.
+pub struct Ctx {
+    shared: Arc<Context>,
+    views: Store<FeatureView>,
+    stores: Store<HybridOnlineStore>,
+}
+
+impl Deref for Ctx {
+    type Target = Context;
+    fn deref(&self) -> &Context {
+        &self.shared
+    }
+}
+
+impl Ctx {
+    pub fn new(
+        shared: Arc<Context>,
+        views: Store<FeatureView>,
+        stores: Store<HybridOnlineStore>,
+    ) -> Ctx {
+        Ctx {
+            shared,
+            views,
+            stores,
+        }
+    }
+
+    /// The views of store `store` in `ns` (those being deleted too), by
+    /// name. Waits for the cache's first full list: an empty cache must
+    /// not read as "no views" (the store would route none).
+    pub async fn views_of(&self, ns: &str, store: &str) -> Result<Vec<Arc<FeatureView>>, Error> {
+        self.views
+            .wait_until_ready()
+            .await
+            .map_err(|_| Error::Cancelled)?;
+        let mut views: Vec<Arc<FeatureView>> = self
+            .views
+            .state()
+            .into_iter()
+            .filter(|v| v.namespace().as_deref() == Some(ns) && v.spec.store_ref == store)
+            .collect();
+        // The order an API list has, so routes and messages are stable.
+        views.sort_by_key(|v| v.name_any());
+        Ok(views)
+    }
+
+    /// Store `name` of `ns` as last watched (after the cache's first list).
+    pub async fn store(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> Result<Option<Arc<HybridOnlineStore>>, Error> {
+        self.stores
+            .wait_until_ready()
+            .await
+            .map_err(|_| Error::Cancelled)?;
+        Ok(self.stores.get(&ObjectRef::new(name).within(ns)))
+    }
+}
+
 /// `K` objects of `namespace`, or of every namespace.
 pub fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where
@@ -82,14 +150,14 @@ where
 /// Runs `controller` until it stops: each reconcile of `body` in its own
 /// task ([`supervise::isolated`]), a panic recorded on the object, every
 /// reconcile timed, errors counted and retried after [`Error::backoff`].
-pub async fn drive<K, F, Fut>(controller: Controller<K>, ctx: Arc<Context>, body: F)
+pub async fn drive<K, F, Fut>(controller: Controller<K>, ctx: Arc<Ctx>, body: F)
 where
     K: Reconciled,
-    F: Fn(Arc<K>, Arc<Context>) -> Fut + Send + Sync + 'static,
+    F: Fn(Arc<K>, Arc<Ctx>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Action, Error>> + Send + 'static,
 {
     let body = Arc::new(body);
-    let reconcile = move |obj: Arc<K>, ctx: Arc<Context>| {
+    let reconcile = move |obj: Arc<K>, ctx: Arc<Ctx>| {
         let body = Arc::clone(&body);
         async move {
             let start = Instant::now();
@@ -112,7 +180,7 @@ where
         .await;
 }
 
-fn error_policy<K: Reconciled>(_obj: Arc<K>, err: &Error, ctx: Arc<Context>) -> Action {
+fn error_policy<K: Reconciled>(_obj: Arc<K>, err: &Error, ctx: Arc<Ctx>) -> Action {
     ctx.metrics.failed(K::CONTROLLER, err.metric_label());
     tracing::warn!(controller = K::CONTROLLER, error = %err, "reconcile failed");
     Action::requeue(err.backoff())

@@ -16,7 +16,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 
 use crate::context::Context;
-use crate::controller::{self, Reconciled};
+use crate::controller::{self, Ctx, Reconciled};
 use crate::error::Error;
 use crate::plan::{self, Credentials};
 use crate::readiness::Readiness;
@@ -43,6 +43,7 @@ pub fn run(
     let ns = namespace.as_deref();
     let stores = controller::scoped::<HybridOnlineStore>(client, ns);
     let views = controller::scoped::<FeatureView>(client, ns);
+    let (view_cache, view_writer) = reflector::store();
     let maps = controller::scoped::<PartialObjectMeta<ConfigMap>>(client, ns);
     let secrets = controller::scoped::<Secret>(client, ns);
     let all = watcher::Config::default;
@@ -57,13 +58,14 @@ pub fn run(
         .touched_objects();
     let view_events = readiness
         .cache(CONTROLLER, "featureviews")
-        .tap(watcher(views, all()))
+        .tap(reflector(view_writer, watcher(views, all())))
         .touched_objects();
     let secret_events = readiness
         .cache(CONTROLLER, "secrets")
         .tap(watcher(secrets, all()))
         .touched_objects();
     let secret_cache = cache.clone();
+    let caches = Ctx::new(ctx, view_cache, cache.clone());
     let controller = Controller::for_stream(store_events, cache)
         .owns_stream(map_events)
         .watches_stream(view_events, |fv: FeatureView| {
@@ -83,10 +85,10 @@ pub fn run(
                 .collect::<Vec<_>>()
         })
         .graceful_shutdown_on(shutdown);
-    controller::drive(controller, ctx, reconcile_body)
+    controller::drive(controller, Arc::new(caches), reconcile_body)
 }
 
-async fn reconcile_body(store: Arc<HybridOnlineStore>, ctx: Arc<Context>) -> Result<Action, Error> {
+async fn reconcile_body(store: Arc<HybridOnlineStore>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let ns = store.namespace().ok_or(Error::NoNamespace)?;
     let api: Api<HybridOnlineStore> = Api::namespaced(ctx.client.clone(), &ns);
     finalizer(&api, FINALIZER, store, |event| async {
@@ -146,7 +148,7 @@ async fn refuse(
     Ok(Action::requeue(Duration::from_secs(600)))
 }
 
-async fn apply(store: Arc<HybridOnlineStore>, ctx: &Context, ns: &str) -> Result<Action, Error> {
+async fn apply(store: Arc<HybridOnlineStore>, ctx: &Ctx, ns: &str) -> Result<Action, Error> {
     let name = store.name_any();
     let generation = store.metadata.generation;
     let old = store.status.clone().unwrap_or_default();
@@ -236,10 +238,9 @@ async fn apply(store: Arc<HybridOnlineStore>, ctx: &Context, ns: &str) -> Result
 
     // Dry run: collect the views' plans; change nothing.
     if store.spec.dry_run {
-        let views_api: Api<FeatureView> = Api::namespaced(ctx.client.clone(), ns);
         let mut lines = Vec::new();
-        for fv in views_api.list(&Default::default()).await? {
-            if fv.spec.store_ref != name || fv.metadata.deletion_timestamp.is_some() {
+        for fv in ctx.views_of(ns, &name).await? {
+            if fv.metadata.deletion_timestamp.is_some() {
                 continue;
             }
             let view = plan::feast_name(&fv);
@@ -278,11 +279,10 @@ async fn apply(store: Arc<HybridOnlineStore>, ctx: &Context, ns: &str) -> Result
     }
 
     // 3. Routes: provisioned views on the backend their status records.
-    let views_api: Api<FeatureView> = Api::namespaced(ctx.client.clone(), ns);
     let mut routed = Vec::new();
     let mut pending = Vec::new();
-    for fv in views_api.list(&Default::default()).await? {
-        if fv.spec.store_ref != name || fv.metadata.deletion_timestamp.is_some() {
+    for fv in ctx.views_of(ns, &name).await? {
+        if fv.metadata.deletion_timestamp.is_some() {
             continue;
         }
         let backend = fv.status.as_ref().and_then(|s| s.backend.clone());

@@ -16,7 +16,7 @@ use kube::{Api, ResourceExt};
 
 use crate::FINALIZER;
 use crate::context::Context;
-use crate::controller::{self, Reconciled};
+use crate::controller::{self, Ctx, Reconciled};
 use crate::error::Error;
 use crate::plan::{self, Credentials};
 use crate::readiness::Readiness;
@@ -39,6 +39,7 @@ pub fn run(
     let ns = namespace.as_deref();
     let views = controller::scoped::<FeatureView>(&ctx.client, ns);
     let stores = controller::scoped::<HybridOnlineStore>(&ctx.client, ns);
+    let (store_cache, store_writer) = reflector::store();
     let all = watcher::Config::default;
     let (cache, writer) = reflector::store();
     let view_events = readiness
@@ -47,9 +48,10 @@ pub fn run(
         .applied_objects();
     let store_events = readiness
         .cache(CONTROLLER, "hybridonlinestores")
-        .tap(watcher(stores, all()))
+        .tap(reflector(store_writer, watcher(stores, all())))
         .touched_objects();
     let view_cache = cache.clone();
+    let caches = Ctx::new(ctx, cache.clone(), store_cache);
     let controller = Controller::for_stream(view_events, cache)
         // A store's change (backends, routing tag, secrets fixed) re-routes its views.
         .watches_stream(store_events, move |s: HybridOnlineStore| {
@@ -63,10 +65,10 @@ pub fn run(
                 .collect::<Vec<_>>()
         })
         .graceful_shutdown_on(shutdown);
-    controller::drive(controller, ctx, reconcile_body)
+    controller::drive(controller, Arc::new(caches), reconcile_body)
 }
 
-async fn reconcile_body(fv: Arc<FeatureView>, ctx: Arc<Context>) -> Result<Action, Error> {
+async fn reconcile_body(fv: Arc<FeatureView>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let ns = fv.namespace().ok_or(Error::NoNamespace)?;
     let api: Api<FeatureView> = Api::namespaced(ctx.client.clone(), &ns);
     finalizer(&api, FINALIZER, fv, |event| async {
@@ -219,7 +221,7 @@ async fn on_failure(
 const SPEC_ERROR: Duration = Duration::from_secs(600);
 const TRANSIENT: Duration = Duration::from_secs(30);
 
-async fn apply(fv: Arc<FeatureView>, ctx: &Context, ns: &str) -> Result<Action, Error> {
+async fn apply(fv: Arc<FeatureView>, ctx: &Ctx, ns: &str) -> Result<Action, Error> {
     let old = fv.status.clone().unwrap_or_default();
     let status = FeatureViewStatus {
         observed_generation: fv.metadata.generation,
@@ -238,7 +240,7 @@ async fn apply(fv: Arc<FeatureView>, ctx: &Context, ns: &str) -> Result<Action, 
 /// validate, plan, provision, publish; a step that ends the reconcile
 /// early on success (a dry run, a live move going on) returns its action.
 async fn steps(
-    ctx: &Context,
+    ctx: &Ctx,
     fv: &FeatureView,
     ns: &str,
     old: &FeatureViewStatus,
@@ -262,17 +264,16 @@ struct Valid {
 }
 
 /// The store exists, the view's spec parses, the store's backends parse.
-async fn validate(ctx: &Context, fv: &FeatureView, ns: &str) -> Result<Valid, StepError> {
+async fn validate(ctx: &Ctx, fv: &FeatureView, ns: &str) -> Result<Valid, StepError> {
     let step = Step::Validate;
     let fail = |reason, message, retry| {
         StepError::failed(step, Failure::new("Routed", reason, message, retry))
     };
-    let stores: Api<HybridOnlineStore> = Api::namespaced(ctx.client.clone(), ns);
-    let store = stores
-        .get_opt(&fv.spec.store_ref)
+    let store = ctx
+        .store(ns, &fv.spec.store_ref)
         .await
-        .map_err(|e| StepError::api(step)(e.into()))?;
-    let Some(store) = store else {
+        .map_err(StepError::api(step))?;
+    let Some(store) = store.map(|s| s.as_ref().clone()) else {
         let msg = format!(
             "HybridOnlineStore {} not found in namespace {ns}",
             fv.spec.store_ref
@@ -568,6 +569,12 @@ async fn plan_only(
 /// The other live views of `fv`'s store that route to `backend`: storage
 /// they share with `fv` (a Bigtable table per entity set) must stay when
 /// `fv`'s is dropped there.
+///
+/// A fresh API list, not the watch cache: it decides what a drop keeps
+/// (on delete, and when a live move retires its old backend), and a cache
+/// a moment behind could miss a view just provisioned on `backend` whose
+/// shared table would then be dropped under it. Deletes and finished moves
+/// are rare; every other reconcile reads the cache.
 pub(crate) async fn staying_views(
     ctx: &Context,
     ns: &str,

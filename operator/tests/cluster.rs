@@ -2720,6 +2720,163 @@ async fn leader_handover_on_sigterm_and_kill() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `apiserver_request_total` for `verb` on `resource`, summed over its
+/// series, from the kube-apiserver's `/metrics`.
+fn apiserver_requests(verb: &str, resource: &str) -> f64 {
+    let out = Command::new("kubectl")
+        .args(["get", "--raw", "/metrics"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "kubectl get --raw /metrics");
+    let (verb, resource) = (
+        format!("verb=\"{verb}\""),
+        format!("resource=\"{resource}\""),
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+        .filter(|l| l.contains(&verb) && l.contains(&resource))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Issue [K]: reconciles read other objects from the controllers' watch
+/// caches, not through an API list each time. A store with three views
+/// is reconciled again and again (a label change each time, which every
+/// view's reconcile follows too); the kube-apiserver's own request counter
+/// shows no new LIST of featureviews or hybridonlinestores meanwhile
+/// (the watches listed once at start). Also: each view's status is applied
+/// under the operator's field manager.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a kube-apiserver: run tests/run.sh"]
+async fn reconciles_read_the_watch_caches_not_api_lists() {
+    const ROUNDS: usize = 10;
+    let client = Client::try_default().await.unwrap();
+    let ns = format!("caches-{}", std::process::id());
+    create_namespace(&client, &ns).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(data.join(&ns)).unwrap();
+    let (op, metrics_url) = start_operator_with(
+        &ns,
+        "caches-op",
+        &[("HOS_DATA_DIR", data.to_str().unwrap())],
+        &dir.path().join("operator.log"),
+    );
+    let base = metrics_url.trim_end_matches("/metrics").to_string();
+    let stores: Api<HybridOnlineStore> = Api::namespaced(client.clone(), &ns);
+    let views: Api<FeatureView> = Api::namespaced(client.clone(), &ns);
+    let store = bare_store(
+        &ns,
+        "store",
+        json!({"name": "ml", "type": "sqlite", "conf": {"path": "store/online.db"}}),
+    );
+    stores.create(&PostParams::default(), &store).await.unwrap();
+    let names = ["v1", "v2", "v3"];
+    for n in names {
+        views
+            .create(&PostParams::default(), &view_manifest(&ns, n, n, "ml"))
+            .await
+            .unwrap();
+    }
+    let t = Duration::from_secs(60);
+    wait_for("the store Ready with 3 views routed", t, || async {
+        let st = stores.get("store").await.ok()?.status?;
+        let ready = condition(Some(&st.conditions), "Ready")?;
+        (ready.0 == "True" && st.routed_views == Some(3)).then_some(())
+    })
+    .await;
+    for n in names {
+        let v = views.get(n).await.unwrap();
+        let writers: Vec<(Option<String>, Option<String>)> = v
+            .metadata
+            .managed_fields
+            .iter()
+            .flatten()
+            .filter(|m| m.subresource.as_deref() == Some("status"))
+            .map(|m| (m.manager.clone(), m.operation.clone()))
+            .collect();
+        assert_eq!(
+            writers,
+            [(Some("hos-operator".into()), Some("Apply".into()))],
+            "{n}"
+        );
+    }
+    let http = reqwest::Client::new();
+    let reconciles = |controller: &'static str| {
+        let (http, base) = (http.clone(), base.clone());
+        async move {
+            metric(
+                &http,
+                &base,
+                &format!("hos_operator_reconcile_total{{controller=\"{controller}\"}}"),
+            )
+            .await
+            .unwrap_or(0.0)
+        }
+    };
+    // Let the start-up reconciles settle.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let lists_before = (
+        apiserver_requests("LIST", "featureviews"),
+        apiserver_requests("LIST", "hybridonlinestores"),
+    );
+    assert!(lists_before.0 >= 1.0, "the watch listed featureviews once");
+    let (stores_before, views_before) = (
+        reconciles("hybridonlinestore").await,
+        reconciles("featureview").await,
+    );
+    for round in 0..ROUNDS {
+        let (s0, v0) = (
+            reconciles("hybridonlinestore").await,
+            reconciles("featureview").await,
+        );
+        stores
+            .patch(
+                "store",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"labels": {"round": round.to_string()}}})),
+            )
+            .await
+            .unwrap();
+        wait_for("the store and its views reconciled", t, || async {
+            let s = reconciles("hybridonlinestore").await;
+            let v = reconciles("featureview").await;
+            (s > s0 && v >= v0 + names.len() as f64).then_some(())
+        })
+        .await;
+    }
+    let lists_after = (
+        apiserver_requests("LIST", "featureviews"),
+        apiserver_requests("LIST", "hybridonlinestores"),
+    );
+    let (stores_after, views_after) = (
+        reconciles("hybridonlinestore").await,
+        reconciles("featureview").await,
+    );
+    eprintln!(
+        "{} store and {} view reconciles; LIST featureviews {} -> {}, hybridonlinestores {} -> {}",
+        stores_after - stores_before,
+        views_after - views_before,
+        lists_before.0,
+        lists_after.0,
+        lists_before.1,
+        lists_after.1
+    );
+    assert!(stores_after - stores_before >= ROUNDS as f64);
+    assert!(views_after - views_before >= (ROUNDS * names.len()) as f64);
+    assert_eq!(
+        lists_after, lists_before,
+        "a reconcile listed through the API"
+    );
+    // The routes still come from the cache: all three views, Ready.
+    let st = stores.get("store").await.unwrap().status.unwrap();
+    assert_eq!(st.routed_views, Some(3));
+
+    drop(op);
+    release(&client, &ns, None).await;
+}
+
 /// Issue [K]: `/readyz` is 503 and names the caches that have not synced.
 /// The operator runs with a ServiceAccount token whose Role grants all it
 /// needs but reading Secrets, so one watch (the store controller's
