@@ -82,6 +82,11 @@ fn default_serialization_version() -> i32 {
         json_path = ".status.proxy.readyReplicas"
     ),
     printcolumn(
+        name = "Routing",
+        type_ = "string",
+        json_path = ".status.proxy.routing"
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
@@ -550,6 +555,39 @@ pub struct ProxyStatus {
     /// reconciled (every 30 s until all are ready).
     #[serde(default)]
     pub ready_replicas: i32,
+    /// Digest of the routing table the operator last wrote to the routing
+    /// ConfigMap, as the proxy computes it (`RoutingTable::digest`: the
+    /// same routes give the same digest), to compare with each replica's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_routing_digest: Option<String>,
+    /// Ready proxy Pods whose `/ready` reported `expectedRoutingDigest`.
+    #[serde(default)]
+    pub up_to_date_replicas: i32,
+    /// `<upToDateReplicas>/<ready Pods asked>`: the `Routing` column.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing: Option<String>,
+    /// The routing digest each ready proxy Pod serves, read from its
+    /// `/ready` (by Pod name; at most 50 entries, the first 50 Pods by
+    /// name; `upToDateReplicas` counts them all). A Pod whose `/ready`
+    /// did not answer within 1 s has no `routingDigest`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 50))]
+    pub replicas: Vec<ProxyReplica>,
+}
+
+/// One ready proxy Pod and the routing table version it serves.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProxyReplica {
+    /// The Pod's name.
+    pub pod: String,
+    /// `routing_digest` of the Pod's `/ready`; absent when it could not be
+    /// read (see `error`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing_digest: Option<String>,
+    /// Why the digest could not be read (no answer, not ready, no digest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// A Feast FeatureView served by a HybridOnlineStore.

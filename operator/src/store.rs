@@ -23,6 +23,7 @@ use crate::readiness::Readiness;
 use crate::{FINALIZER, MANAGER};
 
 mod proxy;
+mod replicas;
 
 const CONTROLLER: &str = <HybridOnlineStore as Reconciled>::CONTROLLER;
 
@@ -342,10 +343,20 @@ async fn apply(store: Arc<HybridOnlineStore>, ctx: &Ctx, ns: &str) -> Result<Act
         .await;
     }
     status.routing_config_map = Some(cm_name);
-    let proxy = proxy::reconcile(&store, ctx, ns, &old, &mut status, &t).await?;
+    // The digest the proxies compute for this document (they parse it as
+    // this does).
+    let expected = api::routing::RoutingTable::parse("configmap", &doc)
+        .ok()
+        .map(|t| t.digest());
+    let proxy =
+        proxy::reconcile(&store, ctx, ns, &old, &mut status, &t, expected.as_deref()).await?;
     if !proxy.settled {
         // Deployments are not watched: look again until the Pods are ready.
         requeue = requeue.min(Duration::from_secs(30));
+    }
+    if !proxy.routing_current {
+        // Nor are the Pods: ask them again until each serves this table.
+        requeue = requeue.min(Duration::from_secs(15));
     }
     status.routed_views = Some(table.feature_views.len() as i32);
     status.views_per_backend = plan::views_per_backend(&table.backends, &table.feature_views);
