@@ -82,6 +82,11 @@ fn default_serialization_version() -> i32 {
         json_path = ".status.proxy.readyReplicas"
     ),
     printcolumn(
+        name = "Routing",
+        type_ = "string",
+        json_path = ".status.proxy.routing"
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
@@ -542,14 +547,47 @@ pub struct ProxyStatus {
     pub endpoint: String,
     /// `<store>-proxy.<namespace>.svc:<grpcPort>` for gRPC clients, with
     /// `grpcPort`.
-    // Serialized as null when unset (no `skip_serializing_if`): the status
-    // is written with a merge patch, which keeps an absent field.
-    #[serde(default)]
+    // Absent when unset: the operator applies its whole status
+    // (server-side apply), so a field it leaves out is removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grpc_endpoint: Option<String>,
     /// Ready Pods of the proxy Deployment when the store was last
     /// reconciled (every 30 s until all are ready).
     #[serde(default)]
     pub ready_replicas: i32,
+    /// Digest of the routing table the operator last wrote to the routing
+    /// ConfigMap, as the proxy computes it (`RoutingTable::digest`: the
+    /// same routes give the same digest), to compare with each replica's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_routing_digest: Option<String>,
+    /// Ready proxy Pods whose `/ready` reported `expectedRoutingDigest`.
+    #[serde(default)]
+    pub up_to_date_replicas: i32,
+    /// `<upToDateReplicas>/<ready Pods asked>`: the `Routing` column.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing: Option<String>,
+    /// The routing digest each ready proxy Pod serves, read from its
+    /// `/ready` (by Pod name; at most 50 entries, the first 50 Pods by
+    /// name; `upToDateReplicas` counts them all). A Pod whose `/ready`
+    /// did not answer within 1 s has no `routingDigest`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 50))]
+    pub replicas: Vec<ProxyReplica>,
+}
+
+/// One ready proxy Pod and the routing table version it serves.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProxyReplica {
+    /// The Pod's name.
+    pub pod: String,
+    /// `routing_digest` of the Pod's `/ready`; absent when it could not be
+    /// read (see `error`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing_digest: Option<String>,
+    /// Why the digest could not be read (no answer, not ready, no digest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// A Feast FeatureView served by a HybridOnlineStore.
@@ -696,20 +734,19 @@ pub struct MigrationStatus {
     pub pass: i32,
     /// Where the backfill or the verification resumes (hex of the backend's
     /// key cursor).
-    // Serialized as null when unset (no `skip_serializing_if`, here and
-    // below): the operator writes its status with a merge patch, which
-    // keeps a field that is absent, so a finished pass would otherwise
-    // leave its last cursor behind for the next one.
-    #[serde(default)]
+    // Absent when unset (here and below): the operator applies its whole
+    // status (server-side apply), so a finished pass leaves no cursor
+    // behind for the next one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cursor: Option<String>,
     /// Why the backfill (and so the verification) was skipped, if it was
     /// (e.g. Bigtable sources).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
     /// The verification of the copy: in progress during `Verify`, then the
     /// figures of the last one (the one that let reads switch, or the one
     /// that failed).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification: Option<MigrationVerification>,
 }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 use api::routing::Backend;
 use backends::{BackendError, OnlineStore, OpenContext};
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Api, Client, Resource};
 use tokio::sync::Mutex;
@@ -30,6 +31,9 @@ pub struct Context {
     /// Where the operator opens SQLite backends: a store's relative `path`
     /// under `<data_dir>/<namespace>/`, so namespaces never share a file.
     pub data_dir: PathBuf,
+    /// The operator's own Pods, admitted by proxy NetworkPolicies to the
+    /// HTTP port (see [`crate::plan::operator_peer`]).
+    pub operator_peer: Option<NetworkPolicyPeer>,
     connections: Mutex<HashMap<String, Arc<dyn OnlineStore>>>,
 }
 
@@ -51,8 +55,15 @@ impl Context {
             proxy_image,
             migration_settle,
             data_dir,
+            operator_peer: None,
             connections: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Sets [`Context::operator_peer`].
+    pub fn with_operator_peer(mut self, peer: Option<NetworkPolicyPeer>) -> Context {
+        self.operator_peer = peer;
+        self
     }
 
     /// An open, checked connection to `backend` of store `store` in

@@ -12,6 +12,9 @@ pub enum Error {
     NoNamespace,
     #[error("serialization: {0}")]
     Serialize(String),
+    /// An HTTP client could not be built (TLS settings).
+    #[error("HTTP client: {0}")]
+    Http(String),
     /// The reconcile panicked; it ran in its own task, so only this object's
     /// reconcile stopped. The payload is for the log, never for a status.
     #[error("reconcile panicked: {0}")]
@@ -29,6 +32,7 @@ impl Error {
             Error::Finalizer(_) => "finalizer",
             Error::NoNamespace => "no_namespace",
             Error::Serialize(_) => "serialize",
+            Error::Http(_) => "http",
             Error::Panicked(_) => "panic",
             Error::Cancelled => "cancelled",
         }
@@ -37,7 +41,9 @@ impl Error {
     /// Requeue delay after this error (API errors retry soon).
     pub fn backoff(&self) -> Duration {
         match self {
-            Error::Kube(_) | Error::Finalizer(_) | Error::Cancelled => Duration::from_secs(5),
+            Error::Kube(_) | Error::Finalizer(_) | Error::Cancelled | Error::Http(_) => {
+                Duration::from_secs(5)
+            }
             // The same input would panic again: retry slowly, not hot.
             Error::NoNamespace | Error::Serialize(_) | Error::Panicked(_) => {
                 Duration::from_secs(300)

@@ -4,6 +4,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod context;
+pub mod controller;
 pub mod error;
 pub mod health;
 pub mod leader;
@@ -12,6 +13,7 @@ pub mod metrics;
 pub mod migrate;
 pub mod plan;
 pub mod readiness;
+pub mod status;
 pub mod store;
 pub mod supervise;
 pub mod verify;

@@ -71,6 +71,16 @@ struct Cli {
     /// relative `path` resolves to `<data-dir>/<namespace>/<path>`.
     #[arg(long, env = "HOS_DATA_DIR", default_value = ".")]
     data_dir: std::path::PathBuf,
+    /// Namespace the operator runs in (default: $POD_NAMESPACE): proxy
+    /// NetworkPolicies let its Pods reach each proxy's HTTP port, where it
+    /// reads the routing digest a Pod serves (`/ready`).
+    #[arg(long, env = "HOS_OPERATOR_NAMESPACE")]
+    operator_namespace: Option<String>,
+    /// The operator Pods' labels, `k=v,k=v`: with the namespace, the peer
+    /// proxy NetworkPolicies admit to the HTTP port (empty: every Pod of
+    /// the operator's namespace).
+    #[arg(long, env = "HOS_OPERATOR_POD_LABELS", default_value = "")]
+    operator_pod_labels: String,
     /// Log format: `text` or `json`.
     #[arg(long, env = "HOS_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -124,6 +134,13 @@ fn shutdown_listener() -> impl Fn() -> std::pin::Pin<Box<dyn Future<Output = ()>
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    let pod_labels = operator::plan::parse_labels(&cli.operator_pod_labels)
+        .map_err(|e| anyhow::anyhow!("--operator-pod-labels: {e}"))?;
+    let operator_namespace = cli
+        .operator_namespace
+        .clone()
+        .or_else(|| std::env::var("POD_NAMESPACE").ok());
+    let operator_peer = operator::plan::operator_peer(operator_namespace.as_deref(), &pod_labels);
     let timing = Timing::new(
         cli.lease_seconds,
         cli.lease_renew_deadline_seconds,
@@ -184,15 +201,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         controller: "hos-operator".into(),
         instance: Some(identity.clone()),
     };
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        Recorder::new(client, reporter),
-        Arc::clone(&metrics),
-        Duration::from_secs(cli.backend_timeout_seconds),
-        cli.proxy_image.clone(),
-        Duration::from_secs(cli.migration_settle_seconds),
-        cli.data_dir.clone(),
-    ));
+    let ctx = Arc::new(
+        Context::new(
+            client.clone(),
+            Recorder::new(client, reporter),
+            Arc::clone(&metrics),
+            Duration::from_secs(cli.backend_timeout_seconds),
+            cli.proxy_image.clone(),
+            Duration::from_secs(cli.migration_settle_seconds),
+            cli.data_dir.clone(),
+        )
+        .with_operator_peer(operator_peer),
+    );
     let grace = Duration::from_secs(cli.shutdown_grace_seconds);
     let led = operator::leading::lead(
         &mut election,

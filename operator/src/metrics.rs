@@ -19,6 +19,13 @@ pub struct CacheLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StepLabels {
+    pub controller: &'static str,
+    pub step: &'static str,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
     pub controller: &'static str,
     pub reason: &'static str,
@@ -32,6 +39,7 @@ pub struct Metrics {
     registry: Registry,
     reconciles: Family<ControllerLabels, Counter>,
     errors: Family<ErrorLabels, Counter>,
+    step_failures: Family<StepLabels, Counter>,
     duration: Family<ControllerLabels, Histogram, fn() -> Histogram>,
     leader: Gauge,
     cache_synced: Family<CacheLabels, Gauge>,
@@ -58,6 +66,12 @@ impl Metrics {
             "reconcile_errors",
             "Failed reconciliations by controller and reason",
             errors.clone(),
+        );
+        let step_failures = Family::<StepLabels, Counter>::default();
+        registry.register(
+            "step_failures",
+            "Reconciles a step ended with a failure recorded in the object's status, by controller, step and condition reason",
+            step_failures.clone(),
         );
         let duration =
             Family::<ControllerLabels, Histogram, fn() -> Histogram>::new_with_constructor(buckets);
@@ -89,6 +103,7 @@ impl Metrics {
             registry,
             reconciles,
             errors,
+            step_failures,
             duration,
             leader,
             cache_synced,
@@ -107,6 +122,17 @@ impl Metrics {
     pub fn failed(&self, controller: &'static str, reason: &'static str) {
         self.errors
             .get_or_create(&ErrorLabels { controller, reason })
+            .inc();
+    }
+
+    /// A reconcile step failed with `reason` (a condition reason: bounded).
+    pub fn step_failed(&self, controller: &'static str, step: &'static str, reason: &'static str) {
+        self.step_failures
+            .get_or_create(&StepLabels {
+                controller,
+                step,
+                reason,
+            })
             .inc();
     }
 

@@ -17,8 +17,9 @@ use md5::{Digest, Md5};
 
 mod proxy;
 pub use proxy::{
-    AUTH_DIR, AUTH_FILE, ProxyObjects, TLS_DIR, limit_args, proxy_auth, proxy_desired_replicas,
-    proxy_name, proxy_objects, proxy_status,
+    AUTH_DIR, AUTH_FILE, ProxyObjects, TLS_DIR, limit_args, operator_peer, parse_labels,
+    proxy_auth, proxy_desired_replicas, proxy_name, proxy_objects, proxy_pod_selector,
+    proxy_status,
 };
 
 /// Where the proxy Deployment mounts a store's Secrets (its

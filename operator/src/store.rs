@@ -3,10 +3,9 @@
 //! on the backend their status records).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use api::crd::{FeatureView, HybridOnlineStore, HybridOnlineStoreStatus};
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{PartialObjectMeta, Patch, PatchParams};
@@ -15,18 +14,18 @@ use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::{self, ObjectRef, reflector};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
-use serde_json::json;
 
 use crate::context::Context;
+use crate::controller::{self, Ctx, Reconciled};
 use crate::error::Error;
 use crate::plan::{self, Credentials};
 use crate::readiness::Readiness;
-use crate::supervise;
 use crate::{FINALIZER, MANAGER};
 
 mod proxy;
+mod replicas;
 
-const CONTROLLER: &str = "hybridonlinestore";
+const CONTROLLER: &str = <HybridOnlineStore as Reconciled>::CONTROLLER;
 
 fn now() -> Time {
     Time(k8s_openapi::jiff::Timestamp::now())
@@ -41,21 +40,13 @@ pub fn run(
     readiness: &Arc<Readiness>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> impl Future<Output = ()> + Send + 'static {
-    let client = ctx.client.clone();
-    let (stores, views, maps, secrets) = match &namespace {
-        Some(ns) => (
-            Api::<HybridOnlineStore>::namespaced(client.clone(), ns),
-            Api::<FeatureView>::namespaced(client.clone(), ns),
-            Api::<PartialObjectMeta<ConfigMap>>::namespaced(client.clone(), ns),
-            Api::<Secret>::namespaced(client.clone(), ns),
-        ),
-        None => (
-            Api::all(client.clone()),
-            Api::all(client.clone()),
-            Api::all(client.clone()),
-            Api::all(client),
-        ),
-    };
+    let client = &ctx.client;
+    let ns = namespace.as_deref();
+    let stores = controller::scoped::<HybridOnlineStore>(client, ns);
+    let views = controller::scoped::<FeatureView>(client, ns);
+    let (view_cache, view_writer) = reflector::store();
+    let maps = controller::scoped::<PartialObjectMeta<ConfigMap>>(client, ns);
+    let secrets = controller::scoped::<Secret>(client, ns);
     let all = watcher::Config::default;
     let (cache, writer) = reflector::store();
     let store_events = readiness
@@ -68,13 +59,14 @@ pub fn run(
         .touched_objects();
     let view_events = readiness
         .cache(CONTROLLER, "featureviews")
-        .tap(watcher(views, all()))
+        .tap(reflector(view_writer, watcher(views, all())))
         .touched_objects();
     let secret_events = readiness
         .cache(CONTROLLER, "secrets")
         .tap(watcher(secrets, all()))
         .touched_objects();
     let secret_cache = cache.clone();
+    let caches = Ctx::new(ctx, view_cache, cache.clone());
     let controller = Controller::for_stream(store_events, cache)
         .owns_stream(map_events)
         .watches_stream(view_events, |fv: FeatureView| {
@@ -94,65 +86,10 @@ pub fn run(
                 .collect::<Vec<_>>()
         })
         .graceful_shutdown_on(shutdown);
-    async move {
-        controller
-            .run(reconcile, error_policy, ctx)
-            .for_each(|res| async move {
-                if let Err(e) = res {
-                    tracing::debug!(error = %e, "store reconcile");
-                }
-            })
-            .await;
-    }
+    controller::drive(controller, Arc::new(caches), reconcile_body)
 }
 
-fn error_policy(_store: Arc<HybridOnlineStore>, err: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.failed(CONTROLLER, err.metric_label());
-    tracing::warn!(error = %err, "store reconcile failed");
-    Action::requeue(err.backoff())
-}
-
-async fn reconcile(store: Arc<HybridOnlineStore>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let start = Instant::now();
-    let res = supervise::isolated(reconcile_body(Arc::clone(&store), Arc::clone(&ctx))).await;
-    if matches!(res, Err(Error::Panicked(_))) {
-        report_panic(&store, &ctx).await;
-    }
-    ctx.metrics
-        .reconciled(CONTROLLER, start.elapsed().as_secs_f64());
-    res
-}
-
-/// A panicked reconcile leaves the store Ready=False with a generic
-/// message (and an event when that is new), so its author sees it.
-async fn report_panic(store: &HybridOnlineStore, ctx: &Context) {
-    let Some(ns) = store.namespace() else { return };
-    let old = store.status.clone().unwrap_or_default();
-    let mut status = old.clone();
-    if plan::condition_changed(&old.conditions, "Ready", supervise::PANIC_MESSAGE) {
-        ctx.event(
-            store,
-            true,
-            "ReconcileFailed",
-            supervise::PANIC_MESSAGE.into(),
-        )
-        .await;
-    }
-    plan::set_condition(
-        &mut status.conditions,
-        "Ready",
-        false,
-        "ReconcileFailed",
-        supervise::PANIC_MESSAGE,
-        store.metadata.generation,
-        now(),
-    );
-    if let Err(e) = write_status(ctx, &ns, &store.name_any(), &old, status).await {
-        tracing::warn!(error = %e, "cannot record the panicked reconcile in the status");
-    }
-}
-
-async fn reconcile_body(store: Arc<HybridOnlineStore>, ctx: Arc<Context>) -> Result<Action, Error> {
+async fn reconcile_body(store: Arc<HybridOnlineStore>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let ns = store.namespace().ok_or(Error::NoNamespace)?;
     let api: Api<HybridOnlineStore> = Api::namespaced(ctx.client.clone(), &ns);
     finalizer(&api, FINALIZER, store, |event| async {
@@ -167,7 +104,52 @@ async fn reconcile_body(store: Arc<HybridOnlineStore>, ctx: Arc<Context>) -> Res
     .map_err(|e| Error::Finalizer(Box::new(e)))
 }
 
-async fn apply(store: Arc<HybridOnlineStore>, ctx: &Context, ns: &str) -> Result<Action, Error> {
+/// A store the operator cannot act on until its spec changes.
+struct Refusal {
+    step: &'static str,
+    reason: &'static str,
+    message: String,
+    at: Time,
+}
+
+impl Refusal {
+    fn new(step: &'static str, reason: &'static str, message: String, at: Time) -> Self {
+        Refusal {
+            step,
+            reason,
+            message,
+            at,
+        }
+    }
+}
+
+/// The store's one failure path for a refused spec: `Ready=False` with the
+/// reason, the status written, a Warning event, the step failure counted,
+/// and no retry before ten minutes (a spec change comes sooner).
+async fn refuse(
+    ctx: &Context,
+    store: &HybridOnlineStore,
+    old: &HybridOnlineStoreStatus,
+    mut status: HybridOnlineStoreStatus,
+    r: Refusal,
+) -> Result<Action, Error> {
+    ctx.metrics.step_failed(CONTROLLER, r.step, r.reason);
+    plan::set_condition(
+        &mut status.conditions,
+        "Ready",
+        false,
+        r.reason,
+        &r.message,
+        store.metadata.generation,
+        r.at,
+    );
+    write_status(ctx, store, old, status).await?;
+    ctx.event(store, true, r.reason, r.message).await;
+    // A spec error waits for a spec change; no hot loop.
+    Ok(Action::requeue(Duration::from_secs(600)))
+}
+
+async fn apply(store: Arc<HybridOnlineStore>, ctx: &Ctx, ns: &str) -> Result<Action, Error> {
     let name = store.name_any();
     let generation = store.metadata.generation;
     let old = store.status.clone().unwrap_or_default();
@@ -185,20 +167,8 @@ async fn apply(store: Arc<HybridOnlineStore>, ctx: &Context, ns: &str) -> Result
     let mounted = match plan::backends(&store, Credentials::Mounted) {
         Ok(b) => b,
         Err(e) => {
-            let msg = e.to_string();
-            plan::set_condition(
-                &mut status.conditions,
-                "Ready",
-                false,
-                "InvalidSpec",
-                &msg,
-                generation,
-                t,
-            );
-            write_status(ctx, ns, &name, &old, status).await?;
-            ctx.event(store.as_ref(), true, "InvalidSpec", msg).await;
-            // A spec error waits for a spec change; no hot loop.
-            return Ok(Action::requeue(Duration::from_secs(600)));
+            let refusal = Refusal::new("validate", "InvalidSpec", e.to_string(), t);
+            return refuse(ctx, &store, &old, status, refusal).await;
         }
     };
     status.backends = Some(mounted.len() as i32);
@@ -269,10 +239,9 @@ async fn apply(store: Arc<HybridOnlineStore>, ctx: &Context, ns: &str) -> Result
 
     // Dry run: collect the views' plans; change nothing.
     if store.spec.dry_run {
-        let views_api: Api<FeatureView> = Api::namespaced(ctx.client.clone(), ns);
         let mut lines = Vec::new();
-        for fv in views_api.list(&Default::default()).await? {
-            if fv.spec.store_ref != name || fv.metadata.deletion_timestamp.is_some() {
+        for fv in ctx.views_of(ns, &name).await? {
+            if fv.metadata.deletion_timestamp.is_some() {
                 continue;
             }
             let view = plan::feast_name(&fv);
@@ -306,16 +275,15 @@ async fn apply(store: Arc<HybridOnlineStore>, ctx: &Context, ns: &str) -> Result
             generation,
             t,
         );
-        write_status(ctx, ns, &name, &old, status).await?;
+        write_status(ctx, &store, &old, status).await?;
         return Ok(Action::requeue(Duration::from_secs(30)));
     }
 
     // 3. Routes: provisioned views on the backend their status records.
-    let views_api: Api<FeatureView> = Api::namespaced(ctx.client.clone(), ns);
     let mut routed = Vec::new();
     let mut pending = Vec::new();
-    for fv in views_api.list(&Default::default()).await? {
-        if fv.spec.store_ref != name || fv.metadata.deletion_timestamp.is_some() {
+    for fv in ctx.views_of(ns, &name).await? {
+        if fv.metadata.deletion_timestamp.is_some() {
             continue;
         }
         let backend = fv.status.as_ref().and_then(|s| s.backend.clone());
@@ -346,19 +314,8 @@ async fn apply(store: Arc<HybridOnlineStore>, ctx: &Context, ns: &str) -> Result
     let table = match plan::routing_table(&store, &routed) {
         Ok(t) => t,
         Err(e) => {
-            let msg = e.to_string();
-            plan::set_condition(
-                &mut status.conditions,
-                "Ready",
-                false,
-                "InvalidRouting",
-                &msg,
-                generation,
-                t,
-            );
-            write_status(ctx, ns, &name, &old, status).await?;
-            ctx.event(store.as_ref(), true, "InvalidRouting", msg).await;
-            return Ok(Action::requeue(Duration::from_secs(600)));
+            let refusal = Refusal::new("publish", "InvalidRouting", e.to_string(), t);
+            return refuse(ctx, &store, &old, status, refusal).await;
         }
     };
     let doc = table.to_yaml();
@@ -386,10 +343,20 @@ async fn apply(store: Arc<HybridOnlineStore>, ctx: &Context, ns: &str) -> Result
         .await;
     }
     status.routing_config_map = Some(cm_name);
-    let proxy = proxy::reconcile(&store, ctx, ns, &old, &mut status, &t).await?;
+    // The digest the proxies compute for this document (they parse it as
+    // this does).
+    let expected = api::routing::RoutingTable::parse("configmap", &doc)
+        .ok()
+        .map(|t| t.digest());
+    let proxy =
+        proxy::reconcile(&store, ctx, ns, &old, &mut status, &t, expected.as_deref()).await?;
     if !proxy.settled {
         // Deployments are not watched: look again until the Pods are ready.
         requeue = requeue.min(Duration::from_secs(30));
+    }
+    if !proxy.routing_current {
+        // Nor are the Pods: ask them again until each serves this table.
+        requeue = requeue.min(Duration::from_secs(15));
     }
     status.routed_views = Some(table.feature_views.len() as i32);
     status.views_per_backend = plan::views_per_backend(&table.backends, &table.feature_views);
@@ -446,35 +413,16 @@ async fn apply(store: Arc<HybridOnlineStore>, ctx: &Context, ns: &str) -> Result
         generation,
         t,
     );
-    write_status(ctx, ns, &name, &old, status).await?;
+    write_status(ctx, &store, &old, status).await?;
     Ok(Action::requeue(requeue))
 }
 
-/// Patches the status subresource only when it changed, so an idle
-/// reconcile writes nothing.
+/// Applies the status when it changed, so an idle reconcile writes nothing.
 async fn write_status(
     ctx: &Context,
-    ns: &str,
-    name: &str,
+    store: &HybridOnlineStore,
     old: &HybridOnlineStoreStatus,
     status: HybridOnlineStoreStatus,
 ) -> Result<(), Error> {
-    if *old == status {
-        return Ok(());
-    }
-    // A merge patch keeps absent fields: clear a finished plan and a
-    // removed proxy explicitly.
-    let clear_plan = status.plan.is_empty();
-    let clear_proxy = status.proxy.is_none();
-    let mut body = json!({ "status": status });
-    if clear_plan {
-        body["status"]["plan"] = serde_json::Value::Null;
-    }
-    if clear_proxy {
-        body["status"]["proxy"] = serde_json::Value::Null;
-    }
-    let api: Api<HybridOnlineStore> = Api::namespaced(ctx.client.clone(), ns);
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(body))
-        .await?;
-    Ok(())
+    crate::status::write(&ctx.client, store, old, &status).await
 }

@@ -4,27 +4,24 @@
 //! `teardownPolicy`.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use api::crd::{FeatureView, FeatureViewStatus, HybridOnlineStore, TeardownPolicy};
-use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::{self, ObjectRef, reflector};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
-use serde_json::json;
 
 use crate::FINALIZER;
 use crate::context::Context;
+use crate::controller::{self, Ctx, Reconciled};
 use crate::error::Error;
 use crate::plan::{self, Credentials};
 use crate::readiness::Readiness;
-use crate::supervise;
 
-const CONTROLLER: &str = "featureview";
+const CONTROLLER: &str = <FeatureView as Reconciled>::CONTROLLER;
 
 fn now() -> Time {
     Time(k8s_openapi::jiff::Timestamp::now())
@@ -39,14 +36,10 @@ pub fn run(
     readiness: &Arc<Readiness>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> impl Future<Output = ()> + Send + 'static {
-    let client = ctx.client.clone();
-    let (views, stores) = match &namespace {
-        Some(ns) => (
-            Api::<FeatureView>::namespaced(client.clone(), ns),
-            Api::<HybridOnlineStore>::namespaced(client, ns),
-        ),
-        None => (Api::all(client.clone()), Api::all(client)),
-    };
+    let ns = namespace.as_deref();
+    let views = controller::scoped::<FeatureView>(&ctx.client, ns);
+    let stores = controller::scoped::<HybridOnlineStore>(&ctx.client, ns);
+    let (store_cache, store_writer) = reflector::store();
     let all = watcher::Config::default;
     let (cache, writer) = reflector::store();
     let view_events = readiness
@@ -55,9 +48,10 @@ pub fn run(
         .applied_objects();
     let store_events = readiness
         .cache(CONTROLLER, "hybridonlinestores")
-        .tap(watcher(stores, all()))
+        .tap(reflector(store_writer, watcher(stores, all())))
         .touched_objects();
     let view_cache = cache.clone();
+    let caches = Ctx::new(ctx, cache.clone(), store_cache);
     let controller = Controller::for_stream(view_events, cache)
         // A store's change (backends, routing tag, secrets fixed) re-routes its views.
         .watches_stream(store_events, move |s: HybridOnlineStore| {
@@ -71,60 +65,10 @@ pub fn run(
                 .collect::<Vec<_>>()
         })
         .graceful_shutdown_on(shutdown);
-    async move {
-        controller
-            .run(reconcile, error_policy, ctx)
-            .for_each(|res| async move {
-                if let Err(e) = res {
-                    tracing::debug!(error = %e, "view reconcile");
-                }
-            })
-            .await;
-    }
+    controller::drive(controller, Arc::new(caches), reconcile_body)
 }
 
-fn error_policy(_fv: Arc<FeatureView>, err: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.failed(CONTROLLER, err.metric_label());
-    tracing::warn!(error = %err, "feature view reconcile failed");
-    Action::requeue(err.backoff())
-}
-
-async fn reconcile(fv: Arc<FeatureView>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let start = Instant::now();
-    let res = supervise::isolated(reconcile_body(Arc::clone(&fv), Arc::clone(&ctx))).await;
-    if matches!(res, Err(Error::Panicked(_))) {
-        report_panic(&fv, &ctx).await;
-    }
-    ctx.metrics
-        .reconciled(CONTROLLER, start.elapsed().as_secs_f64());
-    res
-}
-
-/// A panicked reconcile leaves the view Ready=False with a generic message
-/// (and an event when that is new).
-async fn report_panic(fv: &FeatureView, ctx: &Context) {
-    let Some(ns) = fv.namespace() else { return };
-    let old = fv.status.clone().unwrap_or_default();
-    let mut status = old.clone();
-    if plan::condition_changed(&old.conditions, "Ready", supervise::PANIC_MESSAGE) {
-        ctx.event(fv, true, "ReconcileFailed", supervise::PANIC_MESSAGE.into())
-            .await;
-    }
-    plan::set_condition(
-        &mut status.conditions,
-        "Ready",
-        false,
-        "ReconcileFailed",
-        supervise::PANIC_MESSAGE,
-        fv.metadata.generation,
-        now(),
-    );
-    if let Err(e) = write_status(ctx, &ns, &fv.name_any(), &old, status).await {
-        tracing::warn!(error = %e, "cannot record the panicked reconcile in the status");
-    }
-}
-
-async fn reconcile_body(fv: Arc<FeatureView>, ctx: Arc<Context>) -> Result<Action, Error> {
+async fn reconcile_body(fv: Arc<FeatureView>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let ns = fv.namespace().ok_or(Error::NoNamespace)?;
     let api: Api<FeatureView> = Api::namespaced(ctx.client.clone(), &ns);
     finalizer(&api, FINALIZER, fv, |event| async {
@@ -137,40 +81,127 @@ async fn reconcile_body(fv: Arc<FeatureView>, ctx: Arc<Context>) -> Result<Actio
     .map_err(|e| Error::Finalizer(Box::new(e)))
 }
 
-/// Records a failure in the status (with an event when it is new) and
-/// picks the retry delay: spec problems wait for a change, others retry.
+/// The named steps of a view's reconcile, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// The store exists, the view's spec and the store's backends parse.
+    Validate,
+    /// The backend the store's routing rule picks (and, in a dry run, what
+    /// would change there).
+    Plan,
+    /// Credentials, connection, tables, and a live move in progress.
+    Provision,
+    /// The outcome in the status (the store then routes the view).
+    Publish,
+}
+
+impl Step {
+    /// The name in the `step` label of the metrics and in log lines.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::Validate => "validate",
+            Step::Plan => "plan",
+            Step::Provision => "provision",
+            Step::Publish => "publish",
+        }
+    }
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A failure the status records: the condition set False with `reason`
+/// (and `Ready` with it), an event when the message is new, and the retry
+/// delay (spec problems wait for a change, others retry).
+#[derive(Debug)]
 struct Failure {
     condition: &'static str,
     reason: &'static str,
     message: String,
     retry: Duration,
+    /// The status to record it in, when the step changed it (a live move's
+    /// progress); otherwise the reconcile's starting status.
+    status: Option<Box<FeatureViewStatus>>,
 }
 
-async fn fail(
+impl Failure {
+    fn new(
+        condition: &'static str,
+        reason: &'static str,
+        message: String,
+        retry: Duration,
+    ) -> Self {
+        Failure {
+            condition,
+            reason,
+            message,
+            retry,
+            status: None,
+        }
+    }
+}
+
+/// Why a step stopped the view's reconcile.
+#[derive(Debug, thiserror::Error)]
+enum StepError {
+    /// Recorded in the status and retried after the failure's delay.
+    #[error("step {step}: {} ({})", .failure.message, .failure.reason)]
+    Failed { step: Step, failure: Failure },
+    /// A Kubernetes API (or other operator) error: the controller's error
+    /// policy counts and retries it.
+    #[error("step {step}: {source}")]
+    Api {
+        step: Step,
+        #[source]
+        source: Error,
+    },
+}
+
+impl StepError {
+    fn failed(step: Step, failure: Failure) -> Self {
+        StepError::Failed { step, failure }
+    }
+
+    /// Wraps an API error of `step`.
+    fn api(step: Step) -> impl FnOnce(Error) -> StepError {
+        move |source| StepError::Api { step, source }
+    }
+}
+
+/// The one failure path of the view's reconcile: a recorded failure sets
+/// its condition and `Ready` (with an event when the message is new),
+/// counts `hos_operator_step_failures_total` once, and requeues after its
+/// delay; an API error goes to the controller's error policy.
+async fn on_failure(
     ctx: &Context,
     fv: &FeatureView,
-    ns: &str,
-    mut status: FeatureViewStatus,
+    status: FeatureViewStatus,
     old: &FeatureViewStatus,
-    f: Failure,
+    err: StepError,
 ) -> Result<Action, Error> {
-    let Failure {
-        condition,
-        reason,
-        message,
-        retry,
-    } = f;
+    let (step, f) = match err {
+        StepError::Api { step, source } => {
+            tracing::debug!(step = %step, error = %source, "feature view step failed");
+            return Err(source);
+        }
+        StepError::Failed { step, failure } => (step, failure),
+    };
+    ctx.metrics.step_failed(CONTROLLER, step.as_str(), f.reason);
+    let mut status = f.status.map_or(status, |s| *s);
     let generation = fv.metadata.generation;
     let t = now();
-    if plan::condition_changed(&old.conditions, condition, &message) {
-        ctx.event(fv, true, reason, message.clone()).await;
+    if plan::condition_changed(&old.conditions, f.condition, &f.message) {
+        ctx.event(fv, true, f.reason, f.message.clone()).await;
     }
     plan::set_condition(
         &mut status.conditions,
-        condition,
+        f.condition,
         false,
-        reason,
-        &message,
+        f.reason,
+        &f.message,
         generation,
         t.clone(),
     );
@@ -178,289 +209,260 @@ async fn fail(
         &mut status.conditions,
         "Ready",
         false,
-        reason,
-        message,
+        f.reason,
+        f.message,
         generation,
         t,
     );
-    write_status(ctx, ns, &fv.name_any(), old, status).await?;
-    Ok(Action::requeue(retry))
+    write_status(ctx, fv, old, status).await?;
+    Ok(Action::requeue(f.retry))
 }
 
-async fn apply(fv: Arc<FeatureView>, ctx: &Context, ns: &str) -> Result<Action, Error> {
-    let generation = fv.metadata.generation;
+const SPEC_ERROR: Duration = Duration::from_secs(600);
+const TRANSIENT: Duration = Duration::from_secs(30);
+
+async fn apply(fv: Arc<FeatureView>, ctx: &Ctx, ns: &str) -> Result<Action, Error> {
     let old = fv.status.clone().unwrap_or_default();
     let status = FeatureViewStatus {
-        observed_generation: generation,
+        observed_generation: fv.metadata.generation,
         conditions: old.conditions.clone(),
         backend: old.backend.clone(),
         tables: old.tables.clone(),
         plan: None,
         migration: old.migration.clone(),
     };
-    let spec_error = Duration::from_secs(600);
-    let transient = Duration::from_secs(30);
+    match steps(ctx, &fv, ns, &old, status.clone()).await {
+        Ok(action) => Ok(action),
+        Err(e) => on_failure(ctx, &fv, status, &old, e).await,
+    }
+}
 
-    let stores: Api<HybridOnlineStore> = Api::namespaced(ctx.client.clone(), ns);
-    let Some(store) = stores.get_opt(&fv.spec.store_ref).await? else {
+/// validate, plan, provision, publish; a step that ends the reconcile
+/// early on success (a dry run, a live move going on) returns its action.
+async fn steps(
+    ctx: &Ctx,
+    fv: &FeatureView,
+    ns: &str,
+    old: &FeatureViewStatus,
+    status: FeatureViewStatus,
+) -> Result<Action, StepError> {
+    let valid = validate(ctx, fv, ns).await?;
+    let planned = plan_route(&valid)?;
+    match provision(ctx, fv, ns, old, status, &valid, &planned).await? {
+        Provisioned::Done { status, conn } => {
+            publish(ctx, fv, old, *status, &valid, &planned, &*conn).await
+        }
+        Provisioned::Early(action) => Ok(action),
+    }
+}
+
+/// What `validate` found.
+struct Valid {
+    store: HybridOnlineStore,
+    def: api::feature_view::FeatureViewDef,
+    mounted: Vec<api::routing::Backend>,
+}
+
+/// The store exists, the view's spec parses, the store's backends parse.
+async fn validate(ctx: &Ctx, fv: &FeatureView, ns: &str) -> Result<Valid, StepError> {
+    let step = Step::Validate;
+    let fail = |reason, message, retry| {
+        StepError::failed(step, Failure::new("Routed", reason, message, retry))
+    };
+    let store = ctx
+        .store(ns, &fv.spec.store_ref)
+        .await
+        .map_err(StepError::api(step))?;
+    let Some(store) = store.map(|s| s.as_ref().clone()) else {
         let msg = format!(
             "HybridOnlineStore {} not found in namespace {ns}",
             fv.spec.store_ref
         );
-        return fail(
-            ctx,
-            &fv,
-            ns,
-            status,
-            &old,
-            Failure {
-                condition: "Routed",
-                reason: "StoreNotFound",
-                message: msg,
-                retry: Duration::from_secs(60),
-            },
+        return Err(fail("StoreNotFound", msg, Duration::from_secs(60)));
+    };
+    let def = plan::view_def(fv).map_err(|e| fail("InvalidSpec", e, SPEC_ERROR))?;
+    let mounted = plan::backends(&store, Credentials::Mounted).map_err(|e| {
+        let msg = format!("store {}: {e}", store.name_any());
+        fail("InvalidStore", msg, SPEC_ERROR)
+    })?;
+    Ok(Valid {
+        store,
+        def,
+        mounted,
+    })
+}
+
+/// What `plan_route` decided.
+struct Planned {
+    target: String,
+    routed: api::routing::RoutedView,
+}
+
+/// The backend the store's routing rule picks for the view.
+fn plan_route(valid: &Valid) -> Result<Planned, StepError> {
+    let target = plan::route(&valid.store, &valid.mounted, &valid.def)
+        .map_err(|e| {
+            StepError::failed(
+                Step::Plan,
+                Failure::new("Routed", "Unroutable", e, SPEC_ERROR),
+            )
+        })?
+        .name
+        .clone();
+    let routed = plan::routed_view(&valid.def, &target);
+    Ok(Planned { target, routed })
+}
+
+/// How `provision` ended.
+enum Provisioned {
+    /// Tables exist in the target; a live move, if any, is over.
+    Done {
+        status: Box<FeatureViewStatus>,
+        conn: Arc<dyn backends::OnlineStore>,
+    },
+    /// The reconcile ends here (a dry run's plan, a live move going on,
+    /// a backend not resolved yet) and comes back after this.
+    Early(Action),
+}
+
+/// Resolves the store's credentials, connects to the target backend,
+/// creates the view's tables there (a dry run records its plan instead)
+/// and takes a live move from the previous backend one step further.
+async fn provision(
+    ctx: &Context,
+    fv: &FeatureView,
+    ns: &str,
+    old: &FeatureViewStatus,
+    status: FeatureViewStatus,
+    valid: &Valid,
+    planned: &Planned,
+) -> Result<Provisioned, StepError> {
+    let step = Step::Provision;
+    let fail = |reason, message| {
+        StepError::failed(
+            step,
+            Failure::new("TablesProvisioned", reason, message, TRANSIENT),
         )
-        .await;
     };
-    let def = match plan::view_def(&fv) {
-        Ok(d) => d,
-        Err(e) => {
-            return fail(
-                ctx,
-                &fv,
-                ns,
-                status,
-                &old,
-                Failure {
-                    condition: "Routed",
-                    reason: "InvalidSpec",
-                    message: e,
-                    retry: spec_error,
-                },
-            )
-            .await;
-        }
-    };
-    let mounted = match plan::backends(&store, Credentials::Mounted) {
-        Ok(b) => b,
-        Err(e) => {
-            let msg = format!("store {}: {e}", store.name_any());
-            return fail(
-                ctx,
-                &fv,
-                ns,
-                status,
-                &old,
-                Failure {
-                    condition: "Routed",
-                    reason: "InvalidStore",
-                    message: msg,
-                    retry: spec_error,
-                },
-            )
-            .await;
-        }
-    };
-    let target = match plan::route(&store, &mounted, &def) {
-        Ok(b) => b.name.clone(),
-        Err(e) => {
-            return fail(
-                ctx,
-                &fv,
-                ns,
-                status,
-                &old,
-                Failure {
-                    condition: "Routed",
-                    reason: "Unroutable",
-                    message: e,
-                    retry: spec_error,
-                },
-            )
-            .await;
-        }
-    };
-    let (values, missing) = ctx.secret_values(ns, &plan::secret_refs(&store)).await?;
+    let Valid { store, .. } = valid;
+    let Planned { target, routed } = planned;
+    let (values, missing) = ctx
+        .secret_values(ns, &plan::secret_refs(store))
+        .await
+        .map_err(|e| StepError::api(step)(e.into()))?;
     if !missing.is_empty() {
         let msg = format!(
             "{} not found; cannot provision in backend {target}",
             missing.join(", ")
         );
-        return fail(
-            ctx,
-            &fv,
-            ns,
-            status,
-            &old,
-            Failure {
-                condition: "TablesProvisioned",
-                reason: "SecretMissing",
-                message: msg,
-                retry: transient,
-            },
-        )
-        .await;
+        return Err(fail("SecretMissing", msg));
     }
-    let resolved = match plan::backends(&store, Credentials::Resolved(&values)) {
-        Ok(b) => b,
-        Err(e) => {
-            return fail(
-                ctx,
-                &fv,
-                ns,
-                status,
-                &old,
-                Failure {
-                    condition: "TablesProvisioned",
-                    reason: "SecretMissing",
-                    message: e.to_string(),
-                    retry: transient,
-                },
-            )
-            .await;
-        }
+    let resolved = plan::backends(store, Credentials::Resolved(&values))
+        .map_err(|e| fail("SecretMissing", e.to_string()))?;
+    let Some(backend) = resolved.iter().find(|b| b.name == *target) else {
+        return Ok(Provisioned::Early(Action::requeue(TRANSIENT)));
     };
-    let Some(backend) = resolved.iter().find(|b| b.name == target) else {
-        return Ok(Action::requeue(transient));
-    };
-    let routed = plan::routed_view(&def, &target);
     let project = store.spec.project.clone();
-    let store_conn = match ctx.connect(ns, &store.name_any(), backend).await {
-        Ok(s) => s,
-        Err(e) => {
-            let msg = format!("backend {target}: {e}");
-            return fail(
-                ctx,
-                &fv,
-                ns,
-                status,
-                &old,
-                Failure {
-                    condition: "TablesProvisioned",
-                    reason: "BackendUnreachable",
-                    message: msg,
-                    retry: transient,
-                },
-            )
-            .await;
-        }
-    };
+    let conn = ctx
+        .connect(ns, &store.name_any(), backend)
+        .await
+        .map_err(|e| fail("BackendUnreachable", format!("backend {target}: {e}")))?;
     if store.spec.dry_run {
-        return plan_only(
-            ctx,
-            &fv,
-            ns,
-            status,
-            &old,
-            &*store_conn,
-            &project,
-            &routed,
-            &target,
-        )
-        .await;
+        let action = plan_only(ctx, fv, status, old, &*conn, &project, routed, target).await?;
+        return Ok(Provisioned::Early(action));
     }
-    if let Err(e) = store_conn.create(&project, &routed).await {
+    if let Err(e) = conn.create(&project, routed).await {
         let msg = format!("creating tables in backend {target}: {e}");
-        return fail(
-            ctx,
-            &fv,
-            ns,
-            status,
-            &old,
-            Failure {
-                condition: "TablesProvisioned",
-                reason: "ProvisioningFailed",
-                message: msg,
-                retry: transient,
-            },
-        )
-        .await;
+        return Err(fail("ProvisioningFailed", msg));
     }
     // A routing change under traffic: move the data live (see migrate.rs).
     let moving_from = match &old.migration {
         // Moved back to where it came from: writes reached both; just stop.
-        Some(m) if m.from == target => None,
+        Some(m) if m.from == *target => None,
         Some(m) => Some(m.from.clone()),
-        None => old.backend.clone().filter(|b| *b != target),
+        None => old.backend.clone().filter(|b| b != target),
     };
     let mut status = status;
     status.migration = None;
-    if let Some(from) = moving_from
-        && let Some(source) = resolved.iter().find(|b| b.name == from)
-    {
-        status.migration = old.migration.clone();
-        let step = crate::migrate::step(
-            crate::migrate::Move {
-                ctx,
-                fv: &fv,
-                ns,
-                store: &store,
-                project: &project,
-                view: &routed,
-                from: source,
-                to: backend,
-                to_conn: &*store_conn,
-            },
-            status,
-        )
-        .await;
-        match step {
-            crate::migrate::Next::Continue(st, delay) => {
-                let mut st = st;
-                let phase = st
-                    .migration
-                    .as_ref()
-                    .map(|m| m.phase.as_str())
-                    .unwrap_or_default();
-                plan::set_condition(
-                    &mut st.conditions,
-                    "Routed",
-                    true,
-                    "Migrating",
-                    format!("moving from backend {from} to {target}: phase {phase}"),
-                    generation,
-                    now(),
-                );
-                write_status(ctx, ns, &fv.name_any(), &old, st).await?;
-                return Ok(Action::requeue(delay));
-            }
-            crate::migrate::Next::Failed(st, reason, message) => {
-                return fail(
-                    ctx,
-                    &fv,
-                    ns,
-                    st,
-                    &old,
-                    Failure {
-                        condition: "Routed",
-                        reason,
-                        message,
-                        retry: transient,
-                    },
-                )
-                .await;
-            }
-            crate::migrate::Next::Stuck(st, message, retry) => {
-                return fail(
-                    ctx,
-                    &fv,
-                    ns,
-                    st,
-                    &old,
-                    Failure {
-                        condition: "Routed",
-                        reason: "MigrationStuck",
-                        message,
-                        retry,
-                    },
-                )
-                .await;
-            }
-            crate::migrate::Next::Done(st) => status = st,
+    let Some((from, source)) = moving_from
+        .and_then(|from| Some((from.clone(), resolved.iter().find(|b| b.name == from)?)))
+    else {
+        return Ok(Provisioned::Done {
+            status: Box::new(status),
+            conn,
+        });
+    };
+    status.migration = old.migration.clone();
+    let next = crate::migrate::step(
+        crate::migrate::Move {
+            ctx,
+            fv,
+            ns,
+            store,
+            project: &project,
+            view: routed,
+            from: source,
+            to: backend,
+            to_conn: &*conn,
+        },
+        status,
+    )
+    .await;
+    let moving = |st, reason, message, retry| {
+        let mut f = Failure::new("Routed", reason, message, retry);
+        f.status = Some(Box::new(st));
+        StepError::failed(step, f)
+    };
+    match next {
+        crate::migrate::Next::Continue(mut st, delay) => {
+            let phase = st
+                .migration
+                .as_ref()
+                .map(|m| m.phase.as_str())
+                .unwrap_or_default();
+            plan::set_condition(
+                &mut st.conditions,
+                "Routed",
+                true,
+                "Migrating",
+                format!("moving from backend {from} to {target}: phase {phase}"),
+                fv.metadata.generation,
+                now(),
+            );
+            write_status(ctx, fv, old, st)
+                .await
+                .map_err(StepError::api(step))?;
+            Ok(Provisioned::Early(Action::requeue(delay)))
         }
+        crate::migrate::Next::Failed(st, reason, message) => {
+            Err(moving(st, reason, message, TRANSIENT))
+        }
+        crate::migrate::Next::Stuck(st, message, retry) => {
+            Err(moving(st, "MigrationStuck", message, retry))
+        }
+        crate::migrate::Next::Done(status) => Ok(Provisioned::Done {
+            status: Box::new(status),
+            conn,
+        }),
     }
-    let tables: Vec<String> = store_conn
-        .storage_objects(&project, &routed)
+}
+
+/// Records the provisioned view in its status (backend, tables, conditions
+/// True) with an event when its backend or tables changed; the store's
+/// reconcile then routes it.
+async fn publish(
+    ctx: &Context,
+    fv: &FeatureView,
+    old: &FeatureViewStatus,
+    mut status: FeatureViewStatus,
+    valid: &Valid,
+    planned: &Planned,
+    conn: &dyn backends::OnlineStore,
+) -> Result<Action, StepError> {
+    let Planned { target, routed } = planned;
+    let generation = fv.metadata.generation;
+    let tables: Vec<String> = conn
+        .storage_objects(&valid.store.spec.project, routed)
         .into_iter()
         .map(|o| format!("{} {} ({})", o.kind, o.name, o.location))
         .collect();
@@ -468,11 +470,11 @@ async fn apply(fv: Arc<FeatureView>, ctx: &Context, ns: &str) -> Result<Action, 
         let moved = old
             .backend
             .as_ref()
-            .filter(|b| **b != target)
+            .filter(|b| *b != target)
             .map(|b| format!(" (moved from {b})"))
             .unwrap_or_default();
         ctx.event(
-            fv.as_ref(),
+            fv,
             false,
             "Provisioned",
             format!("{} in backend {target}{moved}", tables.join(", ")),
@@ -482,70 +484,59 @@ async fn apply(fv: Arc<FeatureView>, ctx: &Context, ns: &str) -> Result<Action, 
     let t = now();
     status.backend = Some(target.clone());
     status.tables = tables;
-    plan::set_condition(
-        &mut status.conditions,
-        "Routed",
-        true,
-        "Routed",
-        format!("routed to backend {target}"),
-        generation,
-        t.clone(),
-    );
-    plan::set_condition(
-        &mut status.conditions,
-        "TablesProvisioned",
-        true,
-        "Provisioned",
-        format!("tables exist in backend {target}"),
-        generation,
-        t.clone(),
-    );
-    plan::set_condition(
-        &mut status.conditions,
-        "Ready",
-        true,
-        "Ready",
-        format!("served from backend {target}"),
-        generation,
-        t,
-    );
-    write_status(ctx, ns, &fv.name_any(), &old, status).await?;
+    for (condition, reason, message) in [
+        ("Routed", "Routed", format!("routed to backend {target}")),
+        (
+            "TablesProvisioned",
+            "Provisioned",
+            format!("tables exist in backend {target}"),
+        ),
+        ("Ready", "Ready", format!("served from backend {target}")),
+    ] {
+        plan::set_condition(
+            &mut status.conditions,
+            condition,
+            true,
+            reason,
+            message,
+            generation,
+            t.clone(),
+        );
+    }
+    write_status(ctx, fv, old, status)
+        .await
+        .map_err(StepError::api(Step::Publish))?;
     Ok(Action::requeue(Duration::from_secs(600)))
 }
 
-/// Dry run: records in `status.plan` what reconciling would change (the
-/// tables to create, the route), and changes nothing else.
+/// Dry run (part of the plan step): records in `status.plan` what
+/// reconciling would change (the tables to create, the route), and changes
+/// nothing else.
 #[allow(clippy::too_many_arguments)]
 async fn plan_only(
     ctx: &Context,
     fv: &FeatureView,
-    ns: &str,
     mut status: FeatureViewStatus,
     old: &FeatureViewStatus,
     store_conn: &dyn backends::OnlineStore,
     project: &str,
     routed: &api::routing::RoutedView,
     target: &str,
-) -> Result<Action, Error> {
-    let exists = match store_conn.storage_exists(project, routed).await {
-        Ok(e) => e,
-        Err(e) => {
-            return fail(
-                ctx,
-                fv,
-                ns,
-                status,
-                old,
-                Failure {
-                    condition: "TablesProvisioned",
-                    reason: "BackendUnreachable",
-                    message: format!("backend {target}: {e}"),
-                    retry: Duration::from_secs(30),
-                },
+) -> Result<Action, StepError> {
+    let exists = store_conn
+        .storage_exists(project, routed)
+        .await
+        .map_err(|e| {
+            StepError::failed(
+                Step::Plan,
+                Failure::new(
+                    "TablesProvisioned",
+                    "BackendUnreachable",
+                    format!("backend {target}: {e}"),
+                    TRANSIENT,
+                ),
             )
-            .await;
-        }
-    };
+        })?;
     let create = if exists {
         Vec::new()
     } else {
@@ -569,13 +560,21 @@ async fn plan_only(
         fv.metadata.generation,
         now(),
     );
-    write_status(ctx, ns, &fv.name_any(), old, status).await?;
+    write_status(ctx, fv, old, status)
+        .await
+        .map_err(StepError::api(Step::Plan))?;
     Ok(Action::requeue(Duration::from_secs(60)))
 }
 
 /// The other live views of `fv`'s store that route to `backend`: storage
 /// they share with `fv` (a Bigtable table per entity set) must stay when
 /// `fv`'s is dropped there.
+///
+/// A fresh API list, not the watch cache: it decides what a drop keeps
+/// (on delete, and when a live move retires its old backend), and a cache
+/// a moment behind could miss a view just provisioned on `backend` whose
+/// shared table would then be dropped under it. Deletes and finished moves
+/// are rare; every other reconcile reads the cache.
 pub(crate) async fn staying_views(
     ctx: &Context,
     ns: &str,
@@ -689,28 +688,48 @@ async fn cleanup(fv: Arc<FeatureView>, ctx: &Context, ns: &str) -> Result<Action
     Ok(Action::await_change())
 }
 
+/// Applies the status when it changed, so an idle reconcile writes nothing.
 async fn write_status(
     ctx: &Context,
-    ns: &str,
-    name: &str,
+    fv: &FeatureView,
     old: &FeatureViewStatus,
     status: FeatureViewStatus,
 ) -> Result<(), Error> {
-    if *old == status {
-        return Ok(());
+    crate::status::write(&ctx.client, fv, old, &status).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+
+    #[test]
+    fn a_step_error_names_its_step() {
+        let e = StepError::failed(
+            Step::Validate,
+            Failure::new("Routed", "InvalidSpec", "bad ttl".into(), SPEC_ERROR),
+        );
+        assert_eq!(e.to_string(), "step validate: bad ttl (InvalidSpec)");
+        let e = StepError::api(Step::Publish)(Error::NoNamespace);
+        assert_eq!(e.to_string(), "step publish: object has no namespace");
+        let names: Vec<&str> = [Step::Validate, Step::Plan, Step::Provision, Step::Publish]
+            .iter()
+            .map(|s| s.as_str())
+            .collect();
+        assert_eq!(names, ["validate", "plan", "provision", "publish"]);
     }
-    // A merge patch keeps absent fields: clear a finished plan explicitly.
-    let clear_plan = status.plan.is_none();
-    let clear_migration = status.migration.is_none();
-    let mut body = json!({ "status": status });
-    if clear_plan {
-        body["status"]["plan"] = serde_json::Value::Null;
+
+    #[test]
+    fn step_failures_are_counted_by_step_and_reason() {
+        let m = Metrics::new();
+        m.step_failed(CONTROLLER, Step::Provision.as_str(), "SecretMissing");
+        m.step_failed(CONTROLLER, Step::Provision.as_str(), "SecretMissing");
+        let text = m.encode();
+        assert!(
+            text.contains(
+                "hos_operator_step_failures_total{controller=\"featureview\",step=\"provision\",reason=\"SecretMissing\"} 2"
+            ),
+            "{text}"
+        );
     }
-    if clear_migration {
-        body["status"]["migration"] = serde_json::Value::Null;
-    }
-    let api: Api<FeatureView> = Api::namespaced(ctx.client.clone(), ns);
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(body))
-        .await?;
-    Ok(())
 }

@@ -2002,6 +2002,48 @@ async fn proxy_objects_follow_the_store_spec() {
     })
     .await;
     assert!(note.contains("spec.proxy.auth is unset"), "{note}");
+    // The status is server-side applied under the operator's field manager.
+    let status_writers = |s: &HybridOnlineStore| -> Vec<(String, String)> {
+        s.metadata
+            .managed_fields
+            .iter()
+            .flatten()
+            .filter(|m| m.subresource.as_deref() == Some("status"))
+            .map(|m| {
+                (
+                    m.manager.clone().unwrap_or_default(),
+                    m.operation.clone().unwrap_or_default(),
+                )
+            })
+            .collect()
+    };
+    let s = stores.get("shop").await.unwrap();
+    assert_eq!(
+        status_writers(&s),
+        [("hos-operator".to_string(), "Apply".to_string())]
+    );
+    // A status field written the old way (a merge patch, an Update entry)
+    // that the operator does not set is adopted and removed.
+    stores
+        .patch_status(
+            "shop",
+            &PatchParams {
+                field_manager: Some("legacy-writer".into()),
+                ..Default::default()
+            },
+            &Patch::Merge(json!({"status": {"plan": ["stale line"]}})),
+        )
+        .await
+        .unwrap();
+    let s = wait_for("the stale status.plan removed", t, || async {
+        let s = stores.get("shop").await.ok()?;
+        s.status.as_ref()?.plan.is_empty().then_some(s)
+    })
+    .await;
+    assert_eq!(
+        status_writers(&s),
+        [("hos-operator".to_string(), "Apply".to_string())]
+    );
     let st = stores.get("shop").await.unwrap().status.unwrap();
     let proxy = st.proxy.unwrap();
     assert_eq!(proxy.endpoint, format!("http://shop-proxy.{ns}.svc:6566"));
@@ -2678,6 +2720,163 @@ async fn leader_handover_on_sigterm_and_kill() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `apiserver_request_total` for `verb` on `resource`, summed over its
+/// series, from the kube-apiserver's `/metrics`.
+fn apiserver_requests(verb: &str, resource: &str) -> f64 {
+    let out = Command::new("kubectl")
+        .args(["get", "--raw", "/metrics"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "kubectl get --raw /metrics");
+    let (verb, resource) = (
+        format!("verb=\"{verb}\""),
+        format!("resource=\"{resource}\""),
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+        .filter(|l| l.contains(&verb) && l.contains(&resource))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Issue [K]: reconciles read other objects from the controllers' watch
+/// caches, not through an API list each time. A store with three views
+/// is reconciled again and again (a label change each time, which every
+/// view's reconcile follows too); the kube-apiserver's own request counter
+/// shows no new LIST of featureviews or hybridonlinestores meanwhile
+/// (the watches listed once at start). Also: each view's status is applied
+/// under the operator's field manager.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a kube-apiserver: run tests/run.sh"]
+async fn reconciles_read_the_watch_caches_not_api_lists() {
+    const ROUNDS: usize = 10;
+    let client = Client::try_default().await.unwrap();
+    let ns = format!("caches-{}", std::process::id());
+    create_namespace(&client, &ns).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(data.join(&ns)).unwrap();
+    let (op, metrics_url) = start_operator_with(
+        &ns,
+        "caches-op",
+        &[("HOS_DATA_DIR", data.to_str().unwrap())],
+        &dir.path().join("operator.log"),
+    );
+    let base = metrics_url.trim_end_matches("/metrics").to_string();
+    let stores: Api<HybridOnlineStore> = Api::namespaced(client.clone(), &ns);
+    let views: Api<FeatureView> = Api::namespaced(client.clone(), &ns);
+    let store = bare_store(
+        &ns,
+        "store",
+        json!({"name": "ml", "type": "sqlite", "conf": {"path": "store/online.db"}}),
+    );
+    stores.create(&PostParams::default(), &store).await.unwrap();
+    let names = ["v1", "v2", "v3"];
+    for n in names {
+        views
+            .create(&PostParams::default(), &view_manifest(&ns, n, n, "ml"))
+            .await
+            .unwrap();
+    }
+    let t = Duration::from_secs(60);
+    wait_for("the store Ready with 3 views routed", t, || async {
+        let st = stores.get("store").await.ok()?.status?;
+        let ready = condition(Some(&st.conditions), "Ready")?;
+        (ready.0 == "True" && st.routed_views == Some(3)).then_some(())
+    })
+    .await;
+    for n in names {
+        let v = views.get(n).await.unwrap();
+        let writers: Vec<(Option<String>, Option<String>)> = v
+            .metadata
+            .managed_fields
+            .iter()
+            .flatten()
+            .filter(|m| m.subresource.as_deref() == Some("status"))
+            .map(|m| (m.manager.clone(), m.operation.clone()))
+            .collect();
+        assert_eq!(
+            writers,
+            [(Some("hos-operator".into()), Some("Apply".into()))],
+            "{n}"
+        );
+    }
+    let http = reqwest::Client::new();
+    let reconciles = |controller: &'static str| {
+        let (http, base) = (http.clone(), base.clone());
+        async move {
+            metric(
+                &http,
+                &base,
+                &format!("hos_operator_reconcile_total{{controller=\"{controller}\"}}"),
+            )
+            .await
+            .unwrap_or(0.0)
+        }
+    };
+    // Let the start-up reconciles settle.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let lists_before = (
+        apiserver_requests("LIST", "featureviews"),
+        apiserver_requests("LIST", "hybridonlinestores"),
+    );
+    assert!(lists_before.0 >= 1.0, "the watch listed featureviews once");
+    let (stores_before, views_before) = (
+        reconciles("hybridonlinestore").await,
+        reconciles("featureview").await,
+    );
+    for round in 0..ROUNDS {
+        let (s0, v0) = (
+            reconciles("hybridonlinestore").await,
+            reconciles("featureview").await,
+        );
+        stores
+            .patch(
+                "store",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"labels": {"round": round.to_string()}}})),
+            )
+            .await
+            .unwrap();
+        wait_for("the store and its views reconciled", t, || async {
+            let s = reconciles("hybridonlinestore").await;
+            let v = reconciles("featureview").await;
+            (s > s0 && v >= v0 + names.len() as f64).then_some(())
+        })
+        .await;
+    }
+    let lists_after = (
+        apiserver_requests("LIST", "featureviews"),
+        apiserver_requests("LIST", "hybridonlinestores"),
+    );
+    let (stores_after, views_after) = (
+        reconciles("hybridonlinestore").await,
+        reconciles("featureview").await,
+    );
+    eprintln!(
+        "{} store and {} view reconciles; LIST featureviews {} -> {}, hybridonlinestores {} -> {}",
+        stores_after - stores_before,
+        views_after - views_before,
+        lists_before.0,
+        lists_after.0,
+        lists_before.1,
+        lists_after.1
+    );
+    assert!(stores_after - stores_before >= ROUNDS as f64);
+    assert!(views_after - views_before >= (ROUNDS * names.len()) as f64);
+    assert_eq!(
+        lists_after, lists_before,
+        "a reconcile listed through the API"
+    );
+    // The routes still come from the cache: all three views, Ready.
+    let st = stores.get("store").await.unwrap().status.unwrap();
+    assert_eq!(st.routed_views, Some(3));
+
+    drop(op);
+    release(&client, &ns, None).await;
+}
+
 /// Issue [K]: `/readyz` is 503 and names the caches that have not synced.
 /// The operator runs with a ServiceAccount token whose Role grants all it
 /// needs but reading Secrets, so one watch (the store controller's
@@ -3272,5 +3471,212 @@ async fn the_operators_proxy_deployment_serves_feast_over_tls() {
         "{refused}"
     );
 
+    release(&client, &ns, None).await;
+}
+
+/// Issue [K]: the routing version each ready proxy Pod serves, in the
+/// store's status. No kubelet runs here, so the test creates a Pod that
+/// matches the proxy Deployment's selector, makes it Running and Ready at
+/// 127.0.0.1 through the status subresource, and runs a real `hos-proxy`
+/// on the store's `spec.proxy.port` serving the routing ConfigMap the
+/// operator wrote. `status.proxy.replicas` names the Pod with the digest
+/// the operator expects (computed from the ConfigMap as the proxy does),
+/// `upToDateReplicas` is 1 and `kubectl get hos` shows `Routing` 1/1; a new
+/// FeatureView changes the routing, and once the proxy has reloaded, the
+/// status shows the new digest. The NetworkPolicy the operator writes
+/// admits its own Pods to the HTTP port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a kube-apiserver: run tests/run.sh"]
+async fn the_status_names_the_routing_each_proxy_pod_serves() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::Pod;
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+    let client = Client::try_default().await.unwrap();
+    let ns = format!("routing-{}", std::process::id());
+    create_namespace(&client, &ns).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(data.join(&ns)).unwrap();
+    let (op, _) = start_operator_with(
+        &ns,
+        "routing-op",
+        &[
+            ("HOS_DATA_DIR", data.to_str().unwrap()),
+            ("HOS_OPERATOR_NAMESPACE", "hos-system"),
+            (
+                "HOS_OPERATOR_POD_LABELS",
+                "app.kubernetes.io/name=hos-operator",
+            ),
+        ],
+        &dir.path().join("operator.log"),
+    );
+    let port = free_port();
+    let mut store = bare_store(
+        &ns,
+        "store",
+        json!({"name": "ml", "type": "sqlite", "conf": {"path": "store/online.db"}}),
+    );
+    store.spec.proxy = Some(
+        serde_json::from_value(json!({"enabled": true, "port": port, "networkPolicy": {}}))
+            .unwrap(),
+    );
+    let stores: Api<HybridOnlineStore> = Api::namespaced(client.clone(), &ns);
+    stores.create(&PostParams::default(), &store).await.unwrap();
+    let views: Api<FeatureView> = Api::namespaced(client.clone(), &ns);
+    views
+        .create(
+            &PostParams::default(),
+            &view_manifest(&ns, "profile", "profile", "ml"),
+        )
+        .await
+        .unwrap();
+    let t = Duration::from_secs(60);
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    // The digest of the ConfigMap's table once it routes `views`.
+    let expected_for = |want: &'static [&'static str]| {
+        let maps = maps.clone();
+        async move {
+            let cm = maps.get_opt("store-routing").await.ok()??;
+            let doc = cm.data.as_ref()?.get("routing.yaml")?.clone();
+            let table = RoutingTable::parse("configmap", &doc).ok()?;
+            want.iter()
+                .all(|v| table.view(v).is_some())
+                .then(|| table.digest())
+        }
+    };
+    let first = wait_for("the view in the routing ConfigMap", t, || {
+        expected_for(&["profile"])
+    })
+    .await;
+
+    // The operator may read /ready through the NetworkPolicy it writes.
+    let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &ns);
+    let np = wait_for("the network policy", t, || async {
+        policies.get_opt("store-proxy").await.ok()?
+    })
+    .await;
+    let rules = np.spec.unwrap().ingress.unwrap();
+    assert_eq!(rules.len(), 2, "{rules:?}");
+    let peer = &rules[1].from.as_ref().unwrap()[0];
+    assert_eq!(
+        peer.namespace_selector.as_ref().unwrap().match_labels,
+        Some(BTreeMap::from([(
+            "kubernetes.io/metadata.name".to_string(),
+            "hos-system".to_string()
+        )]))
+    );
+    assert_eq!(
+        peer.pod_selector.as_ref().unwrap().match_labels,
+        Some(BTreeMap::from([(
+            "app.kubernetes.io/name".to_string(),
+            "hos-operator".to_string()
+        )]))
+    );
+    let ports: Vec<Option<IntOrString>> = rules[1]
+        .ports
+        .clone()
+        .unwrap()
+        .into_iter()
+        .map(|p| p.port)
+        .collect();
+    assert_eq!(ports, [Some(IntOrString::Int(i32::from(port)))]);
+
+    // A Pod of the Deployment, Running and Ready at 127.0.0.1.
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let d = wait_for("the proxy Deployment", t, || async {
+        deployments.get_opt("store-proxy").await.ok()?
+    })
+    .await;
+    let labels = d.spec.unwrap().selector.match_labels.unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "store-proxy-0", "labels": labels},
+        "spec": {"containers": [{"name": "proxy", "image": "hos"}]}
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    pods.patch_status(
+        "store-proxy-0",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {
+            "phase": "Running",
+            "podIP": "127.0.0.1",
+            "podIPs": [{"ip": "127.0.0.1"}],
+            "conditions": [{"type": "Ready", "status": "True"}]
+        }})),
+    )
+    .await
+    .unwrap();
+    // The proxy that Pod would run: the ConfigMap, the store's port.
+    let bin = std::env::var("HOS_PROXY_BIN").unwrap_or_else(|_| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../target/debug/hos-proxy").into()
+    });
+    let proxy = Operator(
+        Command::new(bin)
+            .args(["serve", "--configmap", &format!("{ns}/store-routing")])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .arg("--data-dir")
+            .arg(data.join(&ns))
+            .arg("--secrets-dir")
+            .arg(dir.path())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("proxy.log")).unwrap())
+            .spawn()
+            .expect("start hos-proxy (build it with `cargo build -p proxy`)"),
+    );
+
+    let serving = |want: String| {
+        let stores = stores.clone();
+        async move {
+            let p = stores.get("store").await.ok()?.status?.proxy?;
+            let current = p.expected_routing_digest.as_deref() == Some(want.as_str())
+                && p.up_to_date_replicas == 1
+                && p.replicas.len() == 1
+                && p.replicas[0].routing_digest.as_deref() == Some(want.as_str());
+            current.then_some(p)
+        }
+    };
+    let p = wait_for("the Pod serving the first routing in the status", t, || {
+        serving(first.clone())
+    })
+    .await;
+    assert_eq!(p.replicas[0].pod, "store-proxy-0");
+    assert_eq!(p.replicas[0].error, None);
+    assert_eq!(p.routing.as_deref(), Some("1/1"));
+    let out = Command::new("kubectl")
+        .args(["get", "hos", "store", "-n", &ns])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert!(header.contains(&"ROUTING"), "{table}");
+    assert!(table.lines().nth(1).unwrap().contains(" 1/1 "), "{table}");
+
+    // A new view changes the routing; once the proxy reloads, the status
+    // shows the new digest.
+    views
+        .create(
+            &PostParams::default(),
+            &view_manifest(&ns, "orders", "orders", "ml"),
+        )
+        .await
+        .unwrap();
+    let second = wait_for("the second view in the routing ConfigMap", t, || {
+        expected_for(&["profile", "orders"])
+    })
+    .await;
+    assert_ne!(first, second);
+    let p = wait_for("the Pod serving the new routing in the status", t, || {
+        serving(second.clone())
+    })
+    .await;
+    assert_eq!(p.routing.as_deref(), Some("1/1"));
+    eprintln!("routing digests: {first} -> {second}");
+
+    drop(proxy);
+    drop(op);
     release(&client, &ns, None).await;
 }

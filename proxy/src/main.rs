@@ -249,7 +249,7 @@ struct ServeArgs {
     /// Address of the admin listener: `/health`, `/ready` with per-backend
     /// details and `/metrics`, without authentication. Bind it where only
     /// the kubelet and Prometheus reach it. With --auth-config and without
-    /// it, the client listener's `/ready` answers only `{"ready": bool}`
+    /// it, the client listener's `/ready` answers only `ready` and `routing_digest`
     /// and its `/metrics` needs a bearer token.
     #[arg(long, env = "HOS_ADMIN_LISTEN")]
     admin_listen: Option<SocketAddr>,

@@ -245,7 +245,9 @@ pub enum Surface {
 /// The proxy's routes on the client listener. Feature endpoints go through
 /// authentication, then admission and the request deadline. `/health` is
 /// always open. With authentication on, `/ready` answers only
-/// `{"ready": bool}` (details, which name backends and their errors, are on
+/// `{"ready": bool, "routing_digest": "<digest>"}` (the digest names no
+/// backend; the operator reads it per Pod; details, which name backends
+/// and their errors, are on
 /// the admin listener) and `/metrics` needs a valid bearer token.
 pub fn router(state: Arc<AppState>) -> Router {
     let features = Router::new()
@@ -506,7 +508,7 @@ async fn ready_handler(State(state): State<Arc<AppState>>, detailed: bool) -> Re
                     } else {
                         StatusCode::SERVICE_UNAVAILABLE
                     },
-                    json!({ "ready": ready }).to_string(),
+                    json!({ "ready": ready, "routing_digest": snap.digest }).to_string(),
                 );
             }
             let mut body = json!({

@@ -340,6 +340,7 @@ main_rules = {
     ("autoscaling", "horizontalpodautoscalers", None): {"get", "create", "patch", "delete"},
     ("policy", "poddisruptionbudgets", None): {"get", "create", "patch", "delete"},
     ("networking.k8s.io", "networkpolicies", None): {"get", "create", "patch", "delete"},
+    ("", "pods", None): {"list"},
     ("events.k8s.io", "events", None): {"create", "patch"},
 }
 def flatten(role):
@@ -921,6 +922,7 @@ main = {
     ("horizontalpodautoscalers.autoscaling", ""): {"get", "create", "patch", "delete"},
     ("poddisruptionbudgets.policy", ""): {"get", "create", "patch", "delete"},
     ("networkpolicies.networking.k8s.io", ""): {"get", "create", "patch", "delete"},
+    ("pods", ""): {"list"},
     ("events.events.k8s.io", ""): {"create", "patch"},
 }
 lease = {

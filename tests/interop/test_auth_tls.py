@@ -15,6 +15,7 @@
 
 import json
 import os
+import re
 import socket
 import ssl
 import subprocess
@@ -106,8 +107,13 @@ def test_tokens_teams_and_access(procs, tmp_path):
     assert proxy.get("/health").status_code == 200
     assert proxy.get("/ready").status_code == 200
     # With auth on, the client listener's /ready says only whether it is
-    # ready (details are on the admin listener) and /metrics needs a token.
-    assert proxy.get("/ready").json() == {"ready": True}
+    # ready and which routing table it serves (a digest naming no backend:
+    # the operator reads it); details are on the admin listener and
+    # /metrics needs a token.
+    body = proxy.get("/ready").json()
+    assert set(body) == {"ready", "routing_digest"}, body
+    assert body["ready"] is True
+    assert re.fullmatch(r"[0-9a-f]{16}", body["routing_digest"]), body
     assert proxy.get("/metrics").status_code == 401
 
     # 401: no token, a malformed header, an unknown token

@@ -52,6 +52,45 @@ pub(crate) const SELECTOR_KEYS: [&str; 3] = [
     STORE_LABEL,
 ];
 
+/// The operator's Pods as a NetworkPolicy peer: its namespace (by the
+/// `kubernetes.io/metadata.name` label every namespace has) and, when
+/// given, its Pods' labels; `None` without a namespace.
+pub fn operator_peer(
+    namespace: Option<&str>,
+    pod_labels: &BTreeMap<String, String>,
+) -> Option<NetworkPolicyPeer> {
+    let ns = namespace.filter(|n| !n.is_empty())?;
+    Some(NetworkPolicyPeer {
+        namespace_selector: Some(LabelSelector {
+            match_labels: Some(BTreeMap::from([(
+                "kubernetes.io/metadata.name".to_string(),
+                ns.to_string(),
+            )])),
+            ..Default::default()
+        }),
+        pod_selector: Some(LabelSelector {
+            match_labels: (!pod_labels.is_empty()).then(|| pod_labels.clone()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+/// Parses `k=v,k=v` (the operator's own Pod labels); an entry without
+/// `=` or with an empty key is an error naming it.
+pub fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(|e| match e.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => {
+                Ok((k.trim().to_string(), v.trim().to_string()))
+            }
+            _ => Err(format!("{e:?} is not key=value")),
+        })
+        .collect()
+}
+
 /// Name of a store's proxy Deployment, Service, HorizontalPodAutoscaler,
 /// PodDisruptionBudget and NetworkPolicy.
 pub fn proxy_name(store: &str) -> String {
@@ -71,10 +110,13 @@ pub struct ProxyObjects {
 
 /// The proxy objects a store asks for (`spec.proxy.enabled`), or `None`.
 /// A spec the operator refuses (see `check`) is an error naming the field;
-/// nothing is planned for it.
+/// nothing is planned for it. `operator`: the operator's own Pods, which a
+/// NetworkPolicy lets reach the HTTP port (the operator reads each Pod's
+/// `/ready`); `None` when the operator does not know where it runs.
 pub fn proxy_objects(
     store: &HybridOnlineStore,
     default_image: &str,
+    operator: Option<&NetworkPolicyPeer>,
 ) -> Result<Option<ProxyObjects>, ConfigError> {
     let Some(spec) = store.spec.proxy.as_ref().filter(|p| p.enabled) else {
         return Ok(None);
@@ -91,7 +133,7 @@ pub fn proxy_objects(
         network_policy: spec
             .network_policy
             .as_ref()
-            .map(|n| network_policy(store, spec, n)),
+            .map(|n| network_policy(store, spec, n, operator)),
     }))
 }
 
@@ -115,6 +157,7 @@ pub fn proxy_status(store: &HybridOnlineStore, ready_replicas: i32) -> Option<Pr
         endpoint: format!("{scheme}://{host}:{}", spec.port),
         grpc_endpoint: spec.grpc_port.map(|p| format!("{host}:{p}")),
         ready_replicas,
+        ..Default::default()
     })
 }
 
@@ -157,6 +200,15 @@ fn selector_labels(store: &str) -> BTreeMap<String, String> {
         (managed_by.to_string(), "hos-operator".to_string()),
         (store_key.to_string(), store.to_string()),
     ])
+}
+
+/// The proxy Pods' label selector, as a list query's `labelSelector`.
+pub fn proxy_pod_selector(store: &str) -> String {
+    selector_labels(store)
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn selector(store: &str) -> LabelSelector {
@@ -519,11 +571,13 @@ fn disruption_budget(store: &HybridOnlineStore, b: &ProxyDisruptionBudget) -> Po
 }
 
 /// Ingress to the proxy Pods on the HTTP and gRPC ports only, from the
-/// selected peers only (see `ProxyNetworkPolicy`).
+/// selected peers only (see `ProxyNetworkPolicy`), and on the HTTP port
+/// from the operator's Pods (`operator`), which read each Pod's `/ready`.
 fn network_policy(
     store: &HybridOnlineStore,
     spec: &ProxySpec,
     n: &ProxyNetworkPolicy,
+    operator: Option<&NetworkPolicyPeer>,
 ) -> NetworkPolicy {
     let peer = match (&n.allowed_namespaces, &n.allowed_pods) {
         // Neither: the store's own namespace (an empty pod selector).
@@ -549,10 +603,17 @@ fn network_policy(
         spec: Some(NetworkPolicySpec {
             pod_selector: Some(selector(&store.name_any())),
             policy_types: Some(vec!["Ingress".into()]),
-            ingress: Some(vec![NetworkPolicyIngressRule {
-                from: Some(vec![peer]),
-                ports: Some(ports),
-            }]),
+            ingress: Some(
+                std::iter::once(NetworkPolicyIngressRule {
+                    from: Some(vec![peer]),
+                    ports: Some(ports),
+                })
+                .chain(operator.map(|o| NetworkPolicyIngressRule {
+                    from: Some(vec![o.clone()]),
+                    ports: Some(vec![port(spec.port)]),
+                }))
+                .collect(),
+            ),
             egress: None,
         }),
     }
@@ -620,13 +681,13 @@ mod tests {
     }
 
     fn objects(proxy: Value) -> ProxyObjects {
-        proxy_objects(&store_with(proxy), "default-image")
+        proxy_objects(&store_with(proxy), "default-image", None)
             .unwrap()
             .unwrap()
     }
 
     fn refused(proxy: Value) -> ConfigError {
-        proxy_objects(&store_with(proxy), "default-image").unwrap_err()
+        proxy_objects(&store_with(proxy), "default-image", None).unwrap_err()
     }
 
     fn pod(o: &ProxyObjects) -> &PodSpec {
@@ -671,6 +732,54 @@ mod tests {
         // The typed spec keeps every field it is given.
         let typed: ProxySpec = serde_json::from_value(full.clone()).unwrap();
         assert_eq!(serde_json::to_value(&typed).unwrap(), full);
+    }
+
+    #[test]
+    fn the_operator_may_read_ready_through_the_network_policy() {
+        let labels = parse_labels("app.kubernetes.io/name=hos-operator, team = ml").unwrap();
+        assert_eq!(
+            labels,
+            BTreeMap::from([
+                (
+                    "app.kubernetes.io/name".to_string(),
+                    "hos-operator".to_string()
+                ),
+                ("team".to_string(), "ml".to_string()),
+            ])
+        );
+        assert!(parse_labels("novalue").unwrap_err().contains("novalue"));
+        assert!(parse_labels("").unwrap().is_empty());
+        assert!(operator_peer(None, &labels).is_none());
+        let peer = operator_peer(Some("hos-system"), &labels).unwrap();
+        let store = store_with(full());
+        let o = proxy_objects(&store, "img", Some(&peer)).unwrap().unwrap();
+        let rules = o.network_policy.unwrap().spec.unwrap().ingress.unwrap();
+        assert_eq!(rules.len(), 2);
+        let from = rules[1].from.as_ref().unwrap();
+        assert_eq!(from, &vec![peer.clone()]);
+        assert_eq!(
+            from[0]
+                .namespace_selector
+                .as_ref()
+                .unwrap()
+                .match_labels
+                .as_ref()
+                .unwrap()["kubernetes.io/metadata.name"],
+            "hos-system"
+        );
+        assert_eq!(
+            from[0].pod_selector.as_ref().unwrap().match_labels.as_ref(),
+            Some(&labels)
+        );
+        // The HTTP port only (not gRPC).
+        let ports: Vec<Option<&IntOrString>> = rules[1]
+            .ports
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|p| p.port.as_ref())
+            .collect();
+        assert_eq!(ports, [Some(&IntOrString::Int(8443))]);
     }
 
     #[test]
@@ -1154,7 +1263,11 @@ mod tests {
         // Disabled: nothing at all, whatever else is set.
         let mut off = full();
         off["enabled"] = json!(false);
-        assert!(proxy_objects(&store_with(off), "img").unwrap().is_none());
+        assert!(
+            proxy_objects(&store_with(off), "img", None)
+                .unwrap()
+                .is_none()
+        );
         assert!(proxy_status(&store_with(json!({"enabled": false})), 0).is_none());
     }
 

@@ -24,6 +24,8 @@ use crate::context::Context;
 use crate::error::Error;
 use crate::plan::{self, ProxyObjects};
 
+use super::replicas;
+
 /// Condition: the proxy's objects are applied, and whether a Pod is ready.
 pub const AVAILABLE: &str = "ProxyAvailable";
 /// Condition: whether the proxy authenticates its clients.
@@ -39,12 +41,17 @@ pub struct Outcome {
     pub applied: bool,
     /// Every Pod the proxy should run at least is ready (or no proxy).
     pub settled: bool,
+    /// Every ready Pod asked serves the routing the operator last wrote
+    /// (or no proxy).
+    pub routing_current: bool,
 }
 
 /// Creates, updates or removes the store's proxy objects and records the
 /// result in `status`. A spec the operator or the API server refuses is a
 /// condition and an event, not an error: the objects already there stay
-/// as they are, and the store waits for a spec change.
+/// as they are, and the store waits for a spec change. `expected`: the
+/// digest of the routing table in the ConfigMap, compared with the one each
+/// ready Pod serves (`status.proxy.replicas`).
 pub async fn reconcile(
     store: &HybridOnlineStore,
     ctx: &Context,
@@ -52,14 +59,16 @@ pub async fn reconcile(
     old: &HybridOnlineStoreStatus,
     status: &mut HybridOnlineStoreStatus,
     t: &Time,
+    expected: Option<&str>,
 ) -> Result<Outcome, Error> {
-    let objects = match plan::proxy_objects(store, &ctx.proxy_image) {
+    let objects = match plan::proxy_objects(store, &ctx.proxy_image, ctx.operator_peer.as_ref()) {
         Err(e) => {
             let msg = format!("{}: {}", e.path, e.message);
             refuse(store, ctx, old, status, "InvalidSpec", msg, t).await;
             return Ok(Outcome {
                 applied: false,
                 settled: true,
+                routing_current: true,
             });
         }
         Ok(None) => {
@@ -70,6 +79,7 @@ pub async fn reconcile(
             return Ok(Outcome {
                 applied: true,
                 settled: true,
+                routing_current: true,
             });
         }
         Ok(Some(o)) => o,
@@ -83,6 +93,7 @@ pub async fn reconcile(
             return Ok(Outcome {
                 applied: false,
                 settled: true,
+                routing_current: true,
             });
         }
         Err(e) => return Err(e.into()),
@@ -98,6 +109,24 @@ pub async fn reconcile(
         .as_ref()
         .map_or(0, plan::proxy_desired_replicas);
     status.proxy = plan::proxy_status(store, ready);
+    let mut routing_current = true;
+    if let (Some(p), Some(spec)) = (status.proxy.as_mut(), store.spec.proxy.as_ref()) {
+        match replicas::read(ctx, ns, &store.name_any(), spec, expected).await {
+            Ok(r) => {
+                routing_current = r.up_to_date == r.ready;
+                p.expected_routing_digest = expected.map(str::to_string);
+                p.up_to_date_replicas = r.up_to_date;
+                p.routing = Some(format!("{}/{}", r.up_to_date, r.ready));
+                p.replicas = r.listed;
+            }
+            // Not fatal: the objects are applied; the replicas' routing
+            // is reported again on the next try.
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the proxy Pods' routing digests");
+                routing_current = false;
+            }
+        }
+    }
     let (ok, reason) = if ready > 0 || want == 0 {
         (true, "Available")
     } else {
@@ -118,6 +147,7 @@ pub async fn reconcile(
     Ok(Outcome {
         applied: true,
         settled: ready >= want,
+        routing_current,
     })
 }
 
