@@ -11,6 +11,7 @@ import concurrent.futures as cf
 import gc
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -458,7 +459,11 @@ def test_authorization_before_disclosure_and_admin_surfaces(tmp_path):
         r = proxy.post(READ, read_body("wide_b", 1, 1), headers={"Authorization": "Bearer tok-a"})
         assert r.status_code == 403 and "wide_b" in message(r)
         # The client listener says only whether it is ready; /metrics needs a token.
-        assert proxy.get("/ready").json() == {"ready": True}
+        # (and the routes' digest, which names no backend: the operator reads
+        # which routing each replica serves from it).
+        brief = proxy.get("/ready").json()
+        assert set(brief) == {"ready", "routing_digest"} and brief["ready"] is True, brief
+        assert re.fullmatch(r"[0-9a-f]{16}", brief["routing_digest"]), brief
         assert proxy.get("/metrics").status_code == 401
         assert requests.get(proxy.url + "/metrics", headers={"Authorization": "Bearer tok-a"},
                             timeout=5).status_code == 200
