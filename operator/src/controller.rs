@@ -11,14 +11,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use api::crd::{FeatureView, FeatureViewStatus, HybridOnlineStore, HybridOnlineStoreStatus};
-use futures::StreamExt;
+use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tokio::sync::watch;
 
 use crate::context::Context;
 use crate::error::Error;
@@ -71,6 +73,51 @@ impl Reconciled for FeatureView {
     }
 }
 
+/// A reflector store and whether its watch has listed once.
+#[derive(Clone)]
+pub struct Cache<K: Resource<DynamicType = ()> + 'static> {
+    store: Store<K>,
+    synced: watch::Receiver<bool>,
+}
+
+impl<K: Resource<DynamicType = ()> + Clone + 'static> Cache<K> {
+    /// `store` is fed by a reflector whose output goes through `synced`
+    /// (see [`mark_synced`]).
+    pub fn new(store: Store<K>, synced: watch::Receiver<bool>) -> Self {
+        Cache { store, synced }
+    }
+
+    /// The store once its watch has listed once. Not
+    /// `Store::wait_until_ready`: its readiness wakes one waiter only (see
+    /// [`crate::readiness`]), and concurrent reconciles waiting on it hang.
+    async fn ready(&self) -> Result<&Store<K>, Error> {
+        let mut synced = self.synced.clone();
+        synced
+            .wait_for(|s| *s)
+            .await
+            .map_err(|_| Error::Cancelled)?;
+        Ok(&self.store)
+    }
+}
+
+/// Passes a reflector's events on and sets `synced` once its first full
+/// list ([`watcher::Event::InitDone`]) is in the store (a reflector applies
+/// an event before passing it on).
+pub fn mark_synced<K, S>(
+    events: S,
+    synced: watch::Sender<bool>,
+) -> impl Stream<Item = S::Item> + Send
+where
+    S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send,
+    K: Send,
+{
+    events.inspect_ok(move |e| {
+        if matches!(e, watcher::Event::InitDone) {
+            synced.send_replace(true);
+        }
+    })
+}
+
 /// What a controller's reconciles get: the shared [`Context`] and the
 /// watch caches (reflector stores) of the stores and views the operator
 /// watches. Reconciles read other objects from these instead of listing
@@ -79,8 +126,8 @@ impl Reconciled for FeatureView {
 /// is already in it.
 pub struct Ctx {
     shared: Arc<Context>,
-    views: Store<FeatureView>,
-    stores: Store<HybridOnlineStore>,
+    views: Cache<FeatureView>,
+    stores: Cache<HybridOnlineStore>,
 }
 
 impl Deref for Ctx {
@@ -93,8 +140,8 @@ impl Deref for Ctx {
 impl Ctx {
     pub fn new(
         shared: Arc<Context>,
-        views: Store<FeatureView>,
-        stores: Store<HybridOnlineStore>,
+        views: Cache<FeatureView>,
+        stores: Cache<HybridOnlineStore>,
     ) -> Ctx {
         Ctx {
             shared,
@@ -107,12 +154,10 @@ impl Ctx {
     /// name. Waits for the cache's first full list: an empty cache must
     /// not read as "no views" (the store would route none).
     pub async fn views_of(&self, ns: &str, store: &str) -> Result<Vec<Arc<FeatureView>>, Error> {
-        self.views
-            .wait_until_ready()
-            .await
-            .map_err(|_| Error::Cancelled)?;
         let mut views: Vec<Arc<FeatureView>> = self
             .views
+            .ready()
+            .await?
             .state()
             .into_iter()
             .filter(|v| v.namespace().as_deref() == Some(ns) && v.spec.store_ref == store)
@@ -128,11 +173,11 @@ impl Ctx {
         ns: &str,
         name: &str,
     ) -> Result<Option<Arc<HybridOnlineStore>>, Error> {
-        self.stores
-            .wait_until_ready()
-            .await
-            .map_err(|_| Error::Cancelled)?;
-        Ok(self.stores.get(&ObjectRef::new(name).within(ns)))
+        Ok(self
+            .stores
+            .ready()
+            .await?
+            .get(&ObjectRef::new(name).within(ns)))
     }
 }
 
@@ -211,5 +256,45 @@ async fn report_panic<K: Reconciled>(obj: &K, ctx: &Context) {
     );
     if let Err(e) = crate::status::write(&ctx.client, obj, &old, &status).await {
         tracing::warn!(error = %e, "cannot record the panicked reconcile in the status");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Reconciles wait for a cache concurrently: every waiter must wake
+    /// once the list is in (kube's `Store::wait_until_ready` wakes one).
+    #[tokio::test]
+    async fn every_waiter_wakes_when_the_cache_has_listed() {
+        let (store, _writer) = kube::runtime::reflector::store::<FeatureView>();
+        let (tx, rx) = watch::channel(false);
+        let cache = Cache::new(store, rx);
+        let waiters: Vec<_> = (0..4)
+            .map(|_| {
+                let cache = cache.clone();
+                tokio::spawn(async move { cache.ready().await.map(|s| s.state().len()) })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(waiters.iter().all(|w| !w.is_finished()));
+        tx.send_replace(true);
+        for w in waiters {
+            let listed = tokio::time::timeout(Duration::from_secs(2), w)
+                .await
+                .expect("a waiter was not woken")
+                .unwrap()
+                .unwrap();
+            assert_eq!(listed, 0);
+        }
+        // A sender gone before the list: an error, not a hang.
+        let (store, _writer) = kube::runtime::reflector::store::<FeatureView>();
+        let (tx, rx) = watch::channel(false);
+        drop(tx);
+        assert!(matches!(
+            Cache::new(store, rx).ready().await,
+            Err(Error::Cancelled)
+        ));
     }
 }

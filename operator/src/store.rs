@@ -14,9 +14,10 @@ use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::{self, ObjectRef, reflector};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
+use tokio::sync::watch;
 
 use crate::context::Context;
-use crate::controller::{self, Ctx, Reconciled};
+use crate::controller::{self, Cache, Ctx, Reconciled};
 use crate::error::Error;
 use crate::plan::{self, Credentials};
 use crate::readiness::Readiness;
@@ -45,13 +46,18 @@ pub fn run(
     let stores = controller::scoped::<HybridOnlineStore>(client, ns);
     let views = controller::scoped::<FeatureView>(client, ns);
     let (view_cache, view_writer) = reflector::store();
+    let (views_synced, views_ready) = watch::channel(false);
+    let (stores_synced, stores_ready) = watch::channel(false);
     let maps = controller::scoped::<PartialObjectMeta<ConfigMap>>(client, ns);
     let secrets = controller::scoped::<Secret>(client, ns);
     let all = watcher::Config::default;
     let (cache, writer) = reflector::store();
     let store_events = readiness
         .cache(CONTROLLER, "hybridonlinestores")
-        .tap(reflector(writer, watcher(stores, all())))
+        .tap(controller::mark_synced(
+            reflector(writer, watcher(stores, all())),
+            stores_synced,
+        ))
         .applied_objects();
     let map_events = readiness
         .cache(CONTROLLER, "configmaps")
@@ -59,14 +65,21 @@ pub fn run(
         .touched_objects();
     let view_events = readiness
         .cache(CONTROLLER, "featureviews")
-        .tap(reflector(view_writer, watcher(views, all())))
+        .tap(controller::mark_synced(
+            reflector(view_writer, watcher(views, all())),
+            views_synced,
+        ))
         .touched_objects();
     let secret_events = readiness
         .cache(CONTROLLER, "secrets")
         .tap(watcher(secrets, all()))
         .touched_objects();
     let secret_cache = cache.clone();
-    let caches = Ctx::new(ctx, view_cache, cache.clone());
+    let caches = Ctx::new(
+        ctx,
+        Cache::new(view_cache, views_ready),
+        Cache::new(cache.clone(), stores_ready),
+    );
     let controller = Controller::for_stream(store_events, cache)
         .owns_stream(map_events)
         .watches_stream(view_events, |fv: FeatureView| {

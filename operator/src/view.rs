@@ -13,10 +13,11 @@ use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::{self, ObjectRef, reflector};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
+use tokio::sync::watch;
 
 use crate::FINALIZER;
 use crate::context::Context;
-use crate::controller::{self, Ctx, Reconciled};
+use crate::controller::{self, Cache, Ctx, Reconciled};
 use crate::error::Error;
 use crate::plan::{self, Credentials};
 use crate::readiness::Readiness;
@@ -40,18 +41,30 @@ pub fn run(
     let views = controller::scoped::<FeatureView>(&ctx.client, ns);
     let stores = controller::scoped::<HybridOnlineStore>(&ctx.client, ns);
     let (store_cache, store_writer) = reflector::store();
+    let (views_synced, views_ready) = watch::channel(false);
+    let (stores_synced, stores_ready) = watch::channel(false);
     let all = watcher::Config::default;
     let (cache, writer) = reflector::store();
     let view_events = readiness
         .cache(CONTROLLER, "featureviews")
-        .tap(reflector(writer, watcher(views, all())))
+        .tap(controller::mark_synced(
+            reflector(writer, watcher(views, all())),
+            views_synced,
+        ))
         .applied_objects();
     let store_events = readiness
         .cache(CONTROLLER, "hybridonlinestores")
-        .tap(reflector(store_writer, watcher(stores, all())))
+        .tap(controller::mark_synced(
+            reflector(store_writer, watcher(stores, all())),
+            stores_synced,
+        ))
         .touched_objects();
     let view_cache = cache.clone();
-    let caches = Ctx::new(ctx, cache.clone(), store_cache);
+    let caches = Ctx::new(
+        ctx,
+        Cache::new(cache.clone(), views_ready),
+        Cache::new(store_cache, stores_ready),
+    );
     let controller = Controller::for_stream(view_events, cache)
         // A store's change (backends, routing tag, secrets fixed) re-routes its views.
         .watches_stream(store_events, move |s: HybridOnlineStore| {

@@ -3186,7 +3186,9 @@ print(json.dumps(report))
 /// data directory the operator used: the Pod mounts none). Rows written over
 /// HTTPS with a writer's token are read back with Feast's SDK `remote`
 /// online store over TLS with a reader's token; without a token the same
-/// read is a 401.
+/// read is a 401. With a Pod object of the Deployment Ready at 127.0.0.1
+/// (the store's port is the proxy's), the operator reads the routing
+/// digest it serves over HTTPS, trusting the TLS Secret's `ca.crt`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs a kube-apiserver and the Feast venv: run tests/run.sh"]
 async fn the_operators_proxy_deployment_serves_feast_over_tls() {
@@ -3281,7 +3283,7 @@ async fn the_operators_proxy_deployment_serves_feast_over_tls() {
     let tls: Secret = serde_json::from_value(json!({
         "metadata": {"name": "proxy-tls"},
         "type": "kubernetes.io/tls",
-        "data": {"tls.crt": read("tls.crt"), "tls.key": read("tls.key")}
+        "data": {"tls.crt": read("tls.crt"), "tls.key": read("tls.key"), "ca.crt": read("ca.crt")}
     }))
     .unwrap();
     secrets.create(&PostParams::default(), &tls).await.unwrap();
@@ -3313,9 +3315,13 @@ async fn the_operators_proxy_deployment_serves_feast_over_tls() {
         "store",
         json!({"name": "ml", "type": "sqlite", "conf": {"path": "store/online.db"}}),
     );
+    // The store's HTTP port is the one the test's proxy listens on, so the
+    // operator reaches it through a Pod object at 127.0.0.1.
+    let port = free_port();
     store.spec.proxy = Some(
         serde_json::from_value(json!({
             "enabled": true,
+            "port": port,
             "grpcPort": 6567,
             "env": [{"name": "RUST_LOG", "value": "info"}],
             "auth": {"secretName": "proxy-principals"},
@@ -3347,7 +3353,9 @@ async fn the_operators_proxy_deployment_serves_feast_over_tls() {
     .await;
 
     // The Pod as the kubelet would run it: volumes as files under `root`.
-    let pod = d.spec.unwrap().template.spec.unwrap();
+    let d_spec = d.spec.unwrap();
+    let d_selector = d_spec.selector.match_labels.clone().unwrap();
+    let pod = d_spec.template.spec.unwrap();
     let [c] = &pod.containers[..] else {
         panic!("one container expected: {:?}", pod.containers)
     };
@@ -3370,7 +3378,7 @@ async fn the_operators_proxy_deployment_serves_feast_over_tls() {
         ["/etc/hos/auth", "/etc/hos/routing", "/etc/hos/tls"]
     );
     // Only the mount path prefixes are rewritten, and the listeners.
-    let (port, grpc_port) = (free_port(), free_port());
+    let grpc_port = free_port();
     let pod_args = c.args.clone().unwrap();
     let mut args = Vec::new();
     let mut listener: Option<&str> = None;
@@ -3420,6 +3428,43 @@ async fn the_operators_proxy_deployment_serves_feast_over_tls() {
             .spawn()
             .expect("start hos-proxy (build it with `cargo build -p proxy`)"),
     );
+
+    // The operator reads the routing digest the Pod serves over HTTPS
+    // (trusting the TLS Secret's ca.crt; auth on, /ready still says it).
+    {
+        use k8s_openapi::api::core::v1::Pod;
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        let labels = d_selector.clone();
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "store-proxy-0", "labels": labels},
+            "spec": {"containers": [{"name": "proxy", "image": "hos"}]}
+        }))
+        .unwrap();
+        pods.create(&PostParams::default(), &pod).await.unwrap();
+        pods.patch_status(
+            "store-proxy-0",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {
+                "phase": "Running",
+                "podIP": "127.0.0.1",
+                "podIPs": [{"ip": "127.0.0.1"}],
+                "conditions": [{"type": "Ready", "status": "True"}]
+            }})),
+        )
+        .await
+        .unwrap();
+        let cm = maps.get("store-routing").await.unwrap();
+        let doc = cm.data.unwrap()["routing.yaml"].clone();
+        let want = RoutingTable::parse("configmap", &doc).unwrap().digest();
+        let p = wait_for("the Pod's routing digest read over HTTPS", t, || async {
+            let p = stores.get("store").await.ok()?.status?.proxy?;
+            (p.up_to_date_replicas == 1).then_some(p)
+        })
+        .await;
+        assert_eq!(p.expected_routing_digest.as_deref(), Some(want.as_str()));
+        assert_eq!(p.replicas[0].routing_digest.as_deref(), Some(want.as_str()));
+        assert_eq!(p.replicas[0].error, None);
+    }
 
     // The Feast SDK reads through it.
     let script = dir.join("feast_remote.py");
