@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{
     Affinity, EnvVar, ResourceRequirements, Toleration, TopologySpreadConstraint,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -126,6 +126,69 @@ pub struct HybridOnlineStoreSpec {
     /// back to false to apply that plan.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dry_run: bool,
+    /// A Feast registry holding the project's views (`feast apply`
+    /// writes it): every view of `project` in it is routed by its
+    /// routing tag, its tables provisioned, as if a FeatureView of this
+    /// store described it. A FeatureView of the same Feast name overrides
+    /// the registry's view.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<RegistrySpec>,
+}
+
+fn default_refresh_seconds() -> i32 {
+    60
+}
+
+/// Where the operator reads the project's Feast registry: exactly one of
+/// `remote` or `sql`. Secrets are read from the store's namespace only.
+#[derive(KubeSchema, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.remote) != has(self.sql)").message("registry takes exactly one of remote or sql"))]
+pub struct RegistrySpec {
+    /// Feast's registry server (`feast serve_registry`, or the one the
+    /// Feast operator deploys).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<RemoteRegistrySpec>,
+    /// A SQL registry (`registry_type: sql`): SQLite or PostgreSQL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sql: Option<SqlRegistrySpec>,
+    /// Seconds between two reads of the registry (default 60).
+    #[serde(default = "default_refresh_seconds")]
+    #[schemars(range(min = 5, max = 86400))]
+    pub refresh_seconds: i32,
+}
+
+/// A Feast registry server.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RemoteRegistrySpec {
+    /// `host:port` of its gRPC listener (e.g.
+    /// `feast-example-registry.feast.svc.cluster.local:443`).
+    #[schemars(regex(pattern = r"^[^\s/@]+:[0-9]{1,5}$"), length(min = 3, max = 260))]
+    pub endpoint: String,
+    /// Connect over TLS (Feast's `is_tls`).
+    #[serde(default)]
+    pub tls: bool,
+    /// A Secret key holding the PEM CA the server's certificate is checked
+    /// against (with `tls`); unset: the public web roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<SecretKeyRef>,
+    /// A Secret key holding a bearer token sent with every call (a server
+    /// with `auth` enabled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_secret_ref: Option<SecretKeyRef>,
+}
+
+/// A SQL registry; its SQLAlchemy URL (with its password) lives in a
+/// Secret.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SqlRegistrySpec {
+    /// A Secret key holding the URL, as Feast's `registry.path`:
+    /// `postgresql+psycopg://user:password@host:5432/db`, or
+    /// `sqlite:///relative/registry.db` (relative to the operator's data
+    /// directory for the namespace, like a SQLite backend's path).
+    pub url_secret_ref: SecretKeyRef,
 }
 
 /// One backend of the store.
@@ -513,7 +576,8 @@ pub struct ProxyLimits {
 pub struct HybridOnlineStoreStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready`, `BackendsReachable`, `Routed`.
+    /// `Ready`, `BackendsReachable`, `Routed`, and `RegistryRead` with
+    /// `spec.registry`.
     #[serde(default)]
     pub conditions: Vec<Condition>,
     /// Number of backends.
@@ -535,6 +599,33 @@ pub struct HybridOnlineStoreStatus {
     /// The proxy, while `spec.proxy.enabled`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy: Option<ProxyStatus>,
+    /// The registry, while `spec.registry` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<RegistryStatus>,
+}
+
+/// The last read of the store's Feast registry.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RegistryStatus {
+    /// Where the registry is, without credentials (`grpc://host:port`,
+    /// `postgresql://user:***@host/db`, `sqlite:///path`).
+    pub location: String,
+    /// Whether the last read succeeded.
+    pub ok: bool,
+    /// Why the last read failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// When the registry was last read successfully.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_read_time: Option<Time>,
+    /// Views of the project in the last successful read.
+    #[serde(default)]
+    pub views: i32,
+    /// Their names, sorted (the first 100).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    pub view_names: Vec<String>,
 }
 
 /// Where clients reach a store's proxy and how many of its Pods are ready.
@@ -868,6 +959,58 @@ pub fn crd_documents() -> Result<Vec<(&'static str, String)>, crate::yaml::Write
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `spec.registry`: one kind, a default refresh, and Secret references
+    /// that cannot name another namespace (the type has no such field: a
+    /// `namespace` key is refused here, and the CRD schema has none, so the
+    /// API server prunes it).
+    #[test]
+    fn registry_spec_parses_and_secret_refs_stay_in_the_namespace() {
+        let r: RegistrySpec = serde_json::from_value(serde_json::json!({
+            "remote": {"endpoint": "registry.feast.svc:6570", "tokenSecretRef": {"name": "t", "key": "token"}}
+        }))
+        .unwrap();
+        assert_eq!(r.refresh_seconds, 60);
+        let remote = r.remote.unwrap();
+        assert!(!remote.tls);
+        assert_eq!(remote.token_secret_ref.unwrap().key, "token");
+        let r: RegistrySpec = serde_json::from_value(serde_json::json!({
+            "sql": {"urlSecretRef": {"name": "reg", "key": "url"}}, "refreshSeconds": 5
+        }))
+        .unwrap();
+        assert_eq!(r.sql.unwrap().url_secret_ref.name, "reg");
+        assert_eq!(r.refresh_seconds, 5);
+        let other_ns = serde_json::json!({
+            "sql": {"urlSecretRef": {"name": "reg", "key": "url", "namespace": "kube-system"}}
+        });
+        let e = serde_json::from_value::<RegistrySpec>(other_ns).unwrap_err();
+        assert!(e.to_string().contains("namespace"), "{e}");
+
+        use kube::CustomResourceExt;
+        let crd = serde_json::to_value(HybridOnlineStore::crd()).unwrap();
+        let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+            ["registry"];
+        let rules: Vec<&str> = spec["x-kubernetes-validations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["rule"].as_str().unwrap())
+            .collect();
+        assert_eq!(rules, ["has(self.remote) != has(self.sql)"]);
+        assert_eq!(
+            spec["properties"]["refreshSeconds"]["minimum"].as_f64(),
+            Some(5.0)
+        );
+        for r in [
+            &spec["properties"]["sql"]["properties"]["urlSecretRef"],
+            &spec["properties"]["remote"]["properties"]["caSecretRef"],
+            &spec["properties"]["remote"]["properties"]["tokenSecretRef"],
+        ] {
+            let mut keys: Vec<&String> = r["properties"].as_object().unwrap().keys().collect();
+            keys.sort();
+            assert_eq!(keys, ["key", "name"], "{r}");
+        }
+    }
 
     /// The phases are written as the strings the status always had, so a
     /// move in progress when the operator is upgraded reads back; anything

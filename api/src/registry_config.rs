@@ -269,7 +269,9 @@ fn file_location(path: &str) -> Result<RegistryLocation, String> {
     Ok(RegistryLocation::File(path.to_string()))
 }
 
-fn sql_url(url: &str) -> Result<SqlUrl, String> {
+/// Parses a SQLAlchemy URL of a registry this project reads (SQLite or
+/// PostgreSQL); the message never holds the URL's password.
+pub fn sql_url(url: &str) -> Result<SqlUrl, String> {
     let (scheme, rest) = url
         .split_once("://")
         .ok_or_else(|| format!("`{}` is not a SQLAlchemy URL", redact_url(url)))?;
@@ -287,7 +289,9 @@ fn sql_url(url: &str) -> Result<SqlUrl, String> {
     }
 }
 
-fn remote_target(path: &str) -> Result<String, String> {
+/// The `host:port` of a registry server, from Feast's remote registry
+/// `path` (a scheme such as `grpc://` is dropped).
+pub fn remote_target(path: &str) -> Result<String, String> {
     let target = path
         .strip_prefix("grpc://")
         .or_else(|| path.strip_prefix("grpcs://"))

@@ -4,12 +4,15 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use api::registry::RegistryContents;
 use api::routing::Backend;
+use backends::registry::RegistryReader;
 use backends::{BackendError, OnlineStore, OpenContext};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Api, Client, Resource};
 use tokio::sync::Mutex;
@@ -35,6 +38,23 @@ pub struct Context {
     /// HTTP port (see [`crate::plan::operator_peer`]).
     pub operator_peer: Option<NetworkPolicyPeer>,
     connections: Mutex<HashMap<String, Arc<dyn OnlineStore>>>,
+    /// The last read of each store's registry, by `<namespace>/<store>`.
+    registry_reads: Mutex<HashMap<String, RegistryRead>>,
+}
+
+/// One read of a store's Feast registry. It is reused until it is
+/// `refreshSeconds` old (or the registry's settings change), so the
+/// reconciles in between (a status write, a FeatureView change) do not
+/// read the registry again.
+#[derive(Clone)]
+pub struct RegistryRead {
+    /// Hash of the location, project and credentials it was read with.
+    fingerprint: String,
+    at: Instant,
+    /// When it was read.
+    pub time: Time,
+    /// The project's views and services, or why they could not be read.
+    pub outcome: Result<Arc<RegistryContents>, String>,
 }
 
 impl Context {
@@ -57,7 +77,45 @@ impl Context {
             data_dir,
             operator_peer: None,
             connections: Mutex::new(HashMap::new()),
+            registry_reads: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The registry as `reader` reads it, at most `max_age` old: the last
+    /// read of store `key` (`<namespace>/<store>`) when it is recent and
+    /// was made with the same `fingerprint`, else a new read (bounded by
+    /// the reader's deadline).
+    pub async fn read_registry(
+        &self,
+        key: &str,
+        fingerprint: &str,
+        max_age: Duration,
+        reader: &RegistryReader,
+    ) -> RegistryRead {
+        let cached = self.registry_reads.lock().await.get(key).cloned();
+        if let Some(r) = cached
+            && r.fingerprint == fingerprint
+            && r.at.elapsed() < max_age
+        {
+            return r;
+        }
+        let outcome = reader.read().await.map(Arc::new).map_err(|e| e.to_string());
+        let read = RegistryRead {
+            fingerprint: fingerprint.to_string(),
+            at: Instant::now(),
+            time: Time(k8s_openapi::jiff::Timestamp::now()),
+            outcome,
+        };
+        self.registry_reads
+            .lock()
+            .await
+            .insert(key.to_string(), read.clone());
+        read
+    }
+
+    /// Drops the kept read of store `key` (its registry was unset).
+    pub async fn forget_registry(&self, key: &str) {
+        self.registry_reads.lock().await.remove(key);
     }
 
     /// Sets [`Context::operator_peer`].

@@ -16,10 +16,16 @@ use kube::{Resource, ResourceExt};
 use md5::{Digest, Md5};
 
 mod proxy;
+mod registry;
 pub use proxy::{
     AUTH_DIR, AUTH_FILE, ProxyObjects, TLS_DIR, limit_args, operator_peer, parse_labels,
     proxy_auth, proxy_desired_replicas, proxy_name, proxy_objects, proxy_pod_selector,
     proxy_status,
+};
+pub use registry::{
+    REGISTRY_VIEWS_ANNOTATION, RegistryRoutes, RegistrySource, published_registry_views,
+    published_table, registry_routes, registry_secret_refs, registry_source, registry_view_names,
+    routable_services,
 };
 
 /// Where the proxy Deployment mounts a store's Secrets (its
@@ -426,11 +432,14 @@ pub fn routed_view(def: &FeatureViewDef, backend: &str) -> RoutedView {
 }
 
 /// The routing table for a store: its backends (credentials as mounted
-/// files) and the views whose tables are provisioned, each on the backend
-/// its status records, so the ConfigMap switches only after provisioning.
+/// files), the views whose tables are provisioned, each on the backend
+/// its status records (or the registry's views where they were
+/// provisioned), so the ConfigMap switches only after provisioning, and
+/// the registry's feature services over them.
 pub fn routing_table(
     store: &HybridOnlineStore,
     views: &[RoutedView],
+    services: &[api::routing::FeatureService],
 ) -> Result<RoutingTable, ConfigError> {
     let mut table = RoutingTable {
         schema_version: SCHEMA_VERSION,
@@ -440,7 +449,7 @@ pub fn routing_table(
         default_backend: store.spec.default_store.clone(),
         backends: backends(store, Credentials::Mounted)?,
         feature_views: views.to_vec(),
-        feature_services: Vec::new(),
+        feature_services: services.to_vec(),
     };
     table.normalize();
     table.validate_for_configmap(&format!("HybridOnlineStore {}", store.name_any()))?;
@@ -452,9 +461,27 @@ pub fn content_hash(doc: &str) -> String {
     hex::encode(Md5::digest(doc.as_bytes()))
 }
 
-/// The routing ConfigMap, owned by the store.
-pub fn configmap(store: &HybridOnlineStore, doc: &str) -> ConfigMap {
+/// The routing ConfigMap, owned by the store; `registry_views` are the
+/// routed views that come from the store's registry
+/// ([`REGISTRY_VIEWS_ANNOTATION`]).
+pub fn configmap(
+    store: &HybridOnlineStore,
+    doc: &str,
+    registry_views: &BTreeSet<String>,
+) -> ConfigMap {
     let name = store.name_any();
+    let mut annotations = BTreeMap::from([
+        (HASH_ANNOTATION.to_string(), content_hash(doc)),
+        (
+            GENERATION_ANNOTATION.to_string(),
+            store.metadata.generation.unwrap_or_default().to_string(),
+        ),
+    ]);
+    if !registry_views.is_empty() {
+        // A set of strings always serializes.
+        let list = serde_json::to_string(registry_views).unwrap_or_default();
+        annotations.insert(REGISTRY_VIEWS_ANNOTATION.to_string(), list);
+    }
     ConfigMap {
         metadata: kube::api::ObjectMeta {
             name: Some(configmap_name(&name)),
@@ -466,13 +493,7 @@ pub fn configmap(store: &HybridOnlineStore, doc: &str) -> ConfigMap {
                     "hos-operator".to_string(),
                 ),
             ])),
-            annotations: Some(BTreeMap::from([
-                (HASH_ANNOTATION.to_string(), content_hash(doc)),
-                (
-                    GENERATION_ANNOTATION.to_string(),
-                    store.metadata.generation.unwrap_or_default().to_string(),
-                ),
-            ])),
+            annotations: Some(annotations),
             owner_references: Some(vec![owner(store)]),
             ..Default::default()
         },
@@ -481,12 +502,18 @@ pub fn configmap(store: &HybridOnlineStore, doc: &str) -> ConfigMap {
     }
 }
 
-/// Whether an existing ConfigMap already holds `doc` (then nothing is written).
-pub fn configmap_current(existing: Option<&ConfigMap>, doc: &str) -> bool {
+/// Whether an existing ConfigMap already holds `doc` and names the same
+/// registry views (then nothing is written).
+pub fn configmap_current(
+    existing: Option<&ConfigMap>,
+    doc: &str,
+    registry_views: &BTreeSet<String>,
+) -> bool {
     existing
         .and_then(|c| c.data.as_ref())
         .and_then(|d| d.get(ROUTING_KEY))
         .is_some_and(|d| d == doc)
+        && registry_view_names(existing) == *registry_views
 }
 
 /// Sets a condition, keeping `lastTransitionTime` when the status is unchanged.
@@ -622,14 +649,23 @@ spec:
         assert_eq!(b.name, "c");
         let view = routed_view(&def, &b.name);
         assert_eq!(view.backend, "c");
-        let table = routing_table(&s, &[view]).unwrap();
+        let table = routing_table(&s, &[view], &[]).unwrap();
         let doc = table.to_yaml();
         assert!(doc.contains("file: cass/pass"), "{doc}");
-        let cm = configmap(&s, &doc);
+        let none = BTreeSet::new();
+        let cm = configmap(&s, &doc, &none);
         assert_eq!(cm.metadata.name.as_deref(), Some("s-routing"));
         assert_eq!(cm.metadata.owner_references.unwrap()[0].uid, "u1");
-        assert!(configmap_current(Some(&configmap(&s, &doc)), &doc));
-        assert!(!configmap_current(Some(&configmap(&s, "other")), &doc));
+        assert!(configmap_current(
+            Some(&configmap(&s, &doc, &none)),
+            &doc,
+            &none
+        ));
+        assert!(!configmap_current(
+            Some(&configmap(&s, "other", &none)),
+            &doc,
+            &none
+        ));
 
         let values = SecretValues::from([
             (("cass".into(), "user".into()), "u".into()),

@@ -2,6 +2,7 @@
 //! and owns the routing ConfigMap (the views whose tables are provisioned,
 //! on the backend their status records).
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +25,7 @@ use crate::readiness::Readiness;
 use crate::{FINALIZER, MANAGER};
 
 mod proxy;
+mod registry;
 mod replicas;
 
 const CONTROLLER: &str = <HybridOnlineStore as Reconciled>::CONTROLLER;
@@ -94,7 +96,12 @@ pub fn run(
                 .state()
                 .into_iter()
                 .filter(|st| st.namespace().as_deref() == Some(ns.as_str()))
-                .filter(|st| plan::secret_refs(st).iter().any(|(n, _)| *n == name))
+                .filter(|st| {
+                    plan::secret_refs(st)
+                        .iter()
+                        .chain(plan::registry_secret_refs(st).iter())
+                        .any(|(n, _)| *n == name)
+                })
                 .map(|st| ObjectRef::from(st.as_ref()))
                 .collect::<Vec<_>>()
         })
@@ -171,6 +178,8 @@ async fn apply(store: Arc<HybridOnlineStore>, ctx: &Ctx, ns: &str) -> Result<Act
         conditions: old.conditions.clone(),
         // Changed only by the proxy's own reconcile below.
         proxy: old.proxy.clone(),
+        // Likewise by the registry's.
+        registry: old.registry.clone(),
         ..Default::default()
     };
     let t = now();
@@ -188,6 +197,7 @@ async fn apply(store: Arc<HybridOnlineStore>, ctx: &Ctx, ns: &str) -> Result<Act
 
     // 2. Secrets and reachability.
     let (values, missing) = ctx.secret_values(ns, &plan::secret_refs(&store)).await?;
+    let mut resolved_backends = None;
     let reachable = if !missing.is_empty() {
         let msg = format!(
             "{} not found; the backends that need it cannot connect",
@@ -219,13 +229,15 @@ async fn apply(store: Arc<HybridOnlineStore>, ctx: &Ctx, ns: &str) -> Result<Act
             .into_iter()
             .filter_map(|(n, e)| e.map(|e| format!("{n}: {e}")))
             .collect();
+        let count = resolved.len();
+        resolved_backends = Some(resolved);
         if failures.is_empty() {
             plan::set_condition(
                 &mut status.conditions,
                 "BackendsReachable",
                 true,
                 "Reachable",
-                format!("all {} backends answered", resolved.len()),
+                format!("all {count} backends answered"),
                 generation,
                 t.clone(),
             );
@@ -250,57 +262,21 @@ async fn apply(store: Arc<HybridOnlineStore>, ctx: &Ctx, ns: &str) -> Result<Act
         }
     };
 
-    // Dry run: collect the views' plans; change nothing.
-    if store.spec.dry_run {
-        let mut lines = Vec::new();
-        for fv in ctx.views_of(ns, &name).await? {
-            if fv.metadata.deletion_timestamp.is_some() {
-                continue;
-            }
-            let view = plan::feast_name(&fv);
-            let Some(p) = fv.status.as_ref().and_then(|s| s.plan.as_ref()) else {
-                lines.push(format!("view {view}: not planned yet"));
-                continue;
-            };
-            for c in &p.create {
-                lines.push(format!(
-                    "create {c} for view {view} in backend {}",
-                    p.route_to
-                ));
-            }
-            if p.route_from.as_deref() != Some(p.route_to.as_str()) {
-                lines.push(format!(
-                    "route {view}: {} -> {}",
-                    p.route_from.as_deref().unwrap_or("(new)"),
-                    p.route_to
-                ));
-            }
-        }
-        lines.sort();
-        status.plan = lines;
-        status.routing_config_map = old.routing_config_map.clone();
-        plan::set_condition(
-            &mut status.conditions,
-            "Ready",
-            false,
-            "DryRun",
-            "dry run: nothing is applied; see status.plan",
-            generation,
-            t,
-        );
-        write_status(ctx, &store, &old, status).await?;
-        return Ok(Action::requeue(Duration::from_secs(30)));
-    }
-
-    // 3. Routes: provisioned views on the backend their status records.
+    // 3. Routes: the FeatureViews provisioned, on the backend their
+    // status records; then the registry's views (a FeatureView of the
+    // same name overrides the registry's).
+    let maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
+    let cm_name = plan::configmap_name(&name);
+    let existing = maps.get_opt(&cm_name).await?;
+    let feature_views = ctx.views_of(ns, &name).await?;
     let mut routed = Vec::new();
     let mut pending = Vec::new();
-    for fv in ctx.views_of(ns, &name).await? {
+    for fv in &feature_views {
         if fv.metadata.deletion_timestamp.is_some() {
             continue;
         }
         let backend = fv.status.as_ref().and_then(|s| s.backend.clone());
-        let def = plan::view_def(&fv);
+        let def = plan::view_def(fv);
         match (backend, def) {
             (Some(b), Ok(def)) if mounted.iter().any(|m| m.name == b) => {
                 let mut view = plan::routed_view(&def, &b);
@@ -321,10 +297,88 @@ async fn apply(store: Arc<HybridOnlineStore>, ctx: &Ctx, ns: &str) -> Result<Act
                     });
                 routed.push(view)
             }
-            _ => pending.push(plan::feast_name(&fv)),
+            _ => pending.push(plan::feast_name(fv)),
         }
     }
-    let table = match plan::routing_table(&store, &routed) {
+    // A FeatureView takes its name over from the registry once it is
+    // routed (until then the registry's view stays), and while it is being
+    // deleted (its teardown may drop the tables the registry's view would
+    // use; the registry's view is provisioned again once it is gone).
+    let mut overrides: BTreeSet<String> = routed.iter().map(|v| v.name.clone()).collect();
+    overrides.extend(
+        feature_views
+            .iter()
+            .filter(|fv| fv.metadata.deletion_timestamp.is_some())
+            .map(|fv| plan::feast_name(fv)),
+    );
+    let reg = registry::reconcile(
+        ctx,
+        registry::Inputs {
+            store: &store,
+            ns,
+            mounted: &mounted,
+            resolved: resolved_backends.as_deref(),
+            published: existing.as_ref(),
+            overrides: &overrides,
+            feature_views: &routed,
+        },
+        &old,
+        &mut status,
+        &t,
+    )
+    .await?;
+    if let Some(r) = reg.requeue {
+        requeue = requeue.min(r);
+    }
+
+    // Dry run: collect the views' plans; change nothing.
+    if store.spec.dry_run {
+        let mut lines = Vec::new();
+        for fv in &feature_views {
+            if fv.metadata.deletion_timestamp.is_some() {
+                continue;
+            }
+            let view = plan::feast_name(fv);
+            let Some(p) = fv.status.as_ref().and_then(|s| s.plan.as_ref()) else {
+                lines.push(format!("view {view}: not planned yet"));
+                continue;
+            };
+            for c in &p.create {
+                lines.push(format!(
+                    "create {c} for view {view} in backend {}",
+                    p.route_to
+                ));
+            }
+            if p.route_from.as_deref() != Some(p.route_to.as_str()) {
+                lines.push(format!(
+                    "route {view}: {} -> {}",
+                    p.route_from.as_deref().unwrap_or("(new)"),
+                    p.route_to
+                ));
+            }
+        }
+        lines.extend(reg.plan);
+        lines.sort();
+        status.plan = lines;
+        status.routing_config_map = old.routing_config_map.clone();
+        plan::set_condition(
+            &mut status.conditions,
+            "Ready",
+            false,
+            "DryRun",
+            "dry run: nothing is applied; see status.plan",
+            generation,
+            t,
+        );
+        write_status(ctx, &store, &old, status).await?;
+        return Ok(Action::requeue(requeue.min(Duration::from_secs(30))));
+    }
+
+    let registry_names: BTreeSet<String> = reg.views.iter().map(|v| v.name.clone()).collect();
+    routed.extend(reg.views);
+    pending.extend(reg.pending);
+    let services = plan::routable_services(&reg.services, &routed);
+    let table = match plan::routing_table(&store, &routed, &services) {
         Ok(t) => t,
         Err(e) => {
             let refusal = Refusal::new("publish", "InvalidRouting", e.to_string(), t);
@@ -332,11 +386,8 @@ async fn apply(store: Arc<HybridOnlineStore>, ctx: &Ctx, ns: &str) -> Result<Act
         }
     };
     let doc = table.to_yaml();
-    let maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
-    let cm_name = plan::configmap_name(&name);
-    let existing = maps.get_opt(&cm_name).await?;
-    if !plan::configmap_current(existing.as_ref(), &doc) {
-        let cm = plan::configmap(&store, &doc);
+    if !plan::configmap_current(existing.as_ref(), &doc, &registry_names) {
+        let cm = plan::configmap(&store, &doc, &registry_names);
         maps.patch(
             &cm_name,
             &PatchParams::apply(MANAGER).force(),
@@ -390,7 +441,7 @@ async fn apply(store: Arc<HybridOnlineStore>, ctx: &Ctx, ns: &str) -> Result<Act
             false,
             "ViewsPending",
             format!(
-                "not yet provisioned or not routable (see each FeatureView's status): {}",
+                "not yet provisioned or not routable (see each FeatureView's status; a registry view's reason is given): {}",
                 pending.join(", ")
             ),
             generation,
@@ -398,7 +449,7 @@ async fn apply(store: Arc<HybridOnlineStore>, ctx: &Ctx, ns: &str) -> Result<Act
         );
         requeue = requeue.min(Duration::from_secs(60));
     }
-    let ready = reachable && pending.is_empty() && proxy.applied;
+    let ready = reachable && pending.is_empty() && proxy.applied && reg.read_ok;
     let (reason, msg) = if ready {
         (
             "Ready",
@@ -411,6 +462,11 @@ async fn apply(store: Arc<HybridOnlineStore>, ctx: &Ctx, ns: &str) -> Result<Act
         )
     } else if !pending.is_empty() {
         ("ViewsPending", "see the Routed condition".to_string())
+    } else if !reg.read_ok {
+        (
+            "RegistryNotRead",
+            format!("see the {} condition", registry::CONDITION),
+        )
     } else {
         (
             "ProxyNotApplied",

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use api::crd::{FeatureView, FeatureViewStatus, HybridOnlineStore, TeardownPolicy};
+use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
@@ -581,9 +582,11 @@ async fn plan_only(
 
 /// The other live views of `fv`'s store that route to `backend`: storage
 /// they share with `fv` (a Bigtable table per entity set) must stay when
-/// `fv`'s is dropped there.
+/// `fv`'s is dropped there. Those are the store's other FeatureViews
+/// provisioned there and the registry views its routing ConfigMap routes
+/// there.
 ///
-/// A fresh API list, not the watch cache: it decides what a drop keeps
+/// Fresh API reads, not the watch cache: they decide what a drop keeps
 /// (on delete, and when a live move retires its old backend), and a cache
 /// a moment behind could miss a view just provisioned on `backend` whose
 /// shared table would then be dropped under it. Deletes and finished moves
@@ -594,12 +597,34 @@ pub(crate) async fn staying_views(
     fv: &FeatureView,
     backend: &str,
 ) -> Result<Vec<api::routing::RoutedView>, kube::Error> {
+    let store = &fv.spec.store_ref;
+    let mut views = feature_views_on(ctx, ns, store, backend, Some(&fv.name_any())).await?;
+    let maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
+    let published = maps.get_opt(&plan::configmap_name(store)).await?;
+    let own = plan::feast_name(fv);
+    for v in plan::published_registry_views(published.as_ref()) {
+        if v.backend == backend && v.name != own && !views.iter().any(|w| w.name == v.name) {
+            views.push(v);
+        }
+    }
+    Ok(views)
+}
+
+/// The live FeatureViews of store `store` provisioned on `backend` (all
+/// but the object named `except`), from a fresh API list.
+pub(crate) async fn feature_views_on(
+    ctx: &Context,
+    ns: &str,
+    store: &str,
+    backend: &str,
+    except: Option<&str>,
+) -> Result<Vec<api::routing::RoutedView>, kube::Error> {
     let views: Api<FeatureView> = Api::namespaced(ctx.client.clone(), ns);
     Ok(views
         .list(&Default::default())
         .await?
         .into_iter()
-        .filter(|o| o.name_any() != fv.name_any() && o.spec.store_ref == fv.spec.store_ref)
+        .filter(|o| Some(o.name_any().as_str()) != except && o.spec.store_ref == store)
         .filter(|o| o.metadata.deletion_timestamp.is_none())
         .filter(|o| o.status.as_ref().and_then(|s| s.backend.as_deref()) == Some(backend))
         .filter_map(|o| {
@@ -608,6 +633,69 @@ pub(crate) async fn staying_views(
                 .map(|d| plan::routed_view(&d, backend))
         })
         .collect())
+}
+
+/// How tearing a view's storage down in one backend went.
+#[derive(Debug)]
+pub(crate) enum Teardown {
+    /// Dropped: the storage objects, as `<kind> <name>`.
+    Dropped(Vec<String>),
+    /// The backend is no longer in the store: nothing to drop there.
+    NoBackend,
+    /// Not now (the store's spec or a Secret must be fixed first): why,
+    /// and when to try again.
+    Blocked(String, Duration),
+    /// The backend failed: why (tried again after 30 s).
+    Failed(String),
+}
+
+/// Drops `view`'s storage in backend `backend_name` of `store`, keeping
+/// the storage the `remaining` views there share. The teardown policy is
+/// the caller's to check. Used for a deleted FeatureView and for a view
+/// that left the store's registry.
+pub(crate) async fn tear_down(
+    ctx: &Context,
+    ns: &str,
+    store: &HybridOnlineStore,
+    backend_name: &str,
+    view: &api::routing::RoutedView,
+    remaining: &[api::routing::RoutedView],
+) -> Result<Teardown, Error> {
+    // The spec first: no Secret is read for a store the operator refuses.
+    if let Err(e) = plan::backends(store, Credentials::Mounted) {
+        let msg = format!("cannot tear down until the store is fixed: {e}");
+        return Ok(Teardown::Blocked(msg, Duration::from_secs(60)));
+    }
+    let (values, missing) = ctx.secret_values(ns, &plan::secret_refs(store)).await?;
+    let resolved = match plan::backends(store, Credentials::Resolved(&values)) {
+        Ok(r) if missing.is_empty() => r,
+        Ok(_) => {
+            let msg = format!("cannot tear down yet: {}", missing.join(", "));
+            return Ok(Teardown::Blocked(msg, Duration::from_secs(30)));
+        }
+        Err(e) => {
+            let msg = format!("cannot tear down yet: {e}");
+            return Ok(Teardown::Blocked(msg, Duration::from_secs(30)));
+        }
+    };
+    let Some(backend) = resolved.iter().find(|b| b.name == backend_name) else {
+        return Ok(Teardown::NoBackend);
+    };
+    let conn = match ctx.connect(ns, &store.name_any(), backend).await {
+        Ok(c) => c,
+        Err(e) => return Ok(Teardown::Failed(format!("backend {backend_name}: {e}"))),
+    };
+    let remaining: Vec<&api::routing::RoutedView> = remaining.iter().collect();
+    let project = &store.spec.project;
+    if let Err(e) = conn.drop_view(project, view, &remaining).await {
+        return Ok(Teardown::Failed(format!("backend {backend_name}: {e}")));
+    }
+    Ok(Teardown::Dropped(
+        conn.storage_objects(project, view)
+            .into_iter()
+            .map(|o| format!("{} {}", o.kind, o.name))
+            .collect(),
+    ))
 }
 
 async fn cleanup(fv: Arc<FeatureView>, ctx: &Context, ns: &str) -> Result<Action, Error> {
@@ -634,71 +722,43 @@ async fn cleanup(fv: Arc<FeatureView>, ctx: &Context, ns: &str) -> Result<Action
         .await;
         return Ok(Action::await_change());
     }
-    // The spec first: no Secret is read for a store the operator refuses.
-    if let Err(e) = plan::backends(&store, Credentials::Mounted) {
-        // Keep the finalizer: deleting now would leak the tables.
-        let msg = format!("cannot tear down until the store is fixed: {e}");
-        ctx.event(fv.as_ref(), true, "TeardownBlocked", msg).await;
-        return Ok(Action::requeue(Duration::from_secs(60)));
-    }
-    let (values, missing) = ctx.secret_values(ns, &plan::secret_refs(&store)).await?;
-    let resolved = plan::backends(&store, Credentials::Resolved(&values));
-    let def = plan::view_def(&fv);
-    let (Ok(resolved), Ok(def), true) = (resolved, def, missing.is_empty()) else {
-        // Keep the finalizer: deleting now would leak the tables.
-        let msg = format!("cannot tear down yet: {}", missing.join(", "));
-        ctx.event(fv.as_ref(), true, "TeardownBlocked", msg).await;
-        return Ok(Action::requeue(Duration::from_secs(30)));
-    };
-    let Some(backend) = resolved.iter().find(|b| b.name == backend_name) else {
-        return Ok(Action::await_change());
+    let def = match plan::view_def(&fv) {
+        Ok(d) => d,
+        Err(e) => {
+            // Keep the finalizer: deleting now would leak the tables.
+            let msg = format!("cannot tear down yet: {e}");
+            ctx.event(fv.as_ref(), true, "TeardownBlocked", msg).await;
+            return Ok(Action::requeue(Duration::from_secs(30)));
+        }
     };
     let routed = plan::routed_view(&def, &backend_name);
     // Views staying on this backend keep storage they share.
     let others = staying_views(ctx, ns, &fv, &backend_name).await?;
-    let remaining: Vec<&api::routing::RoutedView> = others.iter().collect();
-    let conn = match ctx.connect(ns, &store.name_any(), backend).await {
-        Ok(c) => c,
-        Err(e) => {
+    match tear_down(ctx, ns, &store, &backend_name, &routed, &others).await? {
+        Teardown::NoBackend => Ok(Action::await_change()),
+        Teardown::Blocked(msg, retry) => {
+            // Keep the finalizer: deleting now would leak the tables.
+            ctx.event(fv.as_ref(), true, "TeardownBlocked", msg).await;
+            Ok(Action::requeue(retry))
+        }
+        Teardown::Failed(msg) => {
+            ctx.event(fv.as_ref(), true, "TeardownFailed", msg).await;
+            Ok(Action::requeue(Duration::from_secs(30)))
+        }
+        Teardown::Dropped(tables) => {
             ctx.event(
                 fv.as_ref(),
-                true,
-                "TeardownFailed",
-                format!("backend {backend_name}: {e}"),
+                false,
+                "TornDown",
+                format!(
+                    "teardownPolicy Delete: dropped {} in backend {backend_name}",
+                    tables.join(", ")
+                ),
             )
             .await;
-            return Ok(Action::requeue(Duration::from_secs(30)));
+            Ok(Action::await_change())
         }
-    };
-    if let Err(e) = conn
-        .drop_view(&store.spec.project, &routed, &remaining)
-        .await
-    {
-        ctx.event(
-            fv.as_ref(),
-            true,
-            "TeardownFailed",
-            format!("backend {backend_name}: {e}"),
-        )
-        .await;
-        return Ok(Action::requeue(Duration::from_secs(30)));
     }
-    let tables: Vec<String> = conn
-        .storage_objects(&store.spec.project, &routed)
-        .into_iter()
-        .map(|o| format!("{} {}", o.kind, o.name))
-        .collect();
-    ctx.event(
-        fv.as_ref(),
-        false,
-        "TornDown",
-        format!(
-            "teardownPolicy Delete: dropped {} in backend {backend_name}",
-            tables.join(", ")
-        ),
-    )
-    .await;
-    Ok(Action::await_change())
 }
 
 /// Applies the status when it changed, so an idle reconcile writes nothing.

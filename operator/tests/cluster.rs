@@ -3079,6 +3079,28 @@ async fn volume_files(
     }
 }
 
+/// The Feast venv: `HOS_FEAST_VENV`, else the one
+/// `tests/scripts/feast-env.sh` makes (or finds cached).
+fn feast_venv() -> String {
+    std::env::var("HOS_FEAST_VENV").unwrap_or_else(|_| {
+        let out = Command::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/scripts/feast-env.sh"
+        ))
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run tests/scripts/feast-env.sh");
+        assert!(out.status.success(), "feast-env.sh failed");
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap()
+            .trim()
+            .to_string()
+    })
+}
+
 /// Runs `openssl` in `dir`; panics with its stderr when it fails.
 fn openssl(dir: &std::path::Path, args: &[&str]) {
     let out = Command::new("openssl")
@@ -3194,23 +3216,7 @@ print(json.dumps(report))
 async fn the_operators_proxy_deployment_serves_feast_over_tls() {
     use k8s_openapi::api::apps::v1::Deployment;
 
-    let venv = std::env::var("HOS_FEAST_VENV").unwrap_or_else(|_| {
-        let out = Command::new(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../tests/scripts/feast-env.sh"
-        ))
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("run tests/scripts/feast-env.sh");
-        assert!(out.status.success(), "feast-env.sh failed");
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .last()
-            .unwrap()
-            .trim()
-            .to_string()
-    });
+    let venv = feast_venv();
     let client = Client::try_default().await.unwrap();
     let ns = format!("proxy-pod-{}", std::process::id());
     create_namespace(&client, &ns).await;
@@ -3723,5 +3729,419 @@ async fn the_status_names_the_routing_each_proxy_pod_serves() {
 
     drop(proxy);
     drop(op);
+    release(&client, &ns, None).await;
+}
+
+/// `features.py` of the Feast repo in
+/// `registry_views_are_routed_and_provisioned_without_feature_view_crs`:
+/// one entity, a view tagged for team_a and, with `both`, one for team_b.
+fn registry_features(both: bool) -> String {
+    let clicks = if both {
+        r#"
+clicks = FeatureView(
+    name="user_clicks", entities=[user], ttl=timedelta(hours=1), source=src,
+    schema=[Field(name="user_id", dtype=Int64), Field(name="clicks", dtype=Int64)],
+    tags={"team": "team_b"})
+"#
+    } else {
+        ""
+    };
+    format!(
+        r#"from datetime import timedelta
+from pathlib import Path
+
+from feast import Entity, FeatureView, Field, FileSource, ValueType
+from feast.types import Int64, String
+
+user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.INT64)
+src = FileSource(name="events", path=str(Path(__file__).resolve().parent / "unused.parquet"),
+                 timestamp_field="event_timestamp")
+profile = FeatureView(
+    name="user_profile", entities=[user], ttl=timedelta(days=1), source=src,
+    schema=[Field(name="user_id", dtype=Int64), Field(name="age", dtype=Int64),
+            Field(name="country", dtype=String)],
+    tags={{"team": "team_a"}})
+{clicks}"#
+    )
+}
+
+/// A `feature_store.yaml` for project `regop` with `registry` (YAML
+/// mapping lines, indented by two).
+fn registry_repo(dir: &std::path::Path, registry: &str) {
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    std::fs::write(
+        dir.join("feature_store.yaml"),
+        format!(
+            "project: regop\nprovider: local\nregistry:\n{registry}online_store:\n  type: sqlite\n  path: {}\noffline_store:\n  type: file\nentity_key_serialization_version: 3\n",
+            dir.join("data").join("online.db").display()
+        ),
+    )
+    .unwrap();
+}
+
+/// The real `feast apply` on `repo`; panics with its output on failure.
+async fn feast_apply(venv: &str, repo: &std::path::Path) -> Duration {
+    let mut cmd = Command::new(format!("{venv}/bin/feast"));
+    cmd.arg("-c")
+        .arg(repo)
+        .arg("apply")
+        .current_dir(repo)
+        .env("TZ", "UTC")
+        .env("FEAST_USAGE", "False");
+    let start = Instant::now();
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "feast apply failed\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    start.elapsed()
+}
+
+/// Tables of a SQLite file (none when it does not exist).
+fn sqlite_tables(path: &std::path::Path) -> Vec<String> {
+    if !path.exists() {
+        return Vec::new();
+    }
+    let conn =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    let mut stmt = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+        .unwrap();
+    stmt.query_map([], |r| r.get::<_, String>(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// Issue [M] acceptance: a store naming Feast's registry server
+/// (`feast serve_registry`, loopback only). After `feast apply` of two
+/// views tagged for two teams, the operator creates their tables on the
+/// right SQLite backends and the routing ConfigMap routes them, with no
+/// FeatureView written; `status.registry` and `RegistryRead` report the
+/// read. A view removed by the next `feast apply` leaves the ConfigMap
+/// within `refreshSeconds` plus a margin and, with `teardownPolicy:
+/// Delete`, its table is dropped. With the server stopped, `RegistryRead`
+/// turns False and the ConfigMap stays as it was. A second store whose
+/// Secret reference names another namespace reads nothing from there (the
+/// API server prunes the field; the Secret is looked up in the store's
+/// own namespace).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a kube-apiserver and the Feast venv: run tests/run.sh"]
+async fn registry_views_are_routed_and_provisioned_without_feature_view_crs() {
+    use kube::api::{ApiResource, DynamicObject};
+    use kube::core::GroupVersionKind;
+
+    let venv = feast_venv();
+    let client = Client::try_default().await.unwrap();
+    let ns = format!("registry-{}", std::process::id());
+    let other_ns = format!("registry-other-{}", std::process::id());
+    create_namespace(&client, &ns).await;
+    create_namespace(&client, &other_ns).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+
+    // Feast's registry server on a file registry, and a client repo that
+    // applies through it (as with the Feast operator's registry).
+    let server_repo = dir.join("server");
+    registry_repo(
+        &server_repo,
+        &format!(
+            "  path: {}\n  cache_ttl_seconds: 0\n",
+            server_repo.join("data").join("registry.db").display()
+        ),
+    );
+    let port = free_port();
+    let server_log = dir.join("serve_registry.log");
+    let server = Operator(
+        Command::new(format!("{venv}/bin/python"))
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../tests/registry/serve_registry.py"
+            ))
+            .arg("-c")
+            .arg(&server_repo)
+            .args(["serve_registry", "-p", &port.to_string()])
+            .current_dir(&server_repo)
+            .env("FEAST_USAGE", "False")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&server_log).unwrap())
+            .spawn()
+            .expect("start feast serve_registry"),
+    );
+    let started = Instant::now();
+    wait_for(
+        "feast serve_registry listening",
+        Duration::from_secs(90),
+        || async {
+            std::net::TcpStream::connect(("127.0.0.1", port))
+                .ok()
+                .map(drop)
+        },
+    )
+    .await;
+    eprintln!("serve_registry listening after {:?}", started.elapsed());
+    let repo = dir.join("client");
+    registry_repo(
+        &repo,
+        &format!("  registry_type: remote\n  path: 127.0.0.1:{port}\n"),
+    );
+    std::fs::write(repo.join("features.py"), registry_features(true)).unwrap();
+    let took = feast_apply(&venv, &repo).await;
+    eprintln!("feast apply (two views) took {took:?}");
+
+    // The operator and a store naming the registry; no FeatureView.
+    let data = dir.join("data");
+    std::fs::create_dir_all(data.join(&ns)).unwrap();
+    let log = dir.join("operator.log");
+    let (op, _) = start_operator_with(
+        &ns,
+        "registry-op",
+        &[("HOS_DATA_DIR", data.to_str().unwrap())],
+        &log,
+    );
+    let store: HybridOnlineStore = serde_json::from_value(json!({
+        "apiVersion": "hybrid-online-store.io/v1alpha1",
+        "kind": "HybridOnlineStore",
+        "metadata": {"name": "store", "namespace": ns},
+        "spec": {
+            "project": "regop",
+            "routingTag": "team",
+            "teardownPolicy": "Delete",
+            "onlineStores": [
+                {"name": "team_a", "type": "sqlite", "conf": {"path": "store/team_a.db"}},
+                {"name": "team_b", "type": "sqlite", "conf": {"path": "store/team_b.db"}}
+            ],
+            "registry": {"remote": {"endpoint": format!("127.0.0.1:{port}")}, "refreshSeconds": 5}
+        }
+    }))
+    .unwrap();
+    let stores: Api<HybridOnlineStore> = Api::namespaced(client.clone(), &ns);
+    let pp = PostParams::default();
+    stores.create(&pp, &store).await.unwrap();
+
+    // A second store whose Secret reference names another namespace, where
+    // a Secret of that name exists: the field is not part of the schema.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &other_ns);
+    let planted: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "registry-url"},
+        "stringData": {"url": "sqlite:///planted/registry.db"}
+    }))
+    .unwrap();
+    secrets.create(&pp, &planted).await.unwrap();
+    let gvk = GroupVersionKind::gvk("hybrid-online-store.io", "v1alpha1", "HybridOnlineStore");
+    let dynamic: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), &ns, &ApiResource::from_gvk(&gvk));
+    let sneaky: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "hybrid-online-store.io/v1alpha1",
+        "kind": "HybridOnlineStore",
+        "metadata": {"name": "sneaky", "namespace": ns},
+        "spec": {
+            "project": "regop",
+            "onlineStores": [{"name": "only", "type": "sqlite", "conf": {"path": "sneaky/online.db"}}],
+            "registry": {"sql": {"urlSecretRef": {"name": "registry-url", "key": "url", "namespace": other_ns}}}
+        }
+    }))
+    .unwrap();
+    dynamic.create(&pp, &sneaky).await.unwrap();
+    let stored = dynamic.get("sneaky").await.unwrap();
+    assert_eq!(
+        stored.data["spec"]["registry"]["sql"]["urlSecretRef"],
+        json!({"name": "registry-url", "key": "url"}),
+        "the API server keeps no namespace in a Secret reference"
+    );
+
+    // Both views routed to their team's backend, tables there, status.
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let t0 = Instant::now();
+    let (table, rv) = wait_for(
+        "both registry views routed",
+        Duration::from_secs(120),
+        || async {
+            let (table, rv) = routing(&maps).await?;
+            (backend_of(&table, "user_profile")? == "team_a"
+                && backend_of(&table, "user_clicks")? == "team_b")
+                .then_some((table, rv))
+        },
+    )
+    .await;
+    eprintln!(
+        "both views routed {:?} after the store was created",
+        t0.elapsed()
+    );
+    assert_eq!(table.feature_views.len(), 2);
+    let profile = table.view("user_profile").unwrap();
+    let features: Vec<&str> = profile.features.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(features, ["age", "country"]);
+    assert_eq!(profile.ttl_seconds, Some(86400));
+    assert_eq!(table.view("user_clicks").unwrap().ttl_seconds, Some(3600));
+    let cm = maps.get("store-routing").await.unwrap();
+    assert_eq!(
+        cm.annotations()
+            .get("hybrid-online-store.io/registry-views")
+            .map(String::as_str),
+        Some(r#"["user_clicks","user_profile"]"#)
+    );
+    let db_a = data.join(&ns).join("store/team_a.db");
+    let db_b = data.join(&ns).join("store/team_b.db");
+    assert_eq!(sqlite_tables(&db_a), ["regop_user_profile"]);
+    assert_eq!(sqlite_tables(&db_b), ["regop_user_clicks"]);
+    let s = wait_for("the store Ready", Duration::from_secs(30), || async {
+        let s = stores.get("store").await.ok()?;
+        let st = s.status.clone()?;
+        (condition(Some(&st.conditions), "Ready")?.0 == "True").then_some(st)
+    })
+    .await;
+    let reg = s.registry.clone().unwrap();
+    assert!(reg.ok, "{reg:?}");
+    assert_eq!(reg.location, format!("grpc://127.0.0.1:{port}"));
+    assert_eq!(reg.views, 2);
+    assert_eq!(reg.view_names, ["user_clicks", "user_profile"]);
+    assert!(reg.last_read_time.is_some() && reg.error.is_none());
+    let (st, reason, msg) = condition(Some(&s.conditions), "RegistryRead").unwrap();
+    assert_eq!((st.as_str(), reason.as_str()), ("True", "Read"), "{msg}");
+    assert!(msg.contains("2 feature views of project regop"), "{msg}");
+    assert_eq!(s.routed_views, Some(2));
+    assert_eq!(
+        s.views_per_backend,
+        BTreeMap::from([("team_a".to_string(), 1), ("team_b".to_string(), 1)])
+    );
+    let views: Api<FeatureView> = Api::namespaced(client.clone(), &ns);
+    assert!(
+        views
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty(),
+        "no FeatureView is written"
+    );
+
+    // The sneaky store looked for its Secret in its own namespace only.
+    let sneaky = wait_for(
+        "the sneaky store's RegistryRead",
+        Duration::from_secs(30),
+        || async {
+            let s = stores.get("sneaky").await.ok()?;
+            condition(Some(&s.status?.conditions), "RegistryRead")
+        },
+    )
+    .await;
+    assert_eq!(sneaky.0, "False");
+    assert_eq!(sneaky.1, "SecretMissing");
+    assert!(
+        sneaky.2.contains("Secret registry-url (key url) not found"),
+        "{sneaky:?}"
+    );
+
+    // One view leaves the registry: it leaves the ConfigMap, its table goes.
+    std::fs::write(repo.join("features.py"), registry_features(false)).unwrap();
+    let took = feast_apply(&venv, &repo).await;
+    eprintln!("feast apply (one view) took {took:?}");
+    let applied = Instant::now();
+    let (table, rv) = wait_for(
+        "user_clicks out of the routing ConfigMap",
+        Duration::from_secs(5 + 20),
+        || async {
+            let (table, new_rv) = routing(&maps).await?;
+            (new_rv != rv && table.view("user_clicks").is_none()).then_some((table, new_rv))
+        },
+    )
+    .await;
+    eprintln!(
+        "user_clicks unrouted {:?} after feast apply",
+        applied.elapsed()
+    );
+    assert_eq!(
+        backend_of(&table, "user_profile").as_deref(),
+        Some("team_a")
+    );
+    assert_eq!(table.feature_views.len(), 1);
+    assert_eq!(sqlite_tables(&db_b), Vec::<String>::new());
+    assert_eq!(sqlite_tables(&db_a), ["regop_user_profile"]);
+    let s = wait_for(
+        "status.registry.views 1",
+        Duration::from_secs(15),
+        || async {
+            let st = stores.get("store").await.ok()?.status?;
+            (st.registry.as_ref()?.views == 1).then_some(st)
+        },
+    )
+    .await;
+    assert_eq!(s.registry.unwrap().view_names, ["user_profile"]);
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    let retired: Vec<String> = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("RegistryViewRetired"))
+        .filter_map(|e| e.note)
+        .collect();
+    assert!(
+        retired.iter().any(|n| n.contains("user_clicks")
+            && n.contains("teardownPolicy Delete dropped")
+            && n.contains("team_b")),
+        "{retired:?}"
+    );
+
+    // The registry server stops: RegistryRead=False, nothing retired.
+    drop(server);
+    let stopped = Instant::now();
+    let st = wait_for(
+        "RegistryRead=False",
+        Duration::from_secs(5 + 40),
+        || async {
+            let st = stores.get("store").await.ok()?.status?;
+            (condition(Some(&st.conditions), "RegistryRead")?.0 == "False").then_some(st)
+        },
+    )
+    .await;
+    eprintln!(
+        "RegistryRead=False {:?} after the server stopped",
+        stopped.elapsed()
+    );
+    let (_, reason, msg) = condition(Some(&st.conditions), "RegistryRead").unwrap();
+    assert_eq!(reason, "ReadFailed", "{msg}");
+    assert!(msg.contains(&format!("grpc://127.0.0.1:{port}")), "{msg}");
+    let reg = st.registry.clone().unwrap();
+    assert!(!reg.ok && reg.error.is_some(), "{reg:?}");
+    assert_eq!(reg.views, 1, "the last good read's figures stay");
+    let ready = condition(Some(&st.conditions), "Ready").unwrap();
+    assert_eq!(
+        (ready.0.as_str(), ready.1.as_str()),
+        ("False", "RegistryNotRead")
+    );
+    // Two more refreshes: the ConfigMap is not touched.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let (table, now_rv) = routing(&maps).await.unwrap();
+    assert_eq!(
+        now_rv, rv,
+        "the routing ConfigMap changed while the registry was down"
+    );
+    assert_eq!(
+        backend_of(&table, "user_profile").as_deref(),
+        Some("team_a")
+    );
+    assert_eq!(sqlite_tables(&db_a), ["regop_user_profile"]);
+    let warned = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .any(|e| {
+            e.reason.as_deref() == Some("RegistryReadFailed")
+                && e.type_.as_deref() == Some("Warning")
+        });
+    assert!(warned, "a Warning event RegistryReadFailed");
+
+    drop(op);
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(!log_text.contains("panicked"), "{log_text}");
     release(&client, &ns, None).await;
 }

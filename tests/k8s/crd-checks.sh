@@ -133,6 +133,52 @@ spec:
     - {name: a, type: mongodb, conf: {}}
 YAML
 
+expect_rejected "registry with both kinds" "registry takes exactly one of remote or sql" <<'YAML'
+apiVersion: hybrid-online-store.io/v1alpha1
+kind: HybridOnlineStore
+metadata: {name: tworegistries, namespace: default}
+spec:
+  project: p
+  onlineStores:
+    - {name: a, type: sqlite, conf: {}}
+  registry:
+    remote: {endpoint: "registry.feast.svc:6570"}
+    sql: {urlSecretRef: {name: reg, key: url}}
+YAML
+
+expect_rejected "registry with neither kind" "registry takes exactly one of remote or sql" <<'YAML'
+apiVersion: hybrid-online-store.io/v1alpha1
+kind: HybridOnlineStore
+metadata: {name: noregistry, namespace: default}
+spec:
+  project: p
+  onlineStores:
+    - {name: a, type: sqlite, conf: {}}
+  registry: {refreshSeconds: 60}
+YAML
+
+expect_rejected "registry refreshed too often" "spec.registry.refreshSeconds" <<'YAML'
+apiVersion: hybrid-online-store.io/v1alpha1
+kind: HybridOnlineStore
+metadata: {name: hotregistry, namespace: default}
+spec:
+  project: p
+  onlineStores:
+    - {name: a, type: sqlite, conf: {}}
+  registry: {remote: {endpoint: "registry.feast.svc:6570"}, refreshSeconds: 1}
+YAML
+
+expect_rejected "registry endpoint with a scheme" "spec.registry.remote.endpoint" <<'YAML'
+apiVersion: hybrid-online-store.io/v1alpha1
+kind: HybridOnlineStore
+metadata: {name: schemeregistry, namespace: default}
+spec:
+  project: p
+  onlineStores:
+    - {name: a, type: sqlite, conf: {}}
+  registry: {remote: {endpoint: "http://registry.feast.svc:6570"}}
+YAML
+
 expect_rejected "bad dtype" "spec.schema[0].dtype" <<'YAML'
 apiVersion: hybrid-online-store.io/v1alpha1
 kind: FeatureView
