@@ -9,7 +9,7 @@
 //! the configuration watch, which rebuilds the routing table; a registry
 //! that cannot be read keeps the last good one serving, is reported by
 //! `/ready` and `hos_proxy_registry_fetch_total{result="error"}`, and is
-//! retried with backoff (1 s doubling to 60 s, never longer than the TTL).
+//! retried with backoff (2 s doubling to 60 s, never longer than the TTL).
 //!
 //! The reading itself ([`backends::registry`]) is shared with the
 //! operator; an answer over `--registry-max-bytes` is refused before it is
