@@ -99,6 +99,14 @@ fn note_ignored_keys(file: &str, keys: &[&'static str]) {
     }
 }
 
+/// `feature_store.yaml` read and parsed with the process' environment.
+fn parse_feature_store(path: &Path) -> Result<RepoConfig, LoadError> {
+    let file = path.display().to_string();
+    Ok(RepoConfig::parse(&file, &read(path)?, |k| {
+        std::env::var(k).ok()
+    })?)
+}
+
 fn read(path: &Path) -> Result<String, LoadError> {
     std::fs::read_to_string(path).map_err(|source| LoadError::Io {
         path: path.display().to_string(),
@@ -154,12 +162,7 @@ impl ConfigSource {
         else {
             return Ok(None);
         };
-        let file = feature_store_yaml.display().to_string();
-        Ok(Some(RepoConfig::parse(
-            &file,
-            &read(feature_store_yaml)?,
-            |k| std::env::var(k).ok(),
-        )?))
+        parse_feature_store(feature_store_yaml).map(Some)
     }
 
     /// This source reading its registry from `feed`.
@@ -196,9 +199,7 @@ impl ConfigSource {
                 registry,
             } => {
                 let file = feature_store_yaml.display().to_string();
-                let config = RepoConfig::parse(&file, &read(feature_store_yaml)?, |k| {
-                    std::env::var(k).ok()
-                })?;
+                let config = parse_feature_store(feature_store_yaml)?;
                 note_ignored_keys(&file, &config.ignored_keys);
                 let mut views = Vec::new();
                 let mut services = Vec::new();
@@ -265,8 +266,7 @@ impl ConfigSource {
                 ..
             } => {
                 let mut v = vec![feature_store_yaml.clone()];
-                if let Ok(text) = std::fs::read_to_string(feature_store_yaml)
-                    && let Ok(config) = RepoConfig::parse("", &text, |k| std::env::var(k).ok())
+                if let Ok(config) = parse_feature_store(feature_store_yaml)
                     && let Some(r) = self.registry_path(&config)
                 {
                     v.push(r);
