@@ -517,3 +517,46 @@ async fn postgres_registry(
     let _ = conn.await;
     result.map(|()| reg)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A SQL registry whose rows pass `max_bytes` is refused, not decoded.
+    #[test]
+    fn an_oversized_sql_registry_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("reg.db");
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        for (table, column) in SQL_TABLES {
+            conn.execute(
+                &format!("CREATE TABLE {table} (project_id TEXT, {column} BLOB)"),
+                [],
+            )
+            .unwrap();
+        }
+        let view = core::FeatureView {
+            spec: Some(core::FeatureViewSpec {
+                name: "v".repeat(2_000),
+                project: "p".into(),
+                ..Default::default()
+            }),
+        };
+        conn.execute(
+            "INSERT INTO feature_views VALUES ('p', ?1)",
+            [view.encode_to_vec()],
+        )
+        .unwrap();
+        drop(conn);
+        let err = sqlite_registry(&path, "p", 1_000, "sqlite:///reg.db").unwrap_err();
+        assert!(
+            matches!(err, FetchError::TooLarge { max: 1_000, .. }),
+            "{err}"
+        );
+        let reg = sqlite_registry(&path, "p", 10_000, "sqlite:///reg.db").unwrap();
+        assert_eq!(reg.feature_views.len(), 1);
+        // Another project's rows are not read.
+        let reg = sqlite_registry(&path, "other", 1_000, "sqlite:///reg.db").unwrap();
+        assert!(reg.feature_views.is_empty());
+    }
+}

@@ -268,6 +268,29 @@ mod tests {
     }
 
     #[test]
+    fn bad_flags_are_refused_before_anything_starts() {
+        let config = |endpoint: &str, sample_ratio: f64| TraceConfig {
+            endpoint: endpoint.to_string(),
+            service_name: "t".to_string(),
+            sample_ratio,
+        };
+        for (c, needle) in [
+            (config("http://127.0.0.1:4317", 1.5), "between 0 and 1"),
+            (config("http://127.0.0.1:4317", -0.1), "between 0 and 1"),
+            (config("http://127.0.0.1:4317", f64::NAN), "between 0 and 1"),
+            (config("https://collector:4317", 0.5), "http://"),
+            (config("file:///etc/passwd", 0.5), "http://"),
+            (config("collector:4317", 0.5), "http://"),
+        ] {
+            let Err(e) = Tracing::start::<tracing_subscriber::Registry>(&c) else {
+                panic!("{c:?} was accepted");
+            };
+            assert!(e.to_string().contains(needle), "{c:?}: {e}");
+        }
+        assert!(!enabled(), "a refused configuration enabled tracing");
+    }
+
+    #[test]
     fn spans_cost_nothing_without_an_exporter() {
         assert!(!enabled());
         assert!(backend_span("b", "read").is_none());
