@@ -22,6 +22,11 @@ fn env(name: &str) -> String {
         .unwrap_or_else(|_| panic!("{name} is not set: run this test through tests/run.sh"))
 }
 
+/// Tests share one kube-apiserver. They run side by side (read), except
+/// one that counts the API server's own LIST requests and so must run
+/// alone (write).
+static SERIAL: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 struct Operator(Child);
 
 impl Drop for Operator {
@@ -247,6 +252,7 @@ async fn release(client: &Client, ns: &str, keyspace: Option<&String>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs a kube-apiserver and backends: run tests/run.sh"]
 async fn operator_end_to_end() {
+    let _serial = SERIAL.read().await;
     let client = Client::try_default().await.unwrap();
     let (ns, keyspace) = fresh_namespace(&client, "e2e").await;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
@@ -645,6 +651,7 @@ async fn operator_end_to_end() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs a kube-apiserver and backends: run tests/run.sh"]
 async fn examples_reach_ready() {
+    let _serial = SERIAL.read().await;
     let client = Client::try_default().await.unwrap();
     cql("CREATE KEYSPACE IF NOT EXISTS feast_keyspace WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 1}").await;
     let (ns, keyspace) = fresh_namespace(&client, "examples").await;
@@ -720,6 +727,7 @@ const SECRET_PASSWORD: &str = "pw-7f3c9a1e-never-in-logs";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs a kube-apiserver and backends: run tests/run.sh"]
 async fn dry_run_plan_then_apply_and_operator_safety() {
+    let _serial = SERIAL.read().await;
     let client = Client::try_default().await.unwrap();
     let (ns, keyspace) = fresh_namespace(&client, "plan").await;
     let pp = PostParams::default();
@@ -949,6 +957,7 @@ fn event_time(base: chrono::DateTime<chrono::Utc>, seq: i64) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "needs a kube-apiserver and backends: run tests/run.sh"]
 async fn live_move_under_load() {
+    let _serial = SERIAL.read().await;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
     const BEFORE: i64 = 10_000;
@@ -1465,6 +1474,7 @@ fn bare_store(ns: &str, name: &str, backend: serde_json::Value) -> HybridOnlineS
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs a kube-apiserver and backends: run tests/run.sh"]
 async fn cr_credential_references_are_refused_and_nothing_is_sent() {
+    let _serial = SERIAL.read().await;
     let client = Client::try_default().await.unwrap();
     let (ns, keyspace) = fresh_namespace(&client, "refs").await;
     let pp = PostParams::default();
@@ -1661,6 +1671,7 @@ async fn cr_credential_references_are_refused_and_nothing_is_sent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs a kube-apiserver and backends: run tests/run.sh"]
 async fn a_panicking_reconcile_is_contained() {
+    let _serial = SERIAL.read().await;
     let client = Client::try_default().await.unwrap();
     let (ns, keyspace) = fresh_namespace(&client, "panic").await;
     let pp = PostParams::default();
@@ -1787,6 +1798,7 @@ async fn served_digest(http: &reqwest::Client, base: &str) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs a kube-apiserver and backends: run tests/run.sh"]
 async fn a_proxy_fleet_converges_on_each_routing_change() {
+    let _serial = SERIAL.read().await;
     const PROXIES: usize = 3;
     const CHANGES: u64 = 50;
     const VIEWS: usize = 100;
@@ -1912,6 +1924,7 @@ async fn a_proxy_fleet_converges_on_each_routing_change() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs a kube-apiserver: run tests/run.sh"]
 async fn proxy_objects_follow_the_store_spec() {
+    let _serial = SERIAL.read().await;
     use k8s_openapi::api::apps::v1::Deployment;
     use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
     use k8s_openapi::api::core::v1::Service;
@@ -2463,6 +2476,7 @@ fn replica(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs a kube-apiserver: run tests/run.sh"]
 async fn leader_handover_on_sigterm_and_kill() {
+    let _serial = SERIAL.read().await;
     const ROUNDS: usize = 3;
     let lease = Duration::from_secs(6);
     let retry = Duration::from_secs(2);
@@ -2750,6 +2764,8 @@ fn apiserver_requests(verb: &str, resource: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs a kube-apiserver: run tests/run.sh"]
 async fn reconciles_read_the_watch_caches_not_api_lists() {
+    // Alone: the API server's request counter is shared by every test.
+    let _serial = SERIAL.write().await;
     const ROUNDS: usize = 10;
     let client = Client::try_default().await.unwrap();
     let ns = format!("caches-{}", std::process::id());
@@ -2888,6 +2904,7 @@ async fn reconciles_read_the_watch_caches_not_api_lists() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs a kube-apiserver: run tests/run.sh"]
 async fn readyz_names_the_cache_that_has_not_synced() {
+    let _serial = SERIAL.read().await;
     use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
     use k8s_openapi::api::core::v1::ServiceAccount;
     use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
@@ -3214,6 +3231,7 @@ print(json.dumps(report))
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs a kube-apiserver and the Feast venv: run tests/run.sh"]
 async fn the_operators_proxy_deployment_serves_feast_over_tls() {
+    let _serial = SERIAL.read().await;
     use k8s_openapi::api::apps::v1::Deployment;
 
     let venv = feast_venv();
@@ -3539,6 +3557,7 @@ async fn the_operators_proxy_deployment_serves_feast_over_tls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs a kube-apiserver: run tests/run.sh"]
 async fn the_status_names_the_routing_each_proxy_pod_serves() {
+    let _serial = SERIAL.read().await;
     use k8s_openapi::api::apps::v1::Deployment;
     use k8s_openapi::api::core::v1::Pod;
     use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -3833,6 +3852,7 @@ fn sqlite_tables(path: &std::path::Path) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs a kube-apiserver and the Feast venv: run tests/run.sh"]
 async fn registry_views_are_routed_and_provisioned_without_feature_view_crs() {
+    let _serial = SERIAL.read().await;
     use kube::api::{ApiResource, DynamicObject};
     use kube::core::GroupVersionKind;
 
