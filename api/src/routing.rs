@@ -299,9 +299,25 @@ impl RoutingTable {
 
     /// Parses and validates a routing table document (YAML or JSON).
     pub fn parse(file: &str, text: &str) -> Result<RoutingTable, ConfigError> {
-        // Check the version first so a newer document fails with that reason.
-        let probe: Value = crate::error::from_yaml(file, text)?;
-        match probe.get("schema_version").and_then(Value::as_u64) {
+        // One typed pass over the document (no intermediate tree: a table
+        // of thousands of views is megabytes). The version is still judged
+        // first, so a newer document fails with that reason.
+        let raw = if crate::error::is_json_object(text) {
+            crate::error::from_json::<RawTable>(file, text)
+        } else {
+            crate::error::from_yaml::<RawTable>(file, text)
+        };
+        let version = match &raw {
+            Ok(r) => Some(u64::from(r.schema_version)),
+            // A refused document is read again as a tree, only to find its
+            // version.
+            Err(_) => match crate::error::from_yaml::<Value>(file, text) {
+                Ok(probe) => probe.get("schema_version").and_then(Value::as_u64),
+                // Not YAML at all: the typed pass's error says why.
+                Err(_) => Some(u64::from(SCHEMA_VERSION)),
+            },
+        };
+        match version {
             Some(v) if v == u64::from(SCHEMA_VERSION) => {}
             Some(v) => {
                 return Err(ConfigError::new(
@@ -320,7 +336,7 @@ impl RoutingTable {
                 ));
             }
         }
-        let raw: RawTable = parse_at(probe, file, "")?;
+        let raw = raw?;
         let mut backends = Vec::with_capacity(raw.backends.len());
         for (i, b) in raw.backends.into_iter().enumerate() {
             let path = format!("backends[{i}]");
@@ -344,6 +360,14 @@ impl RoutingTable {
         };
         table.validate(file)?;
         Ok(table)
+    }
+
+    /// Deterministic JSON: the same table always gives the same bytes.
+    /// What the operator publishes: JSON is YAML, so every reader of the
+    /// YAML form reads it, and a proxy parses it many times faster.
+    pub fn to_json(&self) -> String {
+        // Serializing plain structs, strings and numbers cannot fail.
+        serde_json::to_string_pretty(self).unwrap_or_default()
     }
 
     /// Deterministic YAML: the same table always gives the same bytes.

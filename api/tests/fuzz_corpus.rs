@@ -106,6 +106,11 @@ fn routing_table_case(data: &[u8]) -> Result<(), String> {
     let yaml = table.to_yaml();
     let again = RoutingTable::parse("routing.yaml", &yaml).unwrap();
     assert_eq!(again.to_yaml(), yaml);
+    // The JSON form (what the operator publishes) reads back to the same
+    // table by the JSON path.
+    let json = table.to_json();
+    assert!(api::error::is_json_object(&json));
+    assert_eq!(RoutingTable::parse("routing.json", &json).unwrap(), table);
     Ok(())
 }
 

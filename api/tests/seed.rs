@@ -185,6 +185,73 @@ fn routing_table_rejects_bad_documents() {
         let err = RoutingTable::parse("routing.yaml", &doc).unwrap_err();
         assert_eq!(err.path, path, "{err}");
     }
+
+    // The same refusals, with the same paths, for the JSON form.
+    let table = RoutingTable::parse("routing.yaml", &yaml).unwrap();
+    let json = table.to_json();
+    let cases = [
+        (
+            json.replace("\"backend\": \"bigtable\"", "\"backend\": \"nowhere\""),
+            "feature_views[0].backend",
+        ),
+        (
+            json.replace("\"dtype\": \"int64\"", "\"dtype\": \"int99\""),
+            "feature_views[0].features[0].dtype",
+        ),
+        (
+            json.replace("\"schema_version\": 1", "\"schema_version\": 7"),
+            "schema_version",
+        ),
+        (
+            json.replace("\"schema_version\": 1", "\"schema_version\": \"1\""),
+            "schema_version",
+        ),
+        (
+            json.replace(
+                "\"routing_tag\": \"team\"",
+                "\"routing_tag\": \"team\", \"surprise\": 1",
+            ),
+            "surprise",
+        ),
+        (format!("{json} {{}}"), "."),
+    ];
+    for (doc, path) in cases {
+        assert_ne!(doc, json, "the case changed nothing");
+        let err = RoutingTable::parse("routing.json", &doc).unwrap_err();
+        assert_eq!(err.path, path, "{err}");
+    }
+}
+
+/// A hostile JSON document nested far deeper than any configuration is
+/// refused with a message, before anything recurses into it (a stack
+/// overflow would end the process).
+#[test]
+fn deep_json_is_refused_not_a_crash() {
+    let config = RepoConfig::parse("feature_store.yaml", STORE, no_env).unwrap();
+    let views = FeatureViewDef::parse_all("feature_view.yaml", VIEW).unwrap();
+    let json = RoutingTable::from_feast(&config, &views, Vec::new(), "f")
+        .unwrap()
+        .to_json();
+    let deep = format!("{}1{}", "[".repeat(100_000), "]".repeat(100_000));
+    let doc = json.replacen(
+        "\"schema_version\": 1",
+        &format!("\"x\": {deep}, \"schema_version\": 1"),
+        1,
+    );
+    let err = RoutingTable::parse("routing.json", &doc).unwrap_err();
+    assert!(
+        err.message
+            .contains("nesting deeper than 64 levels at line"),
+        "{err}"
+    );
+    // Brackets inside strings are text, not nesting.
+    let text = json.replacen(
+        "\"routing_tag\": \"team\"",
+        &format!("\"routing_tag\": \"{}\"", "[{".repeat(500)),
+        1,
+    );
+    let table = RoutingTable::parse("routing.json", &text).unwrap();
+    assert_eq!(table.routing_tag, "[{".repeat(500));
 }
 
 #[test]

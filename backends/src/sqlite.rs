@@ -217,8 +217,15 @@ async fn run_on<T: Send + 'static>(
         .map_err(|_| BackendError::Unavailable("sqlite worker failed".into()))?
 }
 
-fn is_missing_table(e: &rusqlite::Error) -> bool {
-    e.to_string().contains("no such table")
+/// Whether `table` is absent, asked of the schema (SQLite reports a
+/// missing table as a generic error; its text is not an interface).
+fn table_missing(conn: &Connection, table: &str) -> bool {
+    conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+        [table],
+        |r| r.get::<_, i64>(0),
+    )
+    .is_ok_and(|n| n == 0)
 }
 
 fn read_ts(v: ValueRef<'_>) -> Timestamp {
@@ -245,7 +252,7 @@ fn prepare<'c>(
     location: &str,
 ) -> Result<rusqlite::CachedStatement<'c>, BackendError> {
     conn.prepare_cached(sql).map_err(|e| {
-        if is_missing_table(&e) {
+        if table_missing(conn, table) {
             BackendError::MissingTable {
                 table: table.to_string(),
                 location: location.to_string(),
@@ -494,7 +501,7 @@ impl OnlineStore for SqliteStore {
             );
             match conn.execute(&sql, rusqlite::params![cutoff, cutoff_text]) {
                 Ok(n) => Ok(n as u64),
-                Err(e) if is_missing_table(&e) => Ok(0),
+                Err(_) if table_missing(conn, &table) => Ok(0),
                 Err(e) => Err(query_err(e)),
             }
         })

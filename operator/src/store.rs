@@ -385,7 +385,7 @@ async fn apply(store: Arc<HybridOnlineStore>, ctx: &Ctx, ns: &str) -> Result<Act
             return refuse(ctx, &store, &old, status, refusal).await;
         }
     };
-    let doc = table.to_yaml();
+    let doc = table.to_json();
     if !plan::configmap_current(existing.as_ref(), &doc, &registry_names) {
         let cm = plan::configmap(&store, &doc, &registry_names);
         maps.patch(

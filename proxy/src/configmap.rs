@@ -15,6 +15,17 @@ use kube::{Api, Client};
 use crate::config::Loaded;
 use crate::state::{SUPERVISOR_BACKOFF, Shared, install};
 
+/// Why a ConfigMap source or document was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigMapError {
+    #[error("--configmap must be NAMESPACE/NAME, got `{0}`")]
+    Spec(String),
+    #[error("{0}: key missing")]
+    KeyMissing(String),
+    #[error(transparent)]
+    Table(#[from] api::error::ConfigError),
+}
+
 /// Which ConfigMap key to serve.
 #[derive(Debug, Clone)]
 pub struct ConfigMapSource {
@@ -28,11 +39,11 @@ pub struct ConfigMapSource {
 
 impl ConfigMapSource {
     /// Parses `namespace/name`; `data_dir` defaults to the working directory.
-    pub fn parse(spec: &str, key: &str, data_dir: Option<PathBuf>) -> Result<Self, String> {
+    pub fn parse(spec: &str, key: &str, data_dir: Option<PathBuf>) -> Result<Self, ConfigMapError> {
         let (namespace, name) = spec
             .split_once('/')
             .filter(|(n, m)| !n.is_empty() && !m.is_empty())
-            .ok_or_else(|| format!("--configmap must be NAMESPACE/NAME, got `{spec}`"))?;
+            .ok_or_else(|| ConfigMapError::Spec(spec.to_string()))?;
         Ok(ConfigMapSource {
             namespace: namespace.to_string(),
             name: name.to_string(),
@@ -48,13 +59,13 @@ impl ConfigMapSource {
         )
     }
 
-    fn load(&self, cm: &ConfigMap) -> Result<Loaded, String> {
+    fn load(&self, cm: &ConfigMap) -> Result<Loaded, ConfigMapError> {
         let doc = cm
             .data
             .as_ref()
             .and_then(|d| d.get(&self.key))
-            .ok_or_else(|| format!("{}: key missing", self.label()))?;
-        let table = RoutingTable::parse(&self.label(), doc).map_err(|e| e.to_string())?;
+            .ok_or_else(|| ConfigMapError::KeyMissing(self.label()))?;
+        let table = RoutingTable::parse(&self.label(), doc)?;
         // Written from CRs by other teams.
         Ok(Loaded::new(table, self.base_dir.clone(), Trust::Confined))
     }
@@ -132,7 +143,7 @@ async fn watch(
             move || source.load(&cm)
         };
         let loaded = match tokio::task::spawn_blocking(parse).await {
-            Ok(loaded) => loaded.map_err(crate::state::ReloadError::ConfigMap),
+            Ok(loaded) => loaded.map_err(crate::state::ReloadError::from),
             Err(e) if e.is_panic() => Err(crate::state::ReloadError::Panicked),
             Err(_) => Err(crate::state::ReloadError::Cancelled),
         };

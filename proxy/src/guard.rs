@@ -75,6 +75,15 @@ enum Circuit {
     },
 }
 
+/// Why the circuit refuses a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("circuit open after {failures} consecutive failures; next probe in {} ms", next_probe.as_millis())]
+    Open { failures: u32, next_probe: Duration },
+    #[error("circuit half-open: waiting for the probe call")]
+    Probing,
+}
+
 /// How a call was admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Admission {
@@ -136,20 +145,19 @@ impl Guard {
     }
 
     /// `Some(reason)` while the circuit refuses calls.
-    pub fn open_reason(&self) -> Option<String> {
+    pub fn open_reason(&self) -> Option<Refusal> {
         let now = Instant::now();
         match self.circuit.lock().ok().map(|c| *c)? {
-            Circuit::Open { until } if until > now => Some(format!(
-                "circuit open after {} consecutive failures; next probe in {} ms",
-                self.cfg.breaker_failures,
-                (until - now).as_millis()
-            )),
-            Circuit::HalfOpen { .. } => Some("circuit half-open: probing".to_string()),
+            Circuit::Open { until } if until > now => Some(Refusal::Open {
+                failures: self.cfg.breaker_failures,
+                next_probe: until - now,
+            }),
+            Circuit::HalfOpen { .. } => Some(Refusal::Probing),
             _ => None,
         }
     }
 
-    fn admit(&self, now: Instant) -> Result<Admission, String> {
+    fn admit(&self, now: Instant) -> Result<Admission, Refusal> {
         if self.cfg.breaker_failures == 0 {
             return Ok(Admission::Normal);
         }
@@ -158,16 +166,13 @@ impl Guard {
         };
         match *c {
             Circuit::Closed { .. } => Ok(Admission::Normal),
-            Circuit::Open { until } if now < until => Err(format!(
-                "circuit open after {} consecutive failures; next probe in {} ms",
-                self.cfg.breaker_failures,
-                (until - now).as_millis()
-            )),
+            Circuit::Open { until } if now < until => Err(Refusal::Open {
+                failures: self.cfg.breaker_failures,
+                next_probe: until - now,
+            }),
             // A probe that never reported (its request was cancelled) is
             // replaced once its time bound has passed.
-            Circuit::HalfOpen { since } if now < since + self.cfg.timeout => {
-                Err("circuit half-open: waiting for the probe call".to_string())
-            }
+            Circuit::HalfOpen { since } if now < since + self.cfg.timeout => Err(Refusal::Probing),
             _ => {
                 *c = Circuit::HalfOpen { since: now };
                 Ok(Admission::Probe)
@@ -245,9 +250,9 @@ impl Guard {
         let deadline = start + self.cfg.timeout;
         let admission = match self.admit(start) {
             Ok(a) => a,
-            Err(msg) => {
+            Err(refusal) => {
                 return Outcome {
-                    result: Err(BackendError::Unavailable(msg)),
+                    result: Err(BackendError::Unavailable(refusal.to_string())),
                     retries: 0,
                     rejected: Some(REJECT_CIRCUIT_OPEN),
                     circuit_open: true,

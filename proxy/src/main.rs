@@ -491,8 +491,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(spec) = &args.source.configmap {
         // Through the API: serve at once, ready when the first version loads.
         let source =
-            ConfigMapSource::parse(spec, &args.source.configmap_key, args.source.data_dir())
-                .map_err(|e| anyhow::anyhow!(e))?;
+            ConfigMapSource::parse(spec, &args.source.configmap_key, args.source.data_dir())?;
         let client = kube::Client::try_default()
             .await
             .context("cannot reach the Kubernetes API for --configmap")?;
@@ -662,7 +661,7 @@ async fn make_plan(
     args: &ApplyArgs,
 ) -> anyhow::Result<(Snapshot, Option<RoutingTable>, proxy::plan::Plan)> {
     let snap = open_all(&args.source).await?;
-    let previous = proxy::plan::read_state(&args.state_file()?).map_err(|e| anyhow::anyhow!(e))?;
+    let previous = proxy::plan::read_state(&args.state_file()?)?;
     let plan = proxy::plan::compute(&snap, previous.as_ref(), args.prune).await;
     Ok((snap, previous, plan))
 }
@@ -686,16 +685,13 @@ async fn apply(args: ApplyArgs) -> anyhow::Result<()> {
         );
     }
     print!("{}", plan.render());
-    for line in proxy::plan::execute_drops(&snap, previous.as_ref(), &plan)
-        .await
-        .map_err(|e| anyhow::anyhow!(e))?
-    {
+    for line in proxy::plan::execute_drops(&snap, previous.as_ref(), &plan).await? {
         println!("{line}");
     }
-    for line in provision(&snap).await.map_err(|e| anyhow::anyhow!(e))? {
+    for line in provision(&snap).await? {
         println!("created (if missing): {line}");
     }
-    proxy::plan::write_state(&args.state_file()?, &snap.table).map_err(|e| anyhow::anyhow!(e))?;
+    proxy::plan::write_state(&args.state_file()?, &snap.table)?;
     Ok(())
 }
 

@@ -112,14 +112,55 @@ impl Plan {
     }
 }
 
+/// Why the state of the last `apply` could not be read or written, or a
+/// drop not done.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("{}: {source}", path.display())]
+    Read {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Parse(#[from] api::error::ConfigError),
+    #[error("cannot record the applied routing table in {}: {source}", path.display())]
+    Write {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("view `{0}` is not in the applied routing table")]
+    UnknownView(String),
+    #[error("backend `{0}` is not configured")]
+    UnknownBackend(String),
+    #[error("backend `{backend}`: {source}")]
+    Backend {
+        backend: String,
+        #[source]
+        source: backends::BackendError,
+    },
+    #[error("dropping view `{view}` in backend `{backend}`: {source}")]
+    Drop {
+        view: String,
+        backend: String,
+        #[source]
+        source: backends::BackendError,
+    },
+}
+
 /// The routing table recorded by the last `apply`, if any.
-pub fn read_state(path: &Path) -> Result<Option<RoutingTable>, String> {
+pub fn read_state(path: &Path) -> Result<Option<RoutingTable>, StateError> {
     match std::fs::read_to_string(path) {
-        Ok(text) => RoutingTable::parse(&path.display().to_string(), &text)
-            .map(Some)
-            .map_err(|e| e.to_string()),
+        Ok(text) => Ok(Some(RoutingTable::parse(
+            &path.display().to_string(),
+            &text,
+        )?)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("{}: {e}", path.display())),
+        Err(source) => Err(StateError::Read {
+            path: path.to_path_buf(),
+            source,
+        }),
     }
 }
 
@@ -173,12 +214,10 @@ pub fn without_secrets(table: &RoutingTable) -> (RoutingTable, Vec<String>) {
 /// Records the applied routing table (written whole, then renamed), its
 /// literal credentials redacted (the state is only compared by view and
 /// backend names) and readable by its owner only.
-pub fn write_state(path: &Path, table: &RoutingTable) -> Result<(), String> {
-    let fail = |e: std::io::Error| {
-        format!(
-            "cannot record the applied routing table in {}: {e}",
-            path.display()
-        )
+pub fn write_state(path: &Path, table: &RoutingTable) -> Result<(), StateError> {
+    let fail = |source: std::io::Error| StateError::Write {
+        path: path.to_path_buf(),
+        source,
     };
     let (table, _) = without_secrets(table);
     let tmp = path.with_extension("tmp");
@@ -331,7 +370,7 @@ pub async fn execute_drops(
     snap: &Snapshot,
     previous: Option<&RoutingTable>,
     plan: &Plan,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, StateError> {
     let project = &snap.table.project;
     let mut done = Vec::new();
     let mut dropped: Vec<(&str, &str)> = Vec::new();
@@ -342,14 +381,15 @@ pub async fn execute_drops(
         dropped.push((&c.backend, &c.view));
         let old = previous
             .and_then(|t| t.view(&c.view))
-            .ok_or_else(|| format!("view `{}` is not in the applied routing table", c.view))?;
+            .ok_or_else(|| StateError::UnknownView(c.view.clone()))?;
         let b = snap
             .backends
             .get(&c.backend)
-            .ok_or_else(|| format!("backend `{}` is not configured", c.backend))?;
-        let store = b
-            .store()
-            .map_err(|e| format!("backend `{}`: {e}", b.name))?;
+            .ok_or_else(|| StateError::UnknownBackend(c.backend.clone()))?;
+        let store = b.store().map_err(|source| StateError::Backend {
+            backend: b.name.clone(),
+            source,
+        })?;
         let remaining: Vec<&RoutedView> = snap
             .table
             .feature_views
@@ -359,7 +399,11 @@ pub async fn execute_drops(
         store
             .drop_view(project, old, &remaining)
             .await
-            .map_err(|e| format!("dropping view `{}` in backend `{}`: {e}", c.view, c.backend))?;
+            .map_err(|source| StateError::Drop {
+                view: c.view.clone(),
+                backend: c.backend.clone(),
+                source,
+            })?;
         done.push(format!(
             "dropped view {} from backend {}",
             c.view, c.backend

@@ -387,10 +387,14 @@ async fn body_bytes(state: &AppState, req: Request<Body>) -> Result<Bytes, ApiEr
     let bytes: Bytes = axum::body::to_bytes(req.into_body(), limit)
         .await
         .map_err(|e| {
-            if std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
-                || e.to_string().contains("length limit")
-            {
+            // The limit's error, however deeply the body's layers wrap it.
+            let mut cause = std::error::Error::source(&e);
+            let mut over_limit = false;
+            while let Some(c) = cause {
+                over_limit |= c.is::<http_body_util::LengthLimitError>();
+                cause = c.source();
+            }
+            if over_limit {
                 ApiError::too_large(format!(
                     "request body exceeds the limit of {limit} bytes (--max-body-bytes)"
                 ))
@@ -493,7 +497,7 @@ async fn ready_handler(State(state): State<Arc<AppState>>, detailed: bool) -> Re
                         Some(reason) => json!({"ready": false, "reason": reason}),
                     };
                     if let Some(c) = b.guard.open_reason() {
-                        detail["circuit"] = Json::String(c);
+                        detail["circuit"] = Json::String(c.to_string());
                     }
                     (n.clone(), detail)
                 })

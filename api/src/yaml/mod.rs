@@ -22,7 +22,7 @@ pub use value::{Error as ValueError, Mapping, Value};
 /// allowed 128, but reading 128 levels into a `Value` takes about 3 MiB of
 /// stack in a debug build, more than a 2 MiB thread (Tokio's workers) has;
 /// 64 fits with room to spare, and no configuration here nests past 10.
-const MAX_DEPTH: usize = 64;
+pub(crate) const MAX_DEPTH: usize = 64;
 
 /// Most events aliases may replay (and anchors record) in one document. A
 /// configuration reuses a few small blocks, a few hundred events; an alias

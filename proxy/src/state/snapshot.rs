@@ -1,0 +1,227 @@
+//! The routing snapshot: everything a request needs, immutable, swapped
+//! whole by a reload; and provisioning of its views' tables.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use api::routing::{RoutedView, RoutingTable};
+use arc_swap::ArcSwapOption;
+use backends::OpenContext;
+
+use super::{BackendHandle, Shared, spawn_monitor};
+use crate::config::Loaded;
+use crate::guard::Guard;
+use crate::metrics::Metrics;
+use crate::view_metrics::{SeriesRef, ViewSlots};
+
+/// Everything a request needs, fixed for its lifetime.
+pub struct Snapshot {
+    /// This process's count of routing tables installed (1, 2, ...).
+    pub version: u64,
+    /// The routing table's content digest: equal across processes serving
+    /// the same routes ([`api::RoutingTable::digest`]).
+    pub digest: String,
+    pub table: RoutingTable,
+    pub views: HashMap<String, Arc<RoutedView>>,
+    pub backends: HashMap<String, Arc<BackendHandle>>,
+    /// Each view's per-view metric series, resolved on first use.
+    pub view_metrics: ViewSlots,
+}
+
+impl Snapshot {
+    /// The per-view series of `view` (a view of this snapshot) on
+    /// `backend`; `None` when per-view metrics are off.
+    pub fn view_series<'a>(
+        &'a self,
+        view: &Arc<RoutedView>,
+        backend: &str,
+        metrics: &Metrics,
+    ) -> Option<SeriesRef<'a>> {
+        self.view_metrics
+            .series(&metrics.views, &self.table.project, view, backend)
+    }
+
+    pub fn backend_of(&self, view: &RoutedView) -> Option<&Arc<BackendHandle>> {
+        self.backends.get(&view.backend)
+    }
+
+    /// Whether the proxy serves with these routes (`/ready`, gRPC health):
+    /// some backend answers, or there are none. A backend that is down
+    /// fails only its own views; with every backend down nothing can be
+    /// served.
+    pub fn serving(&self) -> bool {
+        self.backends.is_empty() || self.backends.values().any(|b| b.down_reason().is_none())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("backend `{backend}`: {source}")]
+    Backend {
+        backend: String,
+        #[source]
+        source: backends::BackendError,
+    },
+}
+
+/// Opens the backends of `loaded` (reusing unchanged ones from `previous`)
+/// and indexes its views. Every backend's configuration is checked against
+/// the trust of its source before anything connects: a refused path or
+/// credential reference rejects the whole table. While serving, a backend
+/// that is only unreachable is retried in the background instead.
+pub async fn build_snapshot(
+    loaded: Loaded,
+    version: u64,
+    previous: Option<&Snapshot>,
+    shared: Option<&Arc<Shared>>,
+    secrets_dir: &std::path::Path,
+) -> Result<Snapshot, BuildError> {
+    let open_ctx = OpenContext {
+        base_dir: loaded.base_dir.clone(),
+        secrets_dir: secrets_dir.to_path_buf(),
+        trust: loaded.trust,
+    };
+    for b in &loaded.table.backends {
+        backends::validate(b, &open_ctx).map_err(|source| BuildError::Backend {
+            backend: b.name.clone(),
+            source,
+        })?;
+    }
+    let mut backends = HashMap::new();
+    for b in &loaded.table.backends {
+        let reuse = previous
+            .and_then(|p| p.backends.get(&b.name))
+            .filter(|h| h.conf == b.conf && h.open_ctx == open_ctx);
+        let handle = match reuse {
+            Some(h) => Arc::clone(h),
+            None => {
+                let h = Arc::new(BackendHandle {
+                    name: b.name.clone(),
+                    conf: b.conf.clone(),
+                    open_ctx: open_ctx.clone(),
+                    store: ArcSwapOption::empty(),
+                    down: std::sync::Mutex::new(None),
+                    guard: Guard::new(shared.map(|s| s.guard).unwrap_or_default()),
+                });
+                let fail = |source| BuildError::Backend {
+                    backend: b.name.clone(),
+                    source,
+                };
+                match shared {
+                    // Serving: a backend that is down now is retried in the
+                    // background; its views answer 503 meanwhile. One whose
+                    // configuration its client refuses rejects the table.
+                    Some(sh) => {
+                        if let Err(e @ backends::BackendError::Config(_)) =
+                            h.connect(&sh.metrics).await
+                        {
+                            return Err(fail(e));
+                        }
+                        spawn_monitor(&h, Arc::clone(sh));
+                    }
+                    // One-shot commands need every backend.
+                    None => {
+                        let store = backends::open(b, &open_ctx).await.map_err(fail)?;
+                        h.store.store(Some(Arc::new(store)));
+                    }
+                }
+                h
+            }
+        };
+        backends.insert(b.name.clone(), handle);
+    }
+    // Unchanged views keep the previous snapshot's `Arc`s: a reload of a
+    // large table that changed one view allocates one view.
+    let views = loaded
+        .table
+        .feature_views
+        .iter()
+        .map(|v| {
+            let view = previous
+                .and_then(|p| p.views.get(&v.name))
+                .filter(|old| old.as_ref() == v)
+                .map(Arc::clone)
+                .unwrap_or_else(|| Arc::new(v.clone()));
+            (v.name.clone(), view)
+        })
+        .collect::<HashMap<String, Arc<RoutedView>>>();
+    // Serving: a metric slot per view (one-shot commands record nothing).
+    let view_metrics = match shared {
+        Some(sh) => ViewSlots::build(
+            &sh.metrics.views,
+            &loaded.table.project,
+            views.values(),
+            previous.map(|p| &p.view_metrics),
+        ),
+        None => ViewSlots::default(),
+    };
+    Ok(Snapshot {
+        version,
+        digest: loaded.digest,
+        table: loaded.table,
+        views,
+        backends,
+        view_metrics,
+    })
+}
+
+/// A view whose tables its backend refused to create.
+#[derive(Debug, thiserror::Error)]
+#[error("view `{view}` in backend `{backend}`: {source}")]
+pub struct ProvisionError {
+    pub view: String,
+    pub backend: String,
+    #[source]
+    pub source: backends::BackendError,
+}
+
+/// Creates every view's tables in its backend (standalone `--apply`).
+pub async fn provision(snapshot: &Snapshot) -> Result<Vec<String>, ProvisionError> {
+    provision_views(snapshot, None).await
+}
+
+/// Creates the tables of the views routed to `backend`.
+pub async fn provision_backend(
+    snapshot: &Snapshot,
+    backend: &str,
+) -> Result<Vec<String>, ProvisionError> {
+    provision_views(snapshot, Some(backend)).await
+}
+
+async fn provision_views(
+    snapshot: &Snapshot,
+    only: Option<&str>,
+) -> Result<Vec<String>, ProvisionError> {
+    let mut done = Vec::new();
+    for view in snapshot.views.values() {
+        if only.is_some_and(|b| b != view.backend) {
+            continue;
+        }
+        let Some(b) = snapshot.backend_of(view) else {
+            continue;
+        };
+        let store = match b.store() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(backend = %b.name, view = %view.name, error = %e, "not provisioned: backend down");
+                continue;
+            }
+        };
+        store
+            .create(&snapshot.table.project, view)
+            .await
+            .map_err(|source| ProvisionError {
+                view: view.name.clone(),
+                backend: b.name.clone(),
+                source,
+            })?;
+        for o in store.storage_objects(&snapshot.table.project, view) {
+            done.push(format!(
+                "{} {} ({}) for view {} in backend {}",
+                o.kind, o.name, o.location, view.name, b.name
+            ));
+        }
+    }
+    done.sort();
+    Ok(done)
+}
