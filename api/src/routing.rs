@@ -362,12 +362,13 @@ impl RoutingTable {
         Ok(table)
     }
 
-    /// Deterministic JSON: the same table always gives the same bytes.
-    /// What the operator publishes: JSON is YAML, so every reader of the
-    /// YAML form reads it, and a proxy parses it many times faster.
+    /// Deterministic compact JSON: the same table always gives the same
+    /// bytes. What the operator publishes: JSON is YAML, so every reader of
+    /// the YAML form reads it; a proxy parses it many times faster, and it
+    /// is about a fifth smaller than the YAML (a ConfigMap holds 1 MiB).
     pub fn to_json(&self) -> String {
         // Serializing plain structs, strings and numbers cannot fail.
-        serde_json::to_string_pretty(self).unwrap_or_default()
+        serde_json::to_string(self).unwrap_or_default()
     }
 
     /// Deterministic YAML: the same table always gives the same bytes.

@@ -191,25 +191,25 @@ fn routing_table_rejects_bad_documents() {
     let json = table.to_json();
     let cases = [
         (
-            json.replace("\"backend\": \"bigtable\"", "\"backend\": \"nowhere\""),
+            json.replace("\"backend\":\"bigtable\"", "\"backend\":\"nowhere\""),
             "feature_views[0].backend",
         ),
         (
-            json.replace("\"dtype\": \"int64\"", "\"dtype\": \"int99\""),
+            json.replace("\"dtype\":\"int64\"", "\"dtype\":\"int99\""),
             "feature_views[0].features[0].dtype",
         ),
         (
-            json.replace("\"schema_version\": 1", "\"schema_version\": 7"),
+            json.replace("\"schema_version\":1", "\"schema_version\":7"),
             "schema_version",
         ),
         (
-            json.replace("\"schema_version\": 1", "\"schema_version\": \"1\""),
+            json.replace("\"schema_version\":1", "\"schema_version\":\"1\""),
             "schema_version",
         ),
         (
             json.replace(
-                "\"routing_tag\": \"team\"",
-                "\"routing_tag\": \"team\", \"surprise\": 1",
+                "\"routing_tag\":\"team\"",
+                "\"routing_tag\":\"team\", \"surprise\":1",
             ),
             "surprise",
         ),
@@ -234,8 +234,8 @@ fn deep_json_is_refused_not_a_crash() {
         .to_json();
     let deep = format!("{}1{}", "[".repeat(100_000), "]".repeat(100_000));
     let doc = json.replacen(
-        "\"schema_version\": 1",
-        &format!("\"x\": {deep}, \"schema_version\": 1"),
+        "\"schema_version\":1",
+        &format!("\"x\":{deep}, \"schema_version\":1"),
         1,
     );
     let err = RoutingTable::parse("routing.json", &doc).unwrap_err();
@@ -246,8 +246,8 @@ fn deep_json_is_refused_not_a_crash() {
     );
     // Brackets inside strings are text, not nesting.
     let text = json.replacen(
-        "\"routing_tag\": \"team\"",
-        &format!("\"routing_tag\": \"{}\"", "[{".repeat(500)),
+        "\"routing_tag\":\"team\"",
+        &format!("\"routing_tag\":\"{}\"", "[{".repeat(500)),
         1,
     );
     let table = RoutingTable::parse("routing.json", &text).unwrap();

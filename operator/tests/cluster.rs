@@ -303,10 +303,10 @@ async fn operator_end_to_end() {
     // the credential is a reference to the mounted Secret, not its value.
     assert!(api::error::is_json_object(doc), "{doc}");
     assert!(
-        !doc.contains("\"password\": \"cassandra\""),
+        !doc.contains("\"password\":\"cassandra\""),
         "no secret in the ConfigMap"
     );
-    assert!(doc.contains("\"file\": \"cass-creds/password\""), "{doc}");
+    assert!(doc.contains("\"file\":\"cass-creds/password\""), "{doc}");
     assert_eq!(cm.owner_references()[0].name, "store");
     assert!(
         cm.annotations()
