@@ -568,9 +568,14 @@ def reload_scenario(args, work: Path, hybrid: Path, bodies: Path, logdir: Path) 
             v["ttl_seconds"] = 86400 * (1 + shift)
             syn.append(v)
         doc["feature_views"] = views + syn
-        return yaml.safe_dump(doc, sort_keys=False)
+        return doc
 
-    variants = [variant(0), variant(1)]
+    # The operator publishes its ConfigMap as compact JSON: the measured
+    # phases rewrite that; one more phase rewrites the same tables as YAML
+    # (a hand-written file), for reference.
+    docs = [variant(0), variant(1)]
+    variants = [json.dumps(d, separators=(",", ":")) for d in docs]
+    variants_yaml = [yaml.safe_dump(d, sort_keys=False) for d in docs]
     rt_dir = work / "routing"
     rt_dir.mkdir(exist_ok=True)
     rt = rt_dir / "routing-table.yaml"
@@ -583,7 +588,7 @@ def reload_scenario(args, work: Path, hybrid: Path, bodies: Path, logdir: Path) 
     data_dir = ["--data-dir", str(work)] if "--data-dir" in help_text else []
     proxy = start_proxy("hos-proxy-reload", args.proxy, ["--routing-table", str(rt), *data_dir], logdir)
     result = {"feature_views": 1000, "backends": backends, "file_bytes": len(variants[0]),
-              "phases": []}
+              "file_bytes_yaml": len(variants_yaml[0]), "phases": []}
     try:
         st, body = http("GET", proxy.url + "/ready")
         result["ready_at_start"] = json.loads(body)
@@ -600,9 +605,11 @@ def reload_scenario(args, work: Path, hybrid: Path, bodies: Path, logdir: Path) 
             return total
 
         current = {"variant": 0}
-        for mode in ("none", "atomic-rename", "in-place-rewrite"):
+        for mode in ("none", "atomic-rename", "in-place-rewrite", "atomic-rename-yaml"):
+            texts = variants_yaml if mode.endswith("-yaml") else variants
             # "none": the same 1,000 views and load without rewrites (baseline).
-            dur = {"none": args.duration, "atomic-rename": args.reload_duration}.get(
+            dur = {"none": args.duration, "atomic-rename": args.reload_duration,
+                   "atomic-rename-yaml": args.reload_duration}.get(
                 mode, max(5.0, args.reload_duration / 2))
             ok0 = metric("hos_proxy_reload_total", 'result="success"')
             err0 = metric("hos_proxy_reload_total", 'result="error"')
@@ -614,8 +621,8 @@ def reload_scenario(args, work: Path, hybrid: Path, bodies: Path, logdir: Path) 
                 # Bounded: one rewrite a second, at most dur + 5 of them.
                 while mode != "none" and not stop.wait(1.0) and i <= dur + 5:
                     current["variant"] ^= 1  # always the other variant: every rewrite changes the file
-                    text = variants[current["variant"]]
-                    if mode == "atomic-rename":
+                    text = texts[current["variant"]]
+                    if mode.startswith("atomic-rename"):
                         tmp = rt_dir / f".routing-table.yaml.tmp{i}"
                         tmp.write_text(text)
                         os.replace(tmp, rt)
@@ -655,6 +662,7 @@ def reload_scenario(args, work: Path, hybrid: Path, bodies: Path, logdir: Path) 
             res["routing_versions_seen"] = len(writes["versions"])
             res["ready_poll_failures"] = writes["ready_errors"]
             res["mode"] = mode
+            res["format"] = "yaml" if mode.endswith("-yaml") else "json"
             res["proxy_alive"] = proxy.proc.alive()
             result["phases"].append(res)
             log(f"reload {mode}: {res['ok']} ok, {res['errors']} errors, {res['file_rewrites']} rewrites, "

@@ -691,7 +691,7 @@ async fn apply(args: ApplyArgs) -> anyhow::Result<()> {
     for line in provision(&snap).await? {
         println!("created (if missing): {line}");
     }
-    proxy::plan::write_state(&args.state_file()?, &snap.table)?;
+    proxy::plan::write_state(&args.state_file()?, &snap.table_with_views())?;
     Ok(())
 }
 
@@ -699,13 +699,14 @@ async fn teardown(args: TeardownArgs) -> anyhow::Result<()> {
     let snap = open_all(&args.source).await?;
     let project = snap.table.project.clone();
     let selected: Vec<&api::routing::RoutedView> = if args.views.is_empty() {
-        snap.table.feature_views.iter().collect()
+        snap.view_list.iter().map(AsRef::as_ref).collect()
     } else {
         args.views
             .iter()
             .map(|n| {
-                snap.table
-                    .view(n)
+                snap.views
+                    .get(n)
+                    .map(AsRef::as_ref)
                     .ok_or_else(|| anyhow::anyhow!("no feature view `{n}` in project {project}"))
             })
             .collect::<anyhow::Result<_>>()?
@@ -721,9 +722,9 @@ async fn teardown(args: TeardownArgs) -> anyhow::Result<()> {
         let store = backend.store()?;
         // Views that stay keep storage they share with this one.
         let remaining: Vec<&api::routing::RoutedView> = snap
-            .table
-            .feature_views
+            .view_list
             .iter()
+            .map(AsRef::as_ref)
             .filter(|o| o.backend == view.backend && !selected.iter().any(|s| s.name == o.name))
             .collect();
         store.drop_view(&project, view, &remaining).await?;

@@ -246,7 +246,7 @@ pub async fn compute(snap: &Snapshot, previous: Option<&RoutingTable>, prune: bo
         ..Plan::default()
     };
     let mut unreachable = std::collections::BTreeSet::new();
-    for view in &snap.table.feature_views {
+    for view in &snap.view_list {
         let Some(b) = snap.backend_of(view) else {
             continue;
         };
@@ -284,10 +284,9 @@ pub async fn compute(snap: &Snapshot, previous: Option<&RoutingTable>, prune: bo
         })
         .unwrap_or_default();
     let after: BTreeMap<&str, &RoutedView> = snap
-        .table
-        .feature_views
+        .view_list
         .iter()
-        .map(|v| (v.name.as_str(), v))
+        .map(|v| (v.name.as_str(), v.as_ref()))
         .collect();
     for (name, v) in &after {
         match before.get(name) {
@@ -391,9 +390,9 @@ pub async fn execute_drops(
             source,
         })?;
         let remaining: Vec<&RoutedView> = snap
-            .table
-            .feature_views
+            .view_list
             .iter()
+            .map(AsRef::as_ref)
             .filter(|v| v.backend == c.backend)
             .collect();
         store

@@ -21,7 +21,12 @@ pub struct Snapshot {
     /// The routing table's content digest: equal across processes serving
     /// the same routes ([`api::RoutingTable::digest`]).
     pub digest: String,
+    /// The routing table without its views (`feature_views` is empty):
+    /// they live once, shared, in `view_list` and `views`.
     pub table: RoutingTable,
+    /// The views in the document's order.
+    pub view_list: Vec<Arc<RoutedView>>,
+    /// The same views by name.
     pub views: HashMap<String, Arc<RoutedView>>,
     pub backends: HashMap<String, Arc<BackendHandle>>,
     /// Each view's per-view metric series, resolved on first use.
@@ -39,6 +44,14 @@ impl Snapshot {
     ) -> Option<SeriesRef<'a>> {
         self.view_metrics
             .series(&metrics.views, &self.table.project, view, backend)
+    }
+
+    /// The whole routing table, views included (for one-shot commands
+    /// that record or print it).
+    pub fn table_with_views(&self) -> RoutingTable {
+        let mut table = self.table.clone();
+        table.feature_views = self.view_list.iter().map(|v| v.as_ref().clone()).collect();
+        table
     }
 
     pub fn backend_of(&self, view: &RoutedView) -> Option<&Arc<BackendHandle>> {
@@ -130,26 +143,29 @@ pub async fn build_snapshot(
         };
         backends.insert(b.name.clone(), handle);
     }
+    // The views move out of the table (one copy of each, not two).
     // Unchanged views keep the previous snapshot's `Arc`s: a reload of a
     // large table that changed one view allocates one view.
-    let views = loaded
-        .table
-        .feature_views
-        .iter()
+    let mut table = loaded.table;
+    let view_list: Vec<Arc<RoutedView>> = std::mem::take(&mut table.feature_views)
+        .into_iter()
         .map(|v| {
-            let view = previous
+            previous
                 .and_then(|p| p.views.get(&v.name))
-                .filter(|old| old.as_ref() == v)
+                .filter(|old| old.as_ref() == &v)
                 .map(Arc::clone)
-                .unwrap_or_else(|| Arc::new(v.clone()));
-            (v.name.clone(), view)
+                .unwrap_or_else(|| Arc::new(v))
         })
+        .collect();
+    let views = view_list
+        .iter()
+        .map(|v| (v.name.clone(), Arc::clone(v)))
         .collect::<HashMap<String, Arc<RoutedView>>>();
     // Serving: a metric slot per view (one-shot commands record nothing).
     let view_metrics = match shared {
         Some(sh) => ViewSlots::build(
             &sh.metrics.views,
-            &loaded.table.project,
+            &table.project,
             views.values(),
             previous.map(|p| &p.view_metrics),
         ),
@@ -158,7 +174,8 @@ pub async fn build_snapshot(
     Ok(Snapshot {
         version,
         digest: loaded.digest,
-        table: loaded.table,
+        table,
+        view_list,
         views,
         backends,
         view_metrics,
