@@ -19,6 +19,7 @@ use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
 use scylla::cluster::metadata::Strategy;
+use scylla::errors::{DbError, ExecutionError, PrepareError, RequestAttemptError};
 use scylla::frame::types::Consistency;
 use scylla::policies::load_balancing::DefaultPolicy;
 use scylla::statement::batch::{Batch, BatchType};
@@ -66,26 +67,77 @@ fn quote(ident: &str) -> String {
     format!("\"{}\"", ident.replace('"', "\"\""))
 }
 
-fn classify(message: String) -> BackendError {
-    let lower = message.to_ascii_lowercase();
-    if lower.contains("unconfigured table")
-        || (lower.contains("table") && lower.contains("does not exist"))
-    {
-        BackendError::Query(message)
-    } else if lower.contains("timeout")
-        || lower.contains("timed out")
-        || lower.contains("connection")
-        || lower.contains("unavailable")
-        || lower.contains("no known nodes")
-        || lower.contains("broken pipe")
-        || lower.contains("overloaded")
-        || lower.contains("shutting down")
-        || lower.contains("bootstrapping")
-    {
-        BackendError::Unavailable(message)
-    } else {
-        BackendError::Query(message)
+/// Whether one attempt failed for the cluster's or the connection's sake
+/// (worth another node or a later try), not for the request's.
+fn attempt_unavailable(e: &RequestAttemptError) -> bool {
+    match e {
+        RequestAttemptError::BrokenConnectionError(_)
+        | RequestAttemptError::UnableToAllocStreamId => true,
+        RequestAttemptError::DbError(db, _) => matches!(
+            db,
+            DbError::Unavailable { .. }
+                | DbError::Overloaded
+                | DbError::IsBootstrapping
+                | DbError::ReadTimeout { .. }
+                | DbError::WriteTimeout { .. }
+                | DbError::ReadFailure { .. }
+                | DbError::WriteFailure { .. }
+                | DbError::TruncateError
+                | DbError::ServerError
+                | DbError::RateLimitReached { .. }
+        ),
+        _ => false,
     }
+}
+
+fn prepare_unavailable(e: &PrepareError) -> bool {
+    match e {
+        PrepareError::ConnectionPoolError(_) => true,
+        PrepareError::AllAttemptsFailed { first_attempt } => attempt_unavailable(first_attempt),
+        _ => false,
+    }
+}
+
+/// The server refused the statement as invalid (as Cassandra does a table
+/// that does not exist; whether it exists is then asked of the schema).
+fn attempt_invalid(e: &RequestAttemptError) -> bool {
+    matches!(e, RequestAttemptError::DbError(DbError::Invalid, _))
+}
+
+/// A request's failure by the driver's typed error: `Unavailable` when
+/// the cluster, a node or a connection failed (counted by the circuit,
+/// answered 503), `Query` when the request itself was refused.
+fn execution_error(e: ExecutionError) -> BackendError {
+    let unavailable = match &e {
+        ExecutionError::EmptyPlan
+        | ExecutionError::ConnectionPoolError(_)
+        | ExecutionError::RequestTimeout(_)
+        | ExecutionError::UseKeyspaceError(_)
+        | ExecutionError::SchemaAgreementError(_)
+        | ExecutionError::MetadataError(_) => true,
+        ExecutionError::LastAttemptError(a) => attempt_unavailable(a),
+        ExecutionError::PrepareError(p) => prepare_unavailable(p),
+        _ => false,
+    };
+    if unavailable {
+        BackendError::Unavailable(e.to_string())
+    } else {
+        BackendError::Query(e.to_string())
+    }
+}
+
+/// `e` with `what` (the statement's purpose) before its message.
+fn in_context(e: BackendError, what: &str) -> BackendError {
+    match e {
+        BackendError::Unavailable(m) => BackendError::Unavailable(format!("{what}: {m}")),
+        BackendError::Query(m) => BackendError::Query(format!("{what}: {m}")),
+        other => other,
+    }
+}
+
+/// A result that is not the rows it should be (a protocol or type error).
+fn result_error(e: impl std::fmt::Display) -> BackendError {
+    BackendError::Query(e.to_string())
 }
 
 impl CassandraStore {
@@ -180,6 +232,22 @@ impl CassandraStore {
         format!("{}.{}", quote(&self.keyspace), quote(table))
     }
 
+    /// Whether `table` exists in the keyspace, asked of the schema tables
+    /// (the server's refusal of a statement does not say why in a typed
+    /// way).
+    async fn table_exists(&self, table: &str) -> Result<bool, BackendError> {
+        let res = self
+            .session
+            .query_unpaged(
+                "SELECT table_name FROM system_schema.tables WHERE keyspace_name = ? AND table_name = ?",
+                (self.keyspace.as_str(), table),
+            )
+            .await
+            .map_err(execution_error)?;
+        let rows = res.into_rows_result().map_err(result_error)?;
+        Ok(rows.rows_num() > 0)
+    }
+
     async fn statement(
         &self,
         table: &str,
@@ -203,19 +271,25 @@ impl CassandraStore {
                 ),
             },
         };
-        let mut prepared = self.session.prepare(cql).await.map_err(|e| {
-            let msg = e.to_string();
-            if msg.to_ascii_lowercase().contains("unconfigured table")
-                || msg.contains("does not exist")
-            {
-                BackendError::MissingTable {
-                    table: table.to_string(),
-                    location: format!("keyspace {} on {}", self.keyspace, self.hosts),
-                }
-            } else {
-                classify(msg)
+        let mut prepared = match self.session.prepare(cql).await {
+            Ok(p) => p,
+            Err(e) => {
+                let invalid = matches!(
+                    &e,
+                    PrepareError::AllAttemptsFailed { first_attempt } if attempt_invalid(first_attempt)
+                );
+                return Err(if invalid && !self.table_exists(table).await? {
+                    BackendError::MissingTable {
+                        table: table.to_string(),
+                        location: format!("keyspace {} on {}", self.keyspace, self.hosts),
+                    }
+                } else if prepare_unavailable(&e) {
+                    BackendError::Unavailable(e.to_string())
+                } else {
+                    BackendError::Query(e.to_string())
+                });
             }
-        })?;
+        };
         let level = if op == "select" {
             self.read_consistency
         } else {
@@ -279,10 +353,8 @@ impl OnlineStore for CassandraStore {
             .session
             .query_unpaged(cql, (after,))
             .await
-            .map_err(|e| classify(e.to_string()))?;
-        let rows = res
-            .into_rows_result()
-            .map_err(|e| classify(e.to_string()))?;
+            .map_err(execution_error)?;
+        let rows = res.into_rows_result().map_err(result_error)?;
         let mut keys = Vec::new();
         let mut last = None;
         for row in rows
@@ -333,16 +405,14 @@ impl OnlineStore for CassandraStore {
                         .session
                         .execute_unpaged(stmt, (k,))
                         .await
-                        .map_err(|e| classify(e.to_string()))?;
-                    let rows = res
-                        .into_rows_result()
-                        .map_err(|e| classify(e.to_string()))?;
+                        .map_err(execution_error)?;
+                    let rows = res.into_rows_result().map_err(result_error)?;
                     let mut out: Option<ReadRow> = None;
                     for row in rows
                         .rows::<(String, Option<Vec<u8>>, Option<CqlTimestamp>)>()
-                        .map_err(|e| classify(e.to_string()))?
+                        .map_err(result_error)?
                     {
-                        let (name, value, ts) = row.map_err(|e| classify(e.to_string()))?;
+                        let (name, value, ts) = row.map_err(result_error)?;
                         let Some(&fi) = index.get(name.as_str()) else {
                             continue;
                         };
@@ -430,7 +500,7 @@ impl OnlineStore for CassandraStore {
                     .batch(&batch, values)
                     .await
                     .map(|_| ())
-                    .map_err(|e| classify(e.to_string()))
+                    .map_err(execution_error)
             })
             .buffer_unordered(self.write_concurrency)
             .collect()
@@ -445,10 +515,9 @@ impl OnlineStore for CassandraStore {
              created_ts TIMESTAMP, PRIMARY KEY ((entity_key), feature_name)) WITH CLUSTERING ORDER BY (feature_name ASC)",
             self.fq(&table)
         );
-        self.session
-            .query_unpaged(cql, ())
-            .await
-            .map_err(|e| classify(format!("creating {}: {e}", self.fq(&table))))?;
+        self.session.query_unpaged(cql, ()).await.map_err(|e| {
+            in_context(execution_error(e), &format!("creating {}", self.fq(&table)))
+        })?;
         self.forget(&table);
         Ok(())
     }
@@ -463,7 +532,9 @@ impl OnlineStore for CassandraStore {
         self.session
             .query_unpaged(format!("DROP TABLE IF EXISTS {}", self.fq(&table)), ())
             .await
-            .map_err(|e| classify(format!("dropping {}: {e}", self.fq(&table))))?;
+            .map_err(|e| {
+                in_context(execution_error(e), &format!("dropping {}", self.fq(&table)))
+            })?;
         self.forget(&table);
         Ok(())
     }

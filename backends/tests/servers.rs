@@ -11,7 +11,7 @@ use api::entity_key::{SerializationVersion, serialize};
 use api::feast_config::{BackendConf, BigtableConf, CassandraConf, RedisConf, RedisType};
 use api::proto::{EntityKey, Val, Value};
 use api::routing::{Backend, Feature, JoinKey, RoutedEntity, RoutedView};
-use backends::{OnlineStore, OpenContext, Timestamp, WriteRow};
+use backends::{BackendError, OnlineStore, OpenContext, Timestamp, WriteRow};
 
 fn env(name: &str) -> String {
     std::env::var(name)
@@ -725,6 +725,59 @@ async fn cassandra_round_trip_in_two_keyspaces() {
     );
     a.drop_view("itest", &v, &[]).await.unwrap();
     b.drop_view("itest", &v, &[]).await.unwrap();
+}
+
+/// The driver's typed errors, not their text, decide what a failure is:
+/// a view whose table is gone (or whose keyspace never existed) is
+/// `MissingTable` naming the table, asked of Cassandra's schema tables; a
+/// statement the server refuses for another reason is a `Query` error, not
+/// `Unavailable` (which would count against the backend's circuit).
+#[tokio::test]
+#[ignore = "needs Cassandra (tests/run.sh)"]
+async fn cassandra_failures_are_typed() {
+    create_keyspace("itest_typed").await;
+    let store = open(BackendConf::Cassandra(Box::new(cassandra_conf(
+        "itest_typed",
+    ))))
+    .await;
+    let v = view("typed_users");
+    let err = store
+        .read("itest", &v, &[key(1)], &["age".into()])
+        .await
+        .unwrap_err();
+    match &err {
+        BackendError::MissingTable { table, location } => {
+            assert!(table.contains("typed_users"), "{err}");
+            assert!(location.contains("itest_typed"), "{err}");
+        }
+        other => panic!("expected MissingTable, got {other:?}"),
+    }
+    store.create("itest", &v).await.unwrap();
+    assert!(
+        store
+            .read("itest", &v, &[key(1)], &["age".into()])
+            .await
+            .unwrap()[0]
+            .is_none()
+    );
+    store.drop_view("itest", &v, &[]).await.unwrap();
+    // A keyspace that does not exist: every table in it is missing.
+    let nowhere = open(BackendConf::Cassandra(Box::new(cassandra_conf(
+        "itest_nowhere",
+    ))))
+    .await;
+    let err = nowhere
+        .read("itest", &v, &[key(1)], &["age".into()])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BackendError::MissingTable { .. }), "{err:?}");
+    // A statement the server refuses (a table in a keyspace that does not
+    // exist) is the request's error, not an outage.
+    let err = nowhere.create("itest", &v).await.unwrap_err();
+    match &err {
+        BackendError::Query(m) => assert!(m.starts_with("creating "), "{err}"),
+        other => panic!("a refused statement is not an outage: {other:?}"),
+    }
 }
 
 /// A Redis Cluster of 3 masters and 3 replicas (tests/scripts/redis-cluster-up.sh).
