@@ -38,6 +38,8 @@ impl ConfigError {
 /// What [`from_yaml`] does for a document written as JSON, many times
 /// faster (a routing table of thousands of views is megabytes).
 pub fn from_json<T: serde::de::DeserializeOwned>(file: &str, text: &str) -> Result<T, ConfigError> {
+    // A byte-order mark is not JSON (YAML readers skip it).
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     // The YAML reader's depth bound, checked before anything recurses
     // (serde_json's own, 128, is more than a 2 MiB thread's stack holds
     // in a debug build).

@@ -215,6 +215,12 @@ fn routing_table_rejects_bad_documents() {
         ),
         (format!("{json} {{}}"), "."),
     ];
+    // A byte-order mark before the JSON is skipped, as YAML readers do.
+    let with_bom = format!("\u{feff}{json}");
+    assert_eq!(
+        RoutingTable::parse("routing.json", &with_bom).unwrap(),
+        table
+    );
     for (doc, path) in cases {
         assert_ne!(doc, json, "the case changed nothing");
         let err = RoutingTable::parse("routing.json", &doc).unwrap_err();
