@@ -1786,6 +1786,32 @@ fn fleet_table(views: usize, ttl_seconds: u64) -> String {
 }
 
 /// The routing digest a proxy serves (`/ready` on its listener, no auth).
+/// A Pod object `store-proxy-0` with the proxy Deployment's `labels`,
+/// Running and Ready at 127.0.0.1 (no kubelet here: the test runs the
+/// process that Pod would, on the loopback).
+async fn ready_proxy_pod(client: &Client, ns: &str, labels: &BTreeMap<String, String>) {
+    use k8s_openapi::api::core::v1::Pod;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "store-proxy-0", "labels": labels},
+        "spec": {"containers": [{"name": "proxy", "image": "hos"}]}
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    pods.patch_status(
+        "store-proxy-0",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {
+            "phase": "Running",
+            "podIP": "127.0.0.1",
+            "podIPs": [{"ip": "127.0.0.1"}],
+            "conditions": [{"type": "Ready", "status": "True"}]
+        }})),
+    )
+    .await
+    .unwrap();
+}
+
 async fn served_digest(http: &reqwest::Client, base: &str) -> Option<String> {
     let r = http.get(format!("{base}/ready")).send().await.ok()?;
     let body: serde_json::Value = r.json().await.ok()?;
@@ -3459,27 +3485,7 @@ async fn the_operators_proxy_deployment_serves_feast_over_tls() {
     // The operator reads the routing digest the Pod serves over HTTPS
     // (trusting the TLS Secret's ca.crt; auth on, /ready still says it).
     {
-        use k8s_openapi::api::core::v1::Pod;
-        let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-        let labels = d_selector.clone();
-        let pod: Pod = serde_json::from_value(json!({
-            "metadata": {"name": "store-proxy-0", "labels": labels},
-            "spec": {"containers": [{"name": "proxy", "image": "hos"}]}
-        }))
-        .unwrap();
-        pods.create(&PostParams::default(), &pod).await.unwrap();
-        pods.patch_status(
-            "store-proxy-0",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": {
-                "phase": "Running",
-                "podIP": "127.0.0.1",
-                "podIPs": [{"ip": "127.0.0.1"}],
-                "conditions": [{"type": "Ready", "status": "True"}]
-            }})),
-        )
-        .await
-        .unwrap();
+        ready_proxy_pod(&client, &ns, &d_selector).await;
         let cm = maps.get("store-routing").await.unwrap();
         let doc = cm.data.unwrap()["routing.yaml"].clone();
         let want = RoutingTable::parse("configmap", &doc).unwrap().digest();
@@ -3562,7 +3568,6 @@ async fn the_operators_proxy_deployment_serves_feast_over_tls() {
 async fn the_status_names_the_routing_each_proxy_pod_serves() {
     let _serial = SERIAL.read().await;
     use k8s_openapi::api::apps::v1::Deployment;
-    use k8s_openapi::api::core::v1::Pod;
     use k8s_openapi::api::networking::v1::NetworkPolicy;
     use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
@@ -3663,25 +3668,7 @@ async fn the_status_names_the_routing_each_proxy_pod_serves() {
     })
     .await;
     let labels = d.spec.unwrap().selector.match_labels.unwrap();
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let pod: Pod = serde_json::from_value(json!({
-        "metadata": {"name": "store-proxy-0", "labels": labels},
-        "spec": {"containers": [{"name": "proxy", "image": "hos"}]}
-    }))
-    .unwrap();
-    pods.create(&PostParams::default(), &pod).await.unwrap();
-    pods.patch_status(
-        "store-proxy-0",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"status": {
-            "phase": "Running",
-            "podIP": "127.0.0.1",
-            "podIPs": [{"ip": "127.0.0.1"}],
-            "conditions": [{"type": "Ready", "status": "True"}]
-        }})),
-    )
-    .await
-    .unwrap();
+    ready_proxy_pod(&client, &ns, &labels).await;
     // The proxy that Pod would run: the ConfigMap, the store's port.
     let bin = std::env::var("HOS_PROXY_BIN").unwrap_or_else(|_| {
         concat!(env!("CARGO_MANIFEST_DIR"), "/../target/debug/hos-proxy").into()
