@@ -271,24 +271,36 @@ impl CassandraStore {
                 ),
             },
         };
-        let mut prepared = match self.session.prepare(cql).await {
-            Ok(p) => p,
-            Err(e) => {
-                let invalid = matches!(
-                    &e,
-                    PrepareError::AllAttemptsFailed { first_attempt } if attempt_invalid(first_attempt)
-                );
-                return Err(if invalid && !self.table_exists(table).await? {
-                    BackendError::MissingTable {
+        // A refusal as invalid with the table present in the schema means
+        // the table appeared between the two calls (another process's
+        // `apply` created it): the statement is prepared once more.
+        let mut retried = false;
+        let mut prepared = loop {
+            let e = match self.session.prepare(cql.as_str()).await {
+                Ok(p) => break p,
+                Err(e) => e,
+            };
+            let invalid = matches!(
+                &e,
+                PrepareError::AllAttemptsFailed { first_attempt } if attempt_invalid(first_attempt)
+            );
+            if invalid {
+                if !self.table_exists(table).await? {
+                    return Err(BackendError::MissingTable {
                         table: table.to_string(),
                         location: format!("keyspace {} on {}", self.keyspace, self.hosts),
-                    }
-                } else if prepare_unavailable(&e) {
-                    BackendError::Unavailable(e.to_string())
-                } else {
-                    BackendError::Query(e.to_string())
-                });
+                    });
+                }
+                if !retried {
+                    retried = true;
+                    continue;
+                }
             }
+            return Err(if prepare_unavailable(&e) {
+                BackendError::Unavailable(e.to_string())
+            } else {
+                BackendError::Query(e.to_string())
+            });
         };
         let level = if op == "select" {
             self.read_consistency
