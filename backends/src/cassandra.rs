@@ -272,9 +272,12 @@ impl CassandraStore {
             },
         };
         // A refusal as invalid with the table present in the schema means
-        // the table appeared between the two calls (another process's
-        // `apply` created it): the statement is prepared once more.
-        let mut retried = false;
+        // the table is being created (another process's `apply`): the
+        // server lists it in system_schema a moment before its statements
+        // can use it. The statement is prepared again a few times, 50 ms
+        // apart and doubling (1.55 s in all), before the refusal stands.
+        let mut wait = std::time::Duration::from_millis(50);
+        let mut retries_left = 5;
         let mut prepared = loop {
             let e = match self.session.prepare(cql.as_str()).await {
                 Ok(p) => break p,
@@ -291,8 +294,10 @@ impl CassandraStore {
                         location: format!("keyspace {} on {}", self.keyspace, self.hosts),
                     });
                 }
-                if !retried {
-                    retried = true;
+                if retries_left > 0 {
+                    retries_left -= 1;
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
                     continue;
                 }
             }
@@ -518,6 +523,12 @@ impl OnlineStore for CassandraStore {
             .collect()
             .await;
         results.into_iter().collect()
+    }
+
+    /// Asked of the schema tables, not by reading: a table another
+    /// process is creating is listed there before statements can use it.
+    async fn storage_exists(&self, project: &str, view: &RoutedView) -> Result<bool, BackendError> {
+        self.table_exists(&self.table(project, view)?).await
     }
 
     async fn create(&self, project: &str, view: &RoutedView) -> Result<(), BackendError> {
