@@ -80,6 +80,9 @@ pub enum LoadError {
     Registry(#[from] api::registry::RegistryError),
     #[error("the registry {location} has not been read yet: {reason}")]
     RegistryNotRead { location: String, reason: String },
+    /// A ConfigMap without the key the proxy serves.
+    #[error("{0}: key missing")]
+    KeyMissing(String),
 }
 
 /// Logs, once per process, each Feast key of feature_store.yaml that

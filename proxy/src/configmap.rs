@@ -12,19 +12,14 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client};
 
-use crate::config::Loaded;
+use crate::config::{LoadError, Loaded};
 use crate::state::{SUPERVISOR_BACKOFF, Shared, install};
 
-/// Why a ConfigMap source or document was refused.
+/// A `--configmap` value that does not name a ConfigMap. (A document
+/// the ConfigMap holds is refused as a [`LoadError`], like a file's.)
 #[derive(Debug, thiserror::Error)]
-pub enum ConfigMapError {
-    #[error("--configmap must be NAMESPACE/NAME, got `{0}`")]
-    Spec(String),
-    #[error("{0}: key missing")]
-    KeyMissing(String),
-    #[error(transparent)]
-    Table(#[from] api::error::ConfigError),
-}
+#[error("--configmap must be NAMESPACE/NAME, got `{0}`")]
+pub struct ConfigMapSpecError(String);
 
 /// Which ConfigMap key to serve.
 #[derive(Debug, Clone)]
@@ -39,11 +34,15 @@ pub struct ConfigMapSource {
 
 impl ConfigMapSource {
     /// Parses `namespace/name`; `data_dir` defaults to the working directory.
-    pub fn parse(spec: &str, key: &str, data_dir: Option<PathBuf>) -> Result<Self, ConfigMapError> {
+    pub fn parse(
+        spec: &str,
+        key: &str,
+        data_dir: Option<PathBuf>,
+    ) -> Result<Self, ConfigMapSpecError> {
         let (namespace, name) = spec
             .split_once('/')
             .filter(|(n, m)| !n.is_empty() && !m.is_empty())
-            .ok_or_else(|| ConfigMapError::Spec(spec.to_string()))?;
+            .ok_or_else(|| ConfigMapSpecError(spec.to_string()))?;
         Ok(ConfigMapSource {
             namespace: namespace.to_string(),
             name: name.to_string(),
@@ -59,12 +58,12 @@ impl ConfigMapSource {
         )
     }
 
-    fn load(&self, cm: &ConfigMap) -> Result<Loaded, ConfigMapError> {
+    fn load(&self, cm: &ConfigMap) -> Result<Loaded, LoadError> {
         let doc = cm
             .data
             .as_ref()
             .and_then(|d| d.get(&self.key))
-            .ok_or_else(|| ConfigMapError::KeyMissing(self.label()))?;
+            .ok_or_else(|| LoadError::KeyMissing(self.label()))?;
         let table = RoutingTable::parse(&self.label(), doc)?;
         // Written from CRs by other teams.
         Ok(Loaded::new(table, self.base_dir.clone(), Trust::Confined))

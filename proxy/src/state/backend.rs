@@ -1,15 +1,14 @@
 //! Backend handles: one per backend of the routing table, carried over
 //! across reloads while their configuration is unchanged, each with the
-//! guard that bounds its calls and a task that keeps it connected.
+//! guard that bounds its calls (the task that keeps it connected is in
+//! [`super::monitor`]).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use api::feast_config::BackendConf;
 use arc_swap::ArcSwapOption;
 use backends::{OnlineStore, OpenContext};
 
-use super::{Shared, provision_backend};
 use crate::guard::{Guard, Op};
 use crate::metrics::Metrics;
 
@@ -30,15 +29,12 @@ pub struct BackendHandle {
 
 /// The cause of a failure, without the "backend unavailable" prefix the
 /// 503 message adds again.
-fn reason(e: &backends::BackendError) -> String {
+pub(super) fn reason(e: &backends::BackendError) -> String {
     match e {
         backends::BackendError::Unavailable(m) => m.clone(),
         other => other.to_string(),
     }
 }
-
-/// How often a backend's health is checked.
-const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
 
 impl BackendHandle {
     /// The connected store, or a 503-worthy error naming why not.
@@ -58,7 +54,7 @@ impl BackendHandle {
     }
 
     /// Records the backend's health; true when it just came back up.
-    fn set_down(&self, reason: Option<String>, metrics: &Metrics) -> bool {
+    pub(super) fn set_down(&self, reason: Option<String>, metrics: &Metrics) -> bool {
         metrics.backend_up(&self.name, reason.is_none());
         let mut recovered = false;
         if let Ok(mut d) = self.down.lock() {
@@ -150,85 +146,4 @@ impl BackendHandle {
             }
         }
     }
-}
-
-/// Keeps a backend connected and its health known, until the handle is dropped.
-pub(super) fn spawn_monitor(handle: &Arc<BackendHandle>, shared_metrics: Arc<Shared>) {
-    let weak = Arc::downgrade(handle);
-    tokio::spawn(async move {
-        // Set when the backend comes back under `--apply`; cleared once its
-        // views' tables are provisioned (retried on every check until then).
-        let mut provision_pending = false;
-        loop {
-            tokio::time::sleep(HEALTH_INTERVAL).await;
-            let Some(h) = weak.upgrade() else { break };
-            let metrics = &shared_metrics.metrics;
-            let recovered = match h.store.load_full() {
-                None => h.connect(metrics).await.unwrap_or(false),
-                Some(store) => {
-                    let health = tokio::time::timeout(h.guard.config().timeout, store.check())
-                        .await
-                        .unwrap_or_else(|_| {
-                            Err(backends::BackendError::Unavailable(
-                                "health check timed out".into(),
-                            ))
-                        });
-                    match health {
-                        Ok(()) => h.set_down(None, metrics),
-                        Err(e) => h.set_down(Some(reason(&e)), metrics),
-                    }
-                }
-            };
-            // A backend that comes back (a restarted server may have lost
-            // its schema) gets its views' tables again under `--apply`.
-            provision_pending |= recovered && shared_metrics.apply;
-            if provision_pending
-                && h.down_reason().is_none()
-                && let Some(snap) = shared_metrics.current.load_full()
-            {
-                match provision_backend(&snap, &h.name).await {
-                    Ok(done) => {
-                        provision_pending = false;
-                        for line in done {
-                            tracing::info!(object = %line, "provisioned after recovery");
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(backend = %h.name, error = %e, "provisioning after recovery failed; retrying at the next check")
-                    }
-                }
-            }
-        }
-    });
-}
-
-/// Periodically deletes expired rows from stores that do not expire data by
-/// themselves (SQLite with `key_ttl_seconds`), every `every`.
-pub fn spawn_sweeper(shared: Arc<Shared>, every: Duration) {
-    tokio::spawn(async move {
-        let mut interval = tokio::time::interval(every);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            interval.tick().await;
-            let Some(snap) = shared.current.load_full() else {
-                continue;
-            };
-            for view in snap.views.values() {
-                let Some(b) = snap.backend_of(view) else {
-                    continue;
-                };
-                let Ok(store) = b.store() else { continue };
-                match store.sweep_expired(&snap.table.project, view).await {
-                    Ok(0) => {}
-                    Ok(n) => {
-                        shared.metrics.expired(&b.name, n);
-                        tracing::info!(backend = %b.name, view = %view.name, rows = n, "expired rows deleted");
-                    }
-                    Err(e) => {
-                        tracing::warn!(backend = %b.name, view = %view.name, error = %e, "sweep failed")
-                    }
-                }
-            }
-        }
-    });
 }

@@ -4,8 +4,10 @@
 
 use std::sync::Arc;
 
-use super::snapshot::BuildError;
-use super::{ProvisionError, Shared, build_snapshot, provision};
+use super::monitor::spawn_monitor;
+use super::provision::{ProvisionError, provision};
+use super::shared::Shared;
+use super::snapshot::{BuildError, build_snapshot};
 use crate::config::{ConfigSource, Loaded};
 
 /// Why a new configuration was not installed (the previous snapshot
@@ -14,8 +16,6 @@ use crate::config::{ConfigSource, Loaded};
 pub enum ReloadError {
     #[error(transparent)]
     Load(#[from] crate::config::LoadError),
-    #[error(transparent)]
-    ConfigMap(#[from] crate::configmap::ConfigMapError),
     #[error(transparent)]
     Build(#[from] BuildError),
     #[error("provisioning the new routes' tables: {0}")]
@@ -93,10 +93,15 @@ async fn build_and_publish(
         loaded,
         version,
         previous.as_deref(),
-        Some(&shared),
+        Some(shared.serving()),
         &shared.secrets_dir,
     )
     .await?;
+    // Each backend opened for this table gets its monitor (it ends when
+    // the handle is dropped, this table rejected or replaced).
+    for h in snap.new_backends(previous.as_deref()) {
+        spawn_monitor(h, Arc::clone(&shared));
+    }
     // The previous snapshot is released here (or when its last request
     // ends), not kept alive by this task.
     drop(previous);

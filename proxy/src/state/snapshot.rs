@@ -1,5 +1,5 @@
 //! The routing snapshot: everything a request needs, immutable, swapped
-//! whole by a reload; and provisioning of its views' tables.
+//! whole by a reload.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -8,9 +8,9 @@ use api::routing::{RoutedView, RoutingTable};
 use arc_swap::ArcSwapOption;
 use backends::OpenContext;
 
-use super::{BackendHandle, Shared, spawn_monitor};
+use super::backend::BackendHandle;
 use crate::config::Loaded;
-use crate::guard::Guard;
+use crate::guard::{Guard, GuardConfig};
 use crate::metrics::Metrics;
 use crate::view_metrics::{SeriesRef, ViewSlots};
 
@@ -54,6 +54,20 @@ impl Snapshot {
         table
     }
 
+    /// The backend handles this snapshot opened (not carried over from
+    /// `previous`, the snapshot it was built from).
+    pub fn new_backends<'a>(
+        &'a self,
+        previous: Option<&'a Snapshot>,
+    ) -> impl Iterator<Item = &'a Arc<BackendHandle>> + 'a {
+        self.backends.iter().filter_map(move |(name, h)| {
+            let carried = previous
+                .and_then(|p| p.backends.get(name))
+                .is_some_and(|old| Arc::ptr_eq(old, h));
+            (!carried).then_some(h)
+        })
+    }
+
     pub fn backend_of(&self, view: &RoutedView) -> Option<&Arc<BackendHandle>> {
         self.backends.get(&view.backend)
     }
@@ -77,16 +91,27 @@ pub enum BuildError {
     },
 }
 
+/// What a serving process gives a snapshot's new backends: where they
+/// record their health and per-view series, and the bounds of their calls.
+/// One-shot commands build without it (and need every backend up).
+#[derive(Clone, Copy)]
+pub struct Serving<'a> {
+    pub metrics: &'a Metrics,
+    pub guard: GuardConfig,
+}
+
 /// Opens the backends of `loaded` (reusing unchanged ones from `previous`)
 /// and indexes its views. Every backend's configuration is checked against
 /// the trust of its source before anything connects: a refused path or
 /// credential reference rejects the whole table. While serving, a backend
-/// that is only unreachable is retried in the background instead.
+/// that is only unreachable is marked down instead, and retried by its
+/// monitor (which the caller starts for each of
+/// [`Snapshot::new_backends`]).
 pub async fn build_snapshot(
     loaded: Loaded,
     version: u64,
     previous: Option<&Snapshot>,
-    shared: Option<&Arc<Shared>>,
+    serving: Option<Serving<'_>>,
     secrets_dir: &std::path::Path,
 ) -> Result<Snapshot, BuildError> {
     let open_ctx = OpenContext {
@@ -114,23 +139,22 @@ pub async fn build_snapshot(
                     open_ctx: open_ctx.clone(),
                     store: ArcSwapOption::empty(),
                     down: std::sync::Mutex::new(None),
-                    guard: Guard::new(shared.map(|s| s.guard).unwrap_or_default()),
+                    guard: Guard::new(serving.map(|s| s.guard).unwrap_or_default()),
                 });
                 let fail = |source| BuildError::Backend {
                     backend: b.name.clone(),
                     source,
                 };
-                match shared {
+                match serving {
                     // Serving: a backend that is down now is retried in the
                     // background; its views answer 503 meanwhile. One whose
                     // configuration its client refuses rejects the table.
-                    Some(sh) => {
+                    Some(sv) => {
                         if let Err(e @ backends::BackendError::Config(_)) =
-                            h.connect(&sh.metrics).await
+                            h.connect(sv.metrics).await
                         {
                             return Err(fail(e));
                         }
-                        spawn_monitor(&h, Arc::clone(sh));
                     }
                     // One-shot commands need every backend.
                     None => {
@@ -162,9 +186,9 @@ pub async fn build_snapshot(
         .map(|v| (v.name.clone(), Arc::clone(v)))
         .collect::<HashMap<String, Arc<RoutedView>>>();
     // Serving: a metric slot per view (one-shot commands record nothing).
-    let view_metrics = match shared {
-        Some(sh) => ViewSlots::build(
-            &sh.metrics.views,
+    let view_metrics = match serving {
+        Some(sv) => ViewSlots::build(
+            &sv.metrics.views,
             &table.project,
             views.values(),
             previous.map(|p| &p.view_metrics),
@@ -180,65 +204,4 @@ pub async fn build_snapshot(
         backends,
         view_metrics,
     })
-}
-
-/// A view whose tables its backend refused to create.
-#[derive(Debug, thiserror::Error)]
-#[error("view `{view}` in backend `{backend}`: {source}")]
-pub struct ProvisionError {
-    pub view: String,
-    pub backend: String,
-    #[source]
-    pub source: backends::BackendError,
-}
-
-/// Creates every view's tables in its backend (standalone `--apply`).
-pub async fn provision(snapshot: &Snapshot) -> Result<Vec<String>, ProvisionError> {
-    provision_views(snapshot, None).await
-}
-
-/// Creates the tables of the views routed to `backend`.
-pub async fn provision_backend(
-    snapshot: &Snapshot,
-    backend: &str,
-) -> Result<Vec<String>, ProvisionError> {
-    provision_views(snapshot, Some(backend)).await
-}
-
-async fn provision_views(
-    snapshot: &Snapshot,
-    only: Option<&str>,
-) -> Result<Vec<String>, ProvisionError> {
-    let mut done = Vec::new();
-    for view in snapshot.views.values() {
-        if only.is_some_and(|b| b != view.backend) {
-            continue;
-        }
-        let Some(b) = snapshot.backend_of(view) else {
-            continue;
-        };
-        let store = match b.store() {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(backend = %b.name, view = %view.name, error = %e, "not provisioned: backend down");
-                continue;
-            }
-        };
-        store
-            .create(&snapshot.table.project, view)
-            .await
-            .map_err(|source| ProvisionError {
-                view: view.name.clone(),
-                backend: b.name.clone(),
-                source,
-            })?;
-        for o in store.storage_objects(&snapshot.table.project, view) {
-            done.push(format!(
-                "{} {} ({}) for view {} in backend {}",
-                o.kind, o.name, o.location, view.name, b.name
-            ));
-        }
-    }
-    done.sort();
-    Ok(done)
 }

@@ -8,7 +8,8 @@ use std::time::Duration;
 use notify::Watcher;
 use tokio::sync::mpsc;
 
-use super::{Shared, reload};
+use super::reload::reload;
+use super::shared::Shared;
 use crate::config::ConfigSource;
 
 /// Directories to watch for `source`: each file's directory and, when the
