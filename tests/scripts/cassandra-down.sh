@@ -20,6 +20,8 @@ log() { echo "cassandra-down: $*" >&2; }
 STATE_DIR="$(cd "$1" && pwd)"
 PIDFILE="${STATE_DIR}/cassandra.pid"
 
+# shellcheck source=stop-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/stop-lib.sh"
 alive() {
   local exe
   exe="$(readlink "/proc/$1/exe" 2>/dev/null)" || return 1
@@ -27,27 +29,7 @@ alive() {
   tr '\0' '\n' <"/proc/$1/cmdline" 2>/dev/null \
     | grep -qxF -- "-Dcassandra.storagedir=${STATE_DIR}/data"
 }
-
-if [[ -f "${PIDFILE}" ]]; then
-  pid="$(cat "${PIDFILE}")"
-  if [[ "${pid}" =~ ^[0-9]+$ ]] && alive "${pid}"; then
-    log "stopping Cassandra (pid ${pid})"
-    kill -TERM "${pid}" 2>/dev/null || true
-    for ((i = 0; i < 100; i++)); do
-      alive "${pid}" || break
-      sleep 0.1
-    done
-    if alive "${pid}"; then
-      log "Cassandra (pid ${pid}) ignored SIGTERM for 10 s; sending SIGKILL"
-      kill -KILL "${pid}" 2>/dev/null || true
-      for ((i = 0; i < 50; i++)); do
-        alive "${pid}" || break
-        sleep 0.1
-      done
-    fi
-  fi
-  rm -f "${PIDFILE}"
-fi
+stop_pidfile Cassandra "${PIDFILE}" alive
 
 rm -rf "${STATE_DIR}/data" "${STATE_DIR}/conf" "${STATE_DIR}/cassandra.env" \
   "${STATE_DIR}/.cql-probe.err"

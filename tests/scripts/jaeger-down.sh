@@ -17,32 +17,9 @@ log() { echo "jaeger-down: $*" >&2; }
 STATE_DIR="$(cd "$1" && pwd)"
 PIDFILE="${STATE_DIR}/jaeger.pid"
 
-alive() {
-  local exe
-  exe="$(readlink "/proc/$1/exe" 2>/dev/null)" || return 1
-  [[ "${exe##*/}" == jaeger ]]
-}
-
-if [[ -f "${PIDFILE}" ]]; then
-  pid="$(cat "${PIDFILE}")"
-  if [[ "${pid}" =~ ^[0-9]+$ ]] && alive "${pid}"; then
-    log "stopping jaeger (pid ${pid})"
-    kill -TERM "${pid}" 2>/dev/null || true
-    for ((i = 0; i < 100; i++)); do
-      alive "${pid}" || break
-      sleep 0.1
-    done
-    if alive "${pid}"; then
-      log "jaeger (pid ${pid}) ignored SIGTERM for 10 s; sending SIGKILL"
-      kill -KILL "${pid}" 2>/dev/null || true
-      for ((i = 0; i < 50; i++)); do
-        alive "${pid}" || break
-        sleep 0.1
-      done
-    fi
-  fi
-  rm -f "${PIDFILE}"
-fi
+# shellcheck source=stop-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/stop-lib.sh"
+stop_pidfile jaeger "${PIDFILE}" exe_is jaeger
 
 rm -f "${STATE_DIR}/jaeger.env"
 log "stopped; log kept in ${STATE_DIR}"

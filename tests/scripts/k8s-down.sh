@@ -19,47 +19,12 @@ log() { echo "k8s-down: $*" >&2; }
 STATE_DIR="$1"
 [[ -d "${STATE_DIR}" ]] || { log "${STATE_DIR}: no such directory, nothing to do"; exit 0; }
 
-# running PID NAME: true while PID is a live (non-zombie) process whose
-# executable is NAME.
-running() {
-  local exe
-  exe="$(readlink "/proc/$1/exe" 2>/dev/null)" || return 1
-  [[ "${exe##*/}" == "$2" ]]
-}
-
-# stop NAME: stop the process whose pid is in STATE_DIR/NAME.pid, if its
-# executable is still NAME.
-stop() {
-  local name="$1" pidfile="${STATE_DIR}/$1.pid" pid
-  [[ -f "${pidfile}" ]] || return 0
-  pid="$(cat "${pidfile}")"
-  [[ "${pid}" =~ ^[0-9]+$ ]] || { rm -f "${pidfile}"; return 0; }
-  if ! running "${pid}" "${name}"; then
-    # Already gone (or the pid was reused by something else): leave it alone.
-    rm -f "${pidfile}"
-    return 0
-  fi
-  log "stopping ${name} (pid ${pid})"
-  kill -TERM "${pid}" 2>/dev/null || true
-  local i
-  for ((i = 0; i < 100; i++)); do
-    running "${pid}" "${name}" || break
-    sleep 0.1
-  done
-  if running "${pid}" "${name}"; then
-    log "${name} (pid ${pid}) ignored SIGTERM for 10 s; sending SIGKILL"
-    kill -KILL "${pid}" 2>/dev/null || true
-    for ((i = 0; i < 50; i++)); do
-      running "${pid}" "${name}" || break
-      sleep 0.1
-    done
-  fi
-  rm -f "${pidfile}"
-}
+# shellcheck source=stop-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/stop-lib.sh"
 
 # API server first (it holds etcd connections), then etcd.
-stop kube-apiserver
-stop etcd
+stop_pidfile kube-apiserver "${STATE_DIR}/kube-apiserver.pid" exe_is kube-apiserver
+stop_pidfile etcd "${STATE_DIR}/etcd.pid" exe_is etcd
 
 rm -rf "${STATE_DIR}/etcd-data" "${STATE_DIR}/pki" \
   "${STATE_DIR}/kubeconfig" "${STATE_DIR}/cluster.env"

@@ -18,32 +18,14 @@ log() { echo "redis-down: $*" >&2; }
 STATE_DIR="$(cd "$1" && pwd)"
 PIDFILE="${STATE_DIR}/redis.pid"
 
+# shellcheck source=stop-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/stop-lib.sh"
 alive() {
   local exe
   exe="$(readlink "/proc/$1/exe" 2>/dev/null)" || return 1
   [[ "${exe##*/}" == redis-server || "${exe##*/}" == redis-check-rdb ]]
 }
-
-if [[ -f "${PIDFILE}" ]]; then
-  pid="$(cat "${PIDFILE}")"
-  if [[ "${pid}" =~ ^[0-9]+$ ]] && alive "${pid}"; then
-    log "stopping redis-server (pid ${pid})"
-    kill -TERM "${pid}" 2>/dev/null || true
-    for ((i = 0; i < 100; i++)); do
-      alive "${pid}" || break
-      sleep 0.1
-    done
-    if alive "${pid}"; then
-      log "redis-server (pid ${pid}) ignored SIGTERM for 10 s; sending SIGKILL"
-      kill -KILL "${pid}" 2>/dev/null || true
-      for ((i = 0; i < 50; i++)); do
-        alive "${pid}" || break
-        sleep 0.1
-      done
-    fi
-  fi
-  rm -f "${PIDFILE}"
-fi
+stop_pidfile redis-server "${PIDFILE}" alive
 
 rm -rf "${STATE_DIR}/data" "${STATE_DIR}/redis.env"
 log "stopped; log kept in ${STATE_DIR}"

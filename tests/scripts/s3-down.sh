@@ -17,32 +17,14 @@ log() { echo "s3-down: $*" >&2; }
 STATE_DIR="$(cd "$1" && pwd)"
 PIDFILE="${STATE_DIR}/moto.pid"
 
+# shellcheck source=stop-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/stop-lib.sh"
 alive() {
   local exe
   exe="$(readlink "/proc/$1/exe" 2>/dev/null)" || return 1
   [[ "${exe##*/}" == python* ]] && tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -q moto_server
 }
-
-if [[ -f "${PIDFILE}" ]]; then
-  pid="$(cat "${PIDFILE}")"
-  if [[ "${pid}" =~ ^[0-9]+$ ]] && alive "${pid}"; then
-    log "stopping moto_server (pid ${pid})"
-    kill -TERM "${pid}" 2>/dev/null || true
-    for ((i = 0; i < 100; i++)); do
-      alive "${pid}" || break
-      sleep 0.1
-    done
-    if alive "${pid}"; then
-      log "moto_server (pid ${pid}) ignored SIGTERM for 10 s; sending SIGKILL"
-      kill -KILL "${pid}" 2>/dev/null || true
-      for ((i = 0; i < 50; i++)); do
-        alive "${pid}" || break
-        sleep 0.1
-      done
-    fi
-  fi
-  rm -f "${PIDFILE}"
-fi
+stop_pidfile moto_server "${PIDFILE}" alive
 
 rm -f "${STATE_DIR}/s3.env"
 log "stopped; log kept in ${STATE_DIR}"
