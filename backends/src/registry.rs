@@ -37,12 +37,17 @@ pub enum FetchError {
         #[source]
         source: rusqlite::Error,
     },
-    #[error("{location}: {source}")]
+    /// The driver's error says only what failed ("error performing TLS
+    /// handshake"); its causes (which certificate check) follow it.
+    #[error("{location}: {}", with_causes(source))]
     Postgres {
         location: String,
         #[source]
         source: tokio_postgres::Error,
     },
+    /// The URL's TLS settings (`sslmode`, `sslrootcert`) cannot be used.
+    #[error("{location}: {message}")]
+    PostgresTls { location: String, message: String },
     #[error("{location}: {message}")]
     Remote { location: String, message: String },
     #[error("{location}: the registry is {size} bytes, over --registry-max-bytes ({max})")]
@@ -134,7 +139,8 @@ impl RegistryReader {
                     })??
             }
             RegistryLocation::Sql(SqlUrl::Postgres(url)) => {
-                postgres_registry(url, &self.project, self.max_bytes, &location).await?
+                let tls = self.postgres_tls(url, &location)?;
+                postgres_registry(tls, &self.project, self.max_bytes, &location).await?
             }
             RegistryLocation::Remote { target, tls, cert } => {
                 self.remote_registry(target, *tls, cert.as_deref(), &location)
@@ -179,6 +185,43 @@ impl RegistryReader {
                 file: location.to_string(),
                 source,
             })
+        })
+    }
+
+    /// The driver's URL and TLS connector for a PostgreSQL registry
+    /// (libpq's `sslmode` and `sslrootcert`; a CA given directly, as the
+    /// operator's `caSecretRef`, takes the place of `sslrootcert`).
+    fn postgres_tls(&self, url: &str, location: &str) -> Result<PostgresTls, FetchError> {
+        use crate::pg_tls;
+        let tls_err = |message: String| FetchError::PostgresTls {
+            location: location.to_string(),
+            message,
+        };
+        let target = pg_tls::parse(url).map_err(tls_err)?;
+        if target.mode == pg_tls::SslMode::Disable {
+            return Ok(PostgresTls {
+                url: target.url,
+                connector: None,
+            });
+        }
+        let roots = match (&self.ca_pem, &target.root_cert) {
+            (Some(pem), _) => Some(pg_tls::pem_roots(pem).map_err(tls_err)?),
+            (None, Some(pg_tls::RootCert::System)) => Some(pg_tls::system_roots()),
+            (None, Some(pg_tls::RootCert::File(path))) => {
+                let path = self.base_dir.join(path);
+                let pem = std::fs::read(&path).map_err(|source| FetchError::Io {
+                    location: location.to_string(),
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                Some(pg_tls::pem_roots(&pem).map_err(tls_err)?)
+            }
+            (None, None) => None,
+        };
+        let config = pg_tls::client_config(target.mode, roots).map_err(tls_err)?;
+        Ok(PostgresTls {
+            url: target.url,
+            connector: Some(tokio_postgres_rustls::MakeRustlsConnect::new(config)),
         })
     }
 
@@ -467,8 +510,16 @@ fn sqlite_registry(
     Ok(reg)
 }
 
+/// How to connect to a PostgreSQL registry.
+struct PostgresTls {
+    /// The URL the driver reads.
+    url: String,
+    /// `None` with `sslmode=disable`.
+    connector: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+}
+
 async fn postgres_registry(
-    url: &str,
+    tls: PostgresTls,
     project: &str,
     max_bytes: usize,
     location: &str,
@@ -477,15 +528,21 @@ async fn postgres_registry(
         location: location.to_string(),
         source,
     };
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .map_err(err)?;
     // The connection runs until the client is dropped at the end.
-    let conn = tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "registry database connection ended");
+    let (client, conn) = match tls.connector {
+        None => {
+            let (client, connection) = tokio_postgres::connect(&tls.url, tokio_postgres::NoTls)
+                .await
+                .map_err(err)?;
+            (client, tokio::spawn(drive(connection)))
         }
-    });
+        Some(connector) => {
+            let (client, connection) = tokio_postgres::connect(&tls.url, connector)
+                .await
+                .map_err(err)?;
+            (client, tokio::spawn(drive(connection)))
+        }
+    };
     let mut reg = core::Registry::default();
     let mut total = 0usize;
     let result = async {
@@ -516,6 +573,32 @@ async fn postgres_registry(
     drop(client);
     let _ = conn.await;
     result.map(|()| reg)
+}
+
+/// An error and its causes, `: `-separated (each cause once: a message
+/// that already ends with its cause's text is not repeated).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
+}
+
+/// Runs a registry database connection until its client is dropped.
+async fn drive<F>(connection: F)
+where
+    F: std::future::Future<Output = Result<(), tokio_postgres::Error>>,
+{
+    if let Err(e) = connection.await {
+        tracing::debug!(error = %e, "registry database connection ended");
+    }
 }
 
 #[cfg(test)]

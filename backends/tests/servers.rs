@@ -1106,3 +1106,160 @@ async fn redis_sentinel_follows_a_failover() {
     );
     store.drop_view(project, &v, &[]).await.unwrap();
 }
+
+/// A PostgreSQL registry read over TLS with each of libpq's `sslmode`s,
+/// against the real server `tests/scripts/postgres-up.sh` starts (TLS on,
+/// its certificate signed by HOS_POSTGRES_CA for 127.0.0.1 and localhost).
+/// The registry rows live in a schema of their own (`options=-csearch_path`),
+/// apart from the tables Feast's own SQL registry keeps in `public`.
+#[tokio::test]
+#[ignore = "needs PostgreSQL: run tests/run.sh"]
+async fn postgres_registry_tls_follows_sslmode() {
+    use api::proto::feast::core;
+    use api::registry_config::{RegistryLocation, SqlUrl};
+    use backends::registry::{FetchError, RegistryReader};
+    use prost::Message;
+
+    let url = env("HOS_POSTGRES_URL");
+    let ca = std::path::PathBuf::from(env("HOS_POSTGRES_CA"));
+    let schema = format!("hos_tls_{}", std::process::id());
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+        .batch_execute(&format!(
+            "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}; SET search_path TO {schema};
+             CREATE TABLE entities (project_id TEXT, entity_proto BYTEA);
+             CREATE TABLE feature_views (project_id TEXT, feature_view_proto BYTEA);
+             CREATE TABLE stream_feature_views (project_id TEXT, feature_view_proto BYTEA);
+             CREATE TABLE feature_services (project_id TEXT, feature_service_proto BYTEA);"
+        ))
+        .await
+        .unwrap();
+    let view = core::FeatureView {
+        spec: Some(core::FeatureViewSpec {
+            name: "tls_view".into(),
+            project: "tls_p".into(),
+            ..Default::default()
+        }),
+    };
+    client
+        .execute(
+            &format!("INSERT INTO {schema}.feature_views VALUES ('tls_p', $1)"),
+            &[&view.encode_to_vec()],
+        )
+        .await
+        .unwrap();
+
+    // `host` is what the certificate is checked against; `hostaddr` is
+    // where the connection goes (always the test server).
+    let (userinfo, rest) = url
+        .strip_prefix("postgresql://")
+        .and_then(|r| r.split_once('@'))
+        .unwrap();
+    let (hostport, db) = rest.split_once('/').unwrap();
+    let port = hostport.rsplit_once(':').unwrap().1;
+    let read = |host: &str, params: &str, ca_pem: Option<Vec<u8>>| {
+        let reader = RegistryReader {
+            location: RegistryLocation::Sql(SqlUrl::Postgres(format!(
+                "postgresql://{userinfo}@{host}:{port}/{db}?hostaddr=127.0.0.1&options=-csearch_path%3D{schema}&{params}"
+            ))),
+            project: "tls_p".into(),
+            base_dir: ca.parent().unwrap().to_path_buf(),
+            token_file: None,
+            token: None,
+            ca_pem,
+            max_bytes: 1 << 20,
+        };
+        async move { reader.read().await }
+    };
+    let ok = |r: Result<api::registry::RegistryContents, FetchError>, what: &str| {
+        let c = r.unwrap_or_else(|e| panic!("{what}: {e}"));
+        let names: Vec<&str> = c.feature_views.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(names, ["tls_view"], "{what}");
+    };
+    let refused =
+        |r: Result<api::registry::RegistryContents, FetchError>, what: &str, needle: &str| {
+            let e = r
+                .err()
+                .unwrap_or_else(|| panic!("{what}: read, expected a refusal"));
+            let msg = e.to_string();
+            assert!(msg.contains(needle), "{what}: {msg}");
+            assert!(
+                !msg.contains(userinfo),
+                "{what}: the message holds the password: {msg}"
+            );
+        };
+    let ca_file = ca.file_name().unwrap().to_str().unwrap();
+    let ca_pem = std::fs::read(&ca).unwrap();
+
+    // The certificate's chain and name are checked.
+    let full = format!("sslmode=verify-full&sslrootcert={ca_file}");
+    ok(
+        read("127.0.0.1", &full, None).await,
+        "verify-full, 127.0.0.1",
+    );
+    ok(
+        read("localhost", &full, None).await,
+        "verify-full, localhost",
+    );
+    refused(
+        read("db.example.com", &full, None).await,
+        "verify-full, a name the certificate lacks",
+        "certificate not valid for name \"db.example.com\"",
+    );
+    // verify-ca: the chain only.
+    let ca_only = format!("sslmode=verify-ca&sslrootcert={ca_file}");
+    ok(
+        read("db.example.com", &ca_only, None).await,
+        "verify-ca, another name",
+    );
+    // Another CA (the public roots) does not vouch for the test server.
+    for params in [
+        "sslmode=verify-ca&sslrootcert=system",
+        "sslmode=require&sslrootcert=system",
+    ] {
+        refused(
+            read("127.0.0.1", params, None).await,
+            params,
+            "UnknownIssuer",
+        );
+    }
+    // The CA given directly (the operator's caSecretRef) counts as sslrootcert.
+    ok(
+        read("127.0.0.1", "sslmode=verify-full", Some(ca_pem.clone())).await,
+        "verify-full, CA given",
+    );
+    refused(
+        read("127.0.0.1", "sslmode=verify-full", None).await,
+        "verify-full without a CA",
+        "needs sslrootcert",
+    );
+    // Encrypted without authenticating the server, and in clear: libpq's
+    // meanings of require, prefer (the default) and disable.
+    for params in [
+        "sslmode=require",
+        "sslmode=prefer",
+        "",
+        "sslmode=disable",
+        "sslmode=allow",
+    ] {
+        ok(read("127.0.0.1", params, None).await, params);
+    }
+    refused(
+        read(
+            "127.0.0.1",
+            "sslmode=verify-full&sslrootcert=missing.pem",
+            None,
+        )
+        .await,
+        "a missing CA file",
+        "missing.pem",
+    );
+
+    client
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .unwrap();
+}

