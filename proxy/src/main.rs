@@ -393,6 +393,12 @@ struct ServeArgs {
     /// span per backend call.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     otlp_endpoint: Option<String>,
+    /// Threads of the async runtime that serve requests (1-1024). Unset:
+    /// tokio's default, `TOKIO_WORKER_THREADS` or the CPUs the process may
+    /// use (a cgroup CPU limit counts). SQLite readers and the blocking
+    /// pool are threads of their own beside these.
+    #[arg(long, env = "HOS_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    worker_threads: Option<u16>,
     /// `service.name` of the exported spans.
     #[arg(long, env = "OTEL_SERVICE_NAME", default_value = "hos-proxy")]
     otlp_service_name: String,
@@ -765,10 +771,14 @@ fn main() -> std::process::ExitCode {
     // One TLS crypto provider for every client and server of the process
     // (the listener's TLS, registry reads from S3 and GCS).
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Command::Serve(a) = &cli.command
+        && let Some(n) = a.worker_threads
     {
+        runtime.worker_threads(usize::from(n));
+    }
+    let runtime = match runtime.build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -827,5 +837,38 @@ fn main() -> std::process::ExitCode {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::{Cli, Command};
+
+    /// --worker-threads takes 1 to 1024; anything else is refused by name
+    /// before a runtime is built (tokio panics on 0).
+    #[test]
+    fn worker_threads_are_bounded() {
+        let threads = |args: &[&str]| -> Result<Option<u16>, String> {
+            let cli = Cli::try_parse_from(args).map_err(|e| e.to_string())?;
+            match cli.command {
+                Command::Serve(a) => Ok(a.worker_threads),
+                _ => Err("not serve".into()),
+            }
+        };
+        for ok in [1u16, 2, 1024] {
+            let v = ok.to_string();
+            assert_eq!(
+                threads(&["hos-proxy", "serve", "--repo", ".", "--worker-threads", &v]),
+                Ok(Some(ok))
+            );
+        }
+        for bad in ["0", "1025", "-1", "70000", "two", ""] {
+            let arg = format!("--worker-threads={bad}");
+            let e = threads(&["hos-proxy", "serve", "--repo", ".", &arg]).expect_err(bad);
+            assert!(e.contains("--worker-threads"), "{bad:?}: {e}");
+        }
+        assert_eq!(threads(&["hos-proxy", "serve", "--repo", "."]), Ok(None));
     }
 }
