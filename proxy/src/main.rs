@@ -846,6 +846,32 @@ mod tests {
 
     use super::{Cli, Command};
 
+    /// Every flag of every subcommand is documented in the README.
+    #[test]
+    fn every_flag_is_in_the_readme() {
+        use clap::CommandFactory;
+        let readme = include_str!("../../README.md");
+        let mut missing = Vec::new();
+        let mut checked = 0;
+        for sub in Cli::command().get_subcommands() {
+            for arg in sub.get_arguments() {
+                let Some(long) = arg.get_long() else { continue };
+                checked += 1;
+                // `--name` whole (not the start of a longer flag).
+                let flag = format!("--{long}");
+                let documented = readme.match_indices(&flag).any(|(i, _)| {
+                    !readme[i + flag.len()..]
+                        .starts_with(|c: char| c.is_ascii_alphanumeric() || c == '-')
+                });
+                if !documented {
+                    missing.push(format!("{} --{long}", sub.get_name()));
+                }
+            }
+        }
+        assert!(checked > 30, "only {checked} flags seen");
+        assert!(missing.is_empty(), "not in README.md: {missing:?}");
+    }
+
     /// --worker-threads takes 1 to 1024; anything else is refused by name
     /// before a runtime is built (tokio panics on 0).
     #[test]
