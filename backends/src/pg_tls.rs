@@ -144,7 +144,10 @@ pub fn client_config(mode: SslMode, roots: Option<RootCertStore>) -> Result<Clie
     };
     let verifier: Arc<dyn ServerCertVerifier> = match (mode, roots) {
         (SslMode::VerifyFull, Some(roots)) => chain(roots)?,
-        (SslMode::VerifyCa | SslMode::Require, Some(roots)) => Arc::new(ChainOnly(chain(roots)?)),
+        (SslMode::VerifyCa | SslMode::Require, Some(roots)) => Arc::new(Libpq {
+            chain: Some(chain(roots)?),
+            provider,
+        }),
         (SslMode::VerifyCa, None) => {
             return Err(
                 "sslmode=verify-ca needs sslrootcert (a CA file, or `system` for the public roots)"
@@ -154,7 +157,10 @@ pub fn client_config(mode: SslMode, roots: Option<RootCertStore>) -> Result<Clie
         (SslMode::VerifyFull, None) => {
             return Err("sslmode=verify-full needs sslrootcert (a CA file, or `system` for the public roots)".into());
         }
-        (_, _) => Arc::new(Unauthenticated(provider)),
+        (_, _) => Arc::new(Libpq {
+            chain: None,
+            provider,
+        }),
     };
     Ok(builder
         .dangerous()
@@ -182,12 +188,18 @@ pub fn system_roots() -> RootCertStore {
     }
 }
 
-/// `verify-ca`: the chain must lead to the CA; the name is not checked
-/// (libpq's meaning: a server of this CA, whichever host name it has).
+/// libpq's weaker checks: `chain` set (`verify-ca`, or `require` with a
+/// CA): the chain must lead to the CA, whatever host name the certificate
+/// has; `chain` unset (`prefer`, `require` without a CA): encrypted, the
+/// server not authenticated. Either way the handshake's signatures are
+/// checked against the certificate the server sent.
 #[derive(Debug)]
-struct ChainOnly(Arc<WebPkiServerVerifier>);
+struct Libpq {
+    chain: Option<Arc<WebPkiServerVerifier>>,
+    provider: Arc<CryptoProvider>,
+}
 
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for Libpq {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -196,12 +208,12 @@ impl ServerCertVerifier for ChainOnly {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        let Some(chain) = &self.chain else {
+            return Ok(ServerCertVerified::assertion());
+        };
         // The chain is checked before the name: a name error means the
         // chain was accepted.
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-        {
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) => Ok(ServerCertVerified::assertion()),
@@ -215,52 +227,11 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
-    }
-}
-
-/// `prefer` / `require` without a CA: encrypted, the server not
-/// authenticated (libpq's meaning); the handshake's signatures are still
-/// checked against the certificate the server sent.
-#[derive(Debug)]
-struct Unauthenticated(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for Unauthenticated {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         rustls::crypto::verify_tls12_signature(
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
@@ -274,12 +245,14 @@ impl ServerCertVerifier for Unauthenticated {
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 

@@ -188,6 +188,23 @@ impl RegistryReader {
         })
     }
 
+    /// The PEM CA a registry's server is checked against: the one given
+    /// directly (`ca_pem`), else `file`'s content (relative to `base_dir`).
+    fn ca(&self, file: Option<&str>, location: &str) -> Result<Option<Vec<u8>>, FetchError> {
+        if let Some(pem) = &self.ca_pem {
+            return Ok(Some(pem.clone()));
+        }
+        let Some(file) = file else { return Ok(None) };
+        let path = self.base_dir.join(file);
+        std::fs::read(&path)
+            .map(Some)
+            .map_err(|source| FetchError::Io {
+                location: location.to_string(),
+                path: path.display().to_string(),
+                source,
+            })
+    }
+
     /// The driver's URL and TLS connector for a PostgreSQL registry
     /// (libpq's `sslmode` and `sslrootcert`; a CA given directly, as the
     /// operator's `caSecretRef`, takes the place of `sslrootcert`).
@@ -204,19 +221,14 @@ impl RegistryReader {
                 connector: None,
             });
         }
-        let roots = match (&self.ca_pem, &target.root_cert) {
-            (Some(pem), _) => Some(pg_tls::pem_roots(pem).map_err(tls_err)?),
+        let file = match &target.root_cert {
+            Some(pg_tls::RootCert::File(path)) => Some(path.as_str()),
+            _ => None,
+        };
+        let roots = match (self.ca(file, location)?, &target.root_cert) {
+            (Some(pem), _) => Some(pg_tls::pem_roots(&pem).map_err(tls_err)?),
             (None, Some(pg_tls::RootCert::System)) => Some(pg_tls::system_roots()),
-            (None, Some(pg_tls::RootCert::File(path))) => {
-                let path = self.base_dir.join(path);
-                let pem = std::fs::read(&path).map_err(|source| FetchError::Io {
-                    location: location.to_string(),
-                    path: path.display().to_string(),
-                    source,
-                })?;
-                Some(pg_tls::pem_roots(&pem).map_err(tls_err)?)
-            }
-            (None, None) => None,
+            (None, _) => None,
         };
         let config = pg_tls::client_config(target.mode, roots).map_err(tls_err)?;
         Ok(PostgresTls {
@@ -245,20 +257,9 @@ impl RegistryReader {
             .connect_timeout(Duration::from_secs(5))
             .timeout(FETCH_TIMEOUT);
         if tls {
-            let config = match (&self.ca_pem, cert) {
-                (Some(pem), _) => {
-                    ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem.clone()))
-                }
-                (None, Some(path)) => {
-                    let path = self.base_dir.join(path);
-                    let pem = std::fs::read(&path).map_err(|source| FetchError::Io {
-                        location: location.to_string(),
-                        path: path.display().to_string(),
-                        source,
-                    })?;
-                    ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem))
-                }
-                (None, None) => ClientTlsConfig::new().with_webpki_roots(),
+            let config = match self.ca(cert, location)? {
+                Some(pem) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)),
+                None => ClientTlsConfig::new().with_webpki_roots(),
             };
             endpoint = endpoint
                 .tls_config(config)

@@ -27,11 +27,7 @@ alive() { exe_is postgres "$1"; }
 stop_with() {
   alive "${pid}" || return 0
   kill "-$1" "${pid}" 2>/dev/null || true
-  for ((i = 0; i < $2; i++)); do
-    alive "${pid}" || return 0
-    sleep 0.1
-  done
-  return 1
+  gone "$2" alive "${pid}"
 }
 
 if [[ -f "${PIDFILE}" ]]; then

@@ -17,25 +17,30 @@ exe_is() {
   [[ "${exe##*/}" == "$1" ]]
 }
 
+# gone TENTHS CHECK... PID: waits up to TENTHS/10 s for `CHECK... PID` to
+# turn false; true once it has.
+gone() {
+  local tenths="$1" i
+  shift
+  for ((i = 0; i < tenths; i++)); do
+    "$@" || return 0
+    sleep 0.1
+  done
+  ! "$@"
+}
+
 stop_pidfile() {
-  local label="$1" pidfile="$2" pid i
+  local label="$1" pidfile="$2" pid
   shift 2
   [[ -f "${pidfile}" ]] || return 0
   pid="$(cat "${pidfile}")"
   if [[ "${pid}" =~ ^[0-9]+$ ]] && "$@" "${pid}"; then
     log "stopping ${label} (pid ${pid})"
     kill -TERM "${pid}" 2>/dev/null || true
-    for ((i = 0; i < 100; i++)); do
-      "$@" "${pid}" || break
-      sleep 0.1
-    done
-    if "$@" "${pid}"; then
+    if ! gone 100 "$@" "${pid}"; then
       log "${label} (pid ${pid}) ignored SIGTERM for 10 s; sending SIGKILL"
       kill -KILL "${pid}" 2>/dev/null || true
-      for ((i = 0; i < 50; i++)); do
-        "$@" "${pid}" || break
-        sleep 0.1
-      done
+      gone 50 "$@" "${pid}" || log "WARNING: ${label} (pid ${pid}) did not exit"
     fi
   fi
   rm -f "${pidfile}"
