@@ -98,6 +98,15 @@ fn prepare_unavailable(e: &PrepareError) -> bool {
     }
 }
 
+/// A failed prepare by the driver's typed error, as [`execution_error`].
+fn prepare_error(e: PrepareError) -> BackendError {
+    if prepare_unavailable(&e) {
+        BackendError::Unavailable(e.to_string())
+    } else {
+        BackendError::Query(e.to_string())
+    }
+}
+
 /// The server refused the statement as invalid (as Cassandra does a table
 /// that does not exist; whether it exists is then asked of the schema).
 fn attempt_invalid(e: &RequestAttemptError) -> bool {
@@ -301,11 +310,7 @@ impl CassandraStore {
                     continue;
                 }
             }
-            return Err(if prepare_unavailable(&e) {
-                BackendError::Unavailable(e.to_string())
-            } else {
-                BackendError::Query(e.to_string())
-            });
+            return Err(prepare_error(e));
         };
         let level = if op == "select" {
             self.read_consistency

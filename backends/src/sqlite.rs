@@ -27,8 +27,10 @@ use crate::{
 
 /// Reader threads per database file.
 const READERS: usize = 4;
-/// Each reader's page cache: 512 KiB (SQLite's default is 2 MiB).
-const READER_CACHE_PRAGMA: &str = "PRAGMA cache_size = -512";
+/// Each reader's page cache in KiB (SQLite's default is 2 MiB).
+const READER_CACHE_KIB: u32 = 512;
+/// The writer's page cache in KiB.
+const WRITER_CACHE_KIB: u32 = 16_384;
 /// Bound parameters per read statement, well under SQLite's limit.
 const KEYS_PER_QUERY: usize = 500;
 
@@ -134,6 +136,13 @@ pub fn database_path(conf: &SqliteConf, ctx: &OpenContext) -> Result<PathBuf, Ba
     }
 }
 
+/// Sets a connection's page cache; not fatal (SQLite's default stays).
+fn set_cache_kib(conn: &Connection, kib: u32) {
+    if let Err(e) = conn.execute_batch(&format!("PRAGMA cache_size = -{kib}")) {
+        tracing::debug!(error = %e, kib, "sqlite cache_size not set");
+    }
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the database at [`database_path`].
     pub fn open(conf: &SqliteConf, ctx: &OpenContext) -> Result<SqliteStore, BackendError> {
@@ -164,9 +173,7 @@ impl SqliteStore {
         // The writer touches a key's index and table pages for every
         // feature: a larger page cache than SQLite's 2 MiB default saves
         // most of the re-reads of a big table.
-        if let Err(e) = writer.execute_batch("PRAGMA cache_size = -16384") {
-            tracing::debug!(error = %e, "sqlite cache_size not set");
-        }
+        set_cache_kib(&writer, WRITER_CACHE_KIB);
         let readers = (0..READERS)
             .map(|_| {
                 let conn = open_connection(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
@@ -174,9 +181,7 @@ impl SqliteStore {
                 // cache rarely holds; what repays caching is the B-trees'
                 // interior pages, a few hundred KiB even for large tables.
                 // SQLite's 2 MiB default per reader mostly held leaves.
-                if let Err(e) = conn.execute_batch(READER_CACHE_PRAGMA) {
-                    tracing::debug!(error = %e, "sqlite cache_size not set");
-                }
+                set_cache_kib(&conn, READER_CACHE_KIB);
                 Ok(conn)
             })
             .collect::<Result<Vec<_>, BackendError>>()?;

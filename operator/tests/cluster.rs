@@ -1785,7 +1785,6 @@ fn fleet_table(views: usize, ttl_seconds: u64) -> String {
         .to_yaml()
 }
 
-/// The routing digest a proxy serves (`/ready` on its listener, no auth).
 /// A Pod object `store-proxy-0` with the proxy Deployment's `labels`,
 /// Running and Ready at 127.0.0.1 (no kubelet here: the test runs the
 /// process that Pod would, on the loopback).
@@ -1812,6 +1811,7 @@ async fn ready_proxy_pod(client: &Client, ns: &str, labels: &BTreeMap<String, St
     .unwrap();
 }
 
+/// The routing digest a proxy serves (`/ready` on its listener, no auth).
 async fn served_digest(http: &reqwest::Client, base: &str) -> Option<String> {
     let r = http.get(format!("{base}/ready")).send().await.ok()?;
     let body: serde_json::Value = r.json().await.ok()?;
