@@ -405,7 +405,7 @@ def main() -> int:
         names = {"none": "no rewrites (baseline)", "atomic-rename": "rewrite by rename, 1/s",
                  "in-place-rewrite": "rewrite in place, 1/s",
                  "atomic-rename-yaml": "rewrite by rename, 1/s, YAML"}
-        for ph, style in zip(rl["phases"], ("-", "--", ":")):
+        for ph, style in zip(rl["phases"], ("-", "--", ":", "-.")):
             a1.plot(qs2, [ph["latency_us"][q] / 1000 for q in qs2], style, marker="o", color="#d95f02",
                     label=names.get(ph["mode"], ph["mode"]))
         a1.set_yscale("log")
